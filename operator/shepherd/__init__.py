@@ -1,0 +1,1 @@
+"""Shepherd: a Kubernetes release operator."""
