@@ -1,0 +1,430 @@
+"""The Release CRD and its offline validator: good examples pass, each bad Release fails on its own rule."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import celpy
+import pytest
+import yaml
+
+from shepherd.crdschema import Violation, apply_defaults, load_crd, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    return load_crd("release")
+
+
+def example_releases() -> list[Any]:
+    return [
+        pytest.param(doc, id=f"{path.relative_to(EXAMPLES)}[{index}]")
+        for path in sorted(EXAMPLES.rglob("*.yaml"))
+        for index, doc in enumerate(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        if doc and doc.get("kind") == "Release"
+    ]
+
+
+def quickstart_release() -> dict[str, Any]:
+    docs = yaml.safe_load_all((EXAMPLES / "quickstart.yaml").read_text(encoding="utf-8"))
+    release: dict[str, Any] = next(doc for doc in docs if doc["kind"] == "Release")
+    return release
+
+
+# Mutations of a valid Release, addressed by Kubernetes-style paths such as "spec.components[0].name".
+
+
+def _steps(path: str) -> list[str | int]:
+    return [int(index) if index else name for index, name in re.findall(r"\[(\d+)\]|([^.\[\]]+)", path)]
+
+
+def _parent(obj: dict[str, Any], path: str) -> tuple[Any, str | int]:
+    *parents, last = _steps(path)
+    node: Any = obj
+    for step in parents:
+        node = node[step]
+    return node, last
+
+
+def setting(path: str, value: Any) -> Mutation:
+    def mutate(obj: dict[str, Any]) -> None:
+        node, last = _parent(obj, path)
+        node[last] = copy.deepcopy(value)
+
+    return mutate
+
+
+def removing(path: str) -> Mutation:
+    def mutate(obj: dict[str, Any]) -> None:
+        node, last = _parent(obj, path)
+        del node[last]
+
+    return mutate
+
+
+def appending(path: str, value: Any) -> Mutation:
+    def mutate(obj: dict[str, Any]) -> None:
+        node, last = _parent(obj, path)
+        node[last].append(copy.deepcopy(value))
+
+    return mutate
+
+
+def component(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "template": {"spec": {"containers": [{"name": name, "image": f"example/{name}:1"}]}},
+    }
+
+
+class BadRelease(NamedTuple):
+    id: str
+    mutate: Mutation
+    field: str
+    message: str
+
+
+STEPS = "spec.strategy.canary.steps"
+CONTAINER = "spec.components[0].template.spec.containers[0]"
+
+BAD_RELEASES = [
+    BadRelease("missing-version", removing("spec.version"), "spec.version", "Required value"),
+    BadRelease("empty-version", setting("spec.version", ""), "spec.version", "at least 1 characters"),
+    BadRelease("version-with-space", setting("spec.version", "1.0 beta"), "spec.version", "must match"),
+    BadRelease(
+        "version-64-chars", setting("spec.version", "1" * 64), "spec.version", "at most 63 characters"
+    ),
+    BadRelease(
+        "version-not-a-string", setting("spec.version", 1.0), "spec.version", "must be of type string"
+    ),
+    BadRelease(
+        "paused-not-a-boolean", setting("spec.paused", "yes"), "spec.paused", "must be of type boolean"
+    ),
+    BadRelease(
+        "malformed-progress-deadline",
+        setting("spec.progressDeadline", "10 minutes"),
+        "spec.progressDeadline",
+        "must match",
+    ),
+    BadRelease("missing-components", removing("spec.components"), "spec.components", "Required value"),
+    BadRelease("no-components", setting("spec.components", []), "spec.components", "at least 1 items"),
+    BadRelease(
+        "21-components",
+        setting("spec.components", [component(f"c{i}") for i in range(21)]),
+        "spec.components",
+        "at most 20 items",
+    ),
+    BadRelease(
+        "component-name-uppercase",
+        setting("spec.components[0].name", "API"),
+        "spec.components[0].name",
+        "must match",
+    ),
+    BadRelease(
+        "duplicate-component-names",
+        setting("spec.components[1].name", "api"),
+        "spec.components",
+        "names must be unique",
+    ),
+    BadRelease(
+        "component-without-name",
+        removing("spec.components[1].name"),
+        "spec.components[1].name",
+        "Required value",
+    ),
+    BadRelease(
+        "replicas-0",
+        setting("spec.components[0].replicas", 0),
+        "spec.components[0].replicas",
+        "greater than or equal to 1",
+    ),
+    BadRelease(
+        "replicas-1001",
+        setting("spec.components[0].replicas", 1001),
+        "spec.components[0].replicas",
+        "less than or equal to 1000",
+    ),
+    BadRelease(
+        "missing-template",
+        removing("spec.components[0].template"),
+        "spec.components[0].template",
+        "Required value",
+    ),
+    BadRelease(
+        "template-without-containers",
+        removing("spec.components[0].template.spec.containers"),
+        "spec.components[0].template.spec.containers",
+        "Required value",
+    ),
+    BadRelease(
+        "template-with-no-containers",
+        setting("spec.components[0].template.spec.containers", []),
+        "spec.components[0].template.spec.containers",
+        "at least 1 items",
+    ),
+    BadRelease(
+        "container-without-image", removing(f"{CONTAINER}.image"), f"{CONTAINER}.image", "Required value"
+    ),
+    BadRelease(
+        "pod-label-not-a-string",
+        setting("spec.components[0].template.metadata", {"labels": {"app.kubernetes.io/part-of": 1}}),
+        "spec.components[0].template.metadata.labels[app.kubernetes.io/part-of]",
+        "must be of type string",
+    ),
+    BadRelease(
+        "weight-101",
+        setting(f"{STEPS}[0].setWeight", 101),
+        f"{STEPS}[0].setWeight",
+        "less than or equal to 100",
+    ),
+    BadRelease(
+        "weight-minus-1",
+        setting(f"{STEPS}[0].setWeight", -1),
+        f"{STEPS}[0].setWeight",
+        "greater than or equal to 0",
+    ),
+    BadRelease("decreasing-weights", setting(f"{STEPS}[2].setWeight", 10), STEPS, "must not decrease"),
+    BadRelease(
+        "step-with-setWeight-and-pause",
+        setting(f"{STEPS}[0].pause", {}),
+        f"{STEPS}[0]",
+        "exactly one of setWeight or pause",
+    ),
+    BadRelease("empty-step", appending(STEPS, {}), f"{STEPS}[5]", "exactly one of setWeight or pause"),
+    BadRelease("51-steps", setting(STEPS, [{"setWeight": 100}] * 51), STEPS, "at most 50 items"),
+    BadRelease(
+        "malformed-pause-duration",
+        setting(f"{STEPS}[1].pause.duration", "10 minutes"),
+        f"{STEPS}[1].pause.duration",
+        "must match",
+    ),
+    BadRelease(
+        "trafficRouting-with-no-kind",
+        setting("spec.strategy.canary.trafficRouting", {}),
+        "spec.strategy.canary.trafficRouting",
+        "exactly one routing kind: replicas",
+    ),
+    BadRelease(
+        "bad-bake-duration", setting("spec.postRelease.bake", "5"), "spec.postRelease.bake", "must match"
+    ),
+    BadRelease(
+        "revisionHistoryLimit-0",
+        setting("spec.rollback", {"revisionHistoryLimit": 0}),
+        "spec.rollback.revisionHistoryLimit",
+        "greater than or equal to 1",
+    ),
+    BadRelease(
+        "revisionHistoryLimit-101",
+        setting("spec.rollback", {"revisionHistoryLimit": 101}),
+        "spec.rollback.revisionHistoryLimit",
+        "less than or equal to 100",
+    ),
+    BadRelease(
+        "unknown-field-in-step",
+        setting(f"{STEPS}[0].setweight", 30),
+        f"{STEPS}[0].setweight",
+        f'unknown field "{STEPS}[0].setweight"',
+    ),
+    BadRelease("unknown-field-in-spec", setting("spec.replicas", 3), "spec.replicas", "unknown field"),
+    BadRelease(
+        "name-longer-than-63", setting("metadata.name", "s" * 64), "metadata.name", "at most 63 characters"
+    ),
+    BadRelease(
+        "unserved-version", setting("apiVersion", "shepherd.dev/v1"), "apiVersion", '"shepherd.dev/v1alpha1"'
+    ),
+    BadRelease("wrong-kind", setting("kind", "Rollout"), "kind", 'supported values: "Release"'),
+    BadRelease("unknown-phase", setting("status", {"phase": "Done"}), "status.phase", '"Succeeded"'),
+    BadRelease(
+        "condition-time-not-rfc3339",
+        setting(
+            "status",
+            {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "Baked",
+                        "message": "",
+                        "lastTransitionTime": "now",
+                    }
+                ]
+            },
+        ),
+        "status.conditions[0].lastTransitionTime",
+        "RFC 3339 date-time",
+    ),
+]
+
+
+@pytest.mark.parametrize("release", example_releases())
+def test_every_example_release_is_valid(crd: dict[str, Any], release: dict[str, Any]) -> None:
+    assert validate(crd, release) == []
+
+
+def test_the_examples_contain_releases() -> None:
+    assert len(example_releases()) >= 2
+
+
+@pytest.mark.parametrize("case", BAD_RELEASES, ids=[case.id for case in BAD_RELEASES])
+def test_a_bad_release_is_rejected_at_the_offending_field(crd: dict[str, Any], case: BadRelease) -> None:
+    release = quickstart_release()
+    case.mutate(release)
+
+    violations = validate(crd, release)
+
+    matching = [v for v in violations if v.field == case.field and case.message in v.message]
+    assert matching, f"no violation at {case.field} mentioning {case.message!r} in {violations}"
+
+
+def test_the_corpus_has_at_least_one_bad_release_per_rule() -> None:
+    assert len(BAD_RELEASES) >= 20
+    assert len({case.id for case in BAD_RELEASES}) == len(BAD_RELEASES)
+
+
+def test_cel_rules_are_skipped_after_a_type_error(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    setting("spec.components[0].replicas", "four")(release)
+    setting("spec.components[1].name", "api")(release)  # a duplicate only CEL reports
+
+    violations = validate(crd, release)
+
+    assert [v.field for v in violations] == ["spec.components[0].replicas", ""]
+    assert "some validation rules were not checked" in violations[-1].message
+
+
+def test_a_violation_reads_like_kubectl(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    setting(f"{STEPS}[4].setWeight", 101)(release)
+
+    assert [str(v) for v in validate(crd, release)] == [
+        f"{STEPS}[4].setWeight: Invalid value: 101: must be less than or equal to 100"
+    ]
+
+
+def test_a_null_field_is_pruned_before_validation_as_the_api_server_does(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    setting(f"{STEPS}[1].pause", None)(release)
+
+    assert validate(crd, release) == [
+        Violation(f"{STEPS}[1]", "each canary step must set exactly one of setWeight or pause")
+    ]
+
+
+def test_defaults_are_filled_in_as_the_api_server_stores_them(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    removing("spec.components[0].replicas")(release)
+
+    stored = apply_defaults(crd, release)
+
+    assert stored["spec"]["paused"] is False
+    assert stored["spec"]["progressDeadline"] == "1m"
+    assert stored["spec"]["components"][0]["replicas"] == 1
+    assert stored["spec"]["rollback"] == {"automatic": True, "revisionHistoryLimit": 10}
+    assert "replicas" not in release["spec"]["components"][0], "the input is left unchanged"
+
+
+def test_the_quickstart_services_split_traffic_by_replica_ratio() -> None:
+    docs = list(yaml.safe_load_all((EXAMPLES / "quickstart.yaml").read_text(encoding="utf-8")))
+    release = next(doc for doc in docs if doc["kind"] == "Release")
+    selectors = [doc["spec"]["selector"] for doc in docs if doc["kind"] == "Service"]
+
+    assert selectors == [
+        {"app.kubernetes.io/name": c["name"], "app.kubernetes.io/instance": release["metadata"]["name"]}
+        for c in release["spec"]["components"]
+    ]
+
+
+# The CRD itself
+
+
+def openapi_schema(crd: Mapping[str, Any]) -> dict[str, Any]:
+    (version,) = crd["spec"]["versions"]
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def schema_nodes(node: Mapping[str, Any], path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
+    yield path, node
+    for name, child in node.get("properties", {}).items():
+        yield from schema_nodes(child, f"{path}.{name}" if path else name)
+    if "items" in node:
+        yield from schema_nodes(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), Mapping):
+        yield from schema_nodes(node["additionalProperties"], f"{path}[*]")
+
+
+def test_the_package_ships_the_top_level_crd() -> None:
+    assert load_crd("release") == yaml.safe_load((ROOT / "crds" / "release.yaml").read_text(encoding="utf-8"))
+
+
+def test_every_property_has_a_description(crd: dict[str, Any]) -> None:
+    schema = openapi_schema(crd)
+    undocumented = [
+        path
+        for path, node in schema_nodes(schema)
+        # The API server forbids anything but name and generateName on the root metadata, a description
+        # included; kubectl explain documents it as ObjectMeta.
+        if path != "metadata" and "description" not in node and not path.endswith(("[]", "[*]"))
+    ]
+    assert undocumented == []
+
+
+def test_every_cel_rule_compiles_and_explains_itself(crd: dict[str, Any]) -> None:
+    environment = celpy.Environment()
+    rules = [
+        rule
+        for _, node in schema_nodes(openapi_schema(crd))
+        for rule in node.get("x-kubernetes-validations", [])
+    ]
+
+    assert len(rules) == 5
+    for rule in rules:
+        environment.compile(rule["rule"])
+        assert rule["message"], rule
+        assert "\n" not in rule["message"], "the API server rejects messages with line breaks"
+
+
+def test_every_node_has_a_type_as_a_structural_schema_must(crd: dict[str, Any]) -> None:
+    assert [path for path, node in schema_nodes(openapi_schema(crd)) if "type" not in node] == []
+
+
+def test_every_list_a_cel_rule_iterates_is_bounded(crd: dict[str, Any]) -> None:
+    # The API server rejects a CRD whose rules' estimated cost is unbounded.
+    for path, node in schema_nodes(openapi_schema(crd)):
+        items = node.get("items", {})
+        if "x-kubernetes-validations" in node or "x-kubernetes-validations" in items:
+            assert node.get("type") != "array" or "maxItems" in node, path
+
+
+def test_printer_columns(crd: dict[str, Any]) -> None:
+    (version,) = crd["spec"]["versions"]
+    columns = {c["name"]: (c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]}
+
+    assert columns == {
+        "Version": ("string", ".spec.version"),
+        "Phase": ("string", ".status.phase"),
+        "Weight": ("integer", ".status.canaryWeight"),
+        "Step": ("integer", ".status.currentStep"),
+        "Ready": ("string", '.status.conditions[?(@.type=="Ready")].status'),
+        "Age": ("date", ".metadata.creationTimestamp"),
+    }
+    assert list(columns) == ["Version", "Phase", "Weight", "Step", "Ready", "Age"]
+
+
+def test_names(crd: dict[str, Any]) -> None:
+    (version,) = crd["spec"]["versions"]
+    assert crd["metadata"]["name"] == "releases.shepherd.dev"
+    assert crd["spec"]["scope"] == "Namespaced"
+    assert crd["spec"]["names"]["shortNames"] == ["rel"]
+    assert crd["spec"]["names"]["categories"] == ["shepherd"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
