@@ -1,0 +1,53 @@
+"""What the core asks the shell to do: plain data, applied in order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class ApplyDeployment:
+    """Create the Deployment, or bring the live one to this manifest's spec, labels and annotations."""
+
+    manifest: Mapping[str, Any]
+    exists: bool
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["metadata"]["name"])
+
+
+@dataclass(frozen=True)
+class DeleteDeployment:
+    name: str
+
+
+@dataclass(frozen=True)
+class RecordRevision:
+    """Store a revision's content as an apps/v1 ControllerRevision owned by the Release."""
+
+    manifest: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DeleteRevision:
+    name: str
+
+
+@dataclass(frozen=True)
+class RemoveAnnotations:
+    """Consume manual commands; done before the status write so a command acts at most once."""
+
+    keys: tuple[str, ...]
+
+
+Action = ApplyDeployment | DeleteDeployment | RecordRevision | DeleteRevision | RemoveAnnotations
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str

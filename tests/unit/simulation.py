@@ -1,0 +1,184 @@
+"""Drive the pure core through time: apply its actions to plain dicts, as the shell would.
+
+Deployments become ready at the next reconcile unless listed in `unready`; a
+`crashing` one reports ProgressDeadlineExceeded like the deployment controller does.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shepherd.core import Decision, Observations, ReleaseObject, decide
+from shepherd.core.actions import (
+    ApplyDeployment,
+    DeleteDeployment,
+    DeleteRevision,
+    Event,
+    RecordRevision,
+    RemoveAnnotations,
+)
+from shepherd.core.spec import RevisionContent
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def container(image: str) -> dict[str, Any]:
+    return {"spec": {"containers": [{"name": "app", "image": image}]}}
+
+
+def release_spec(version: str = "1.0.0", **overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "version": version,
+        "components": [
+            {"name": "api", "replicas": 4, "template": container(f"shop/api:{version}")},
+            {"name": "web", "replicas": 2, "template": container(f"shop/web:{version}")},
+        ],
+        "strategy": {
+            "canary": {
+                "steps": [
+                    {"setWeight": 25},
+                    {"pause": {"duration": "1m"}},
+                    {"setWeight": 50},
+                    {"pause": {}},
+                    {"setWeight": 75},
+                ]
+            }
+        },
+        "postRelease": {"bake": "5m"},
+    }
+    spec.update(overrides)
+    return spec
+
+
+@dataclass
+class World:
+    spec: dict[str, Any]
+    name: str = "shop"
+    namespace: str = "prod"
+    now: datetime = T0
+    generation: int = 1
+    annotations: dict[str, str] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)
+    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    revisions: dict[int, RevisionContent] = field(default_factory=dict)
+    unready: set[str] = field(default_factory=set)
+    crashing: set[str] = field(default_factory=set)
+    events: list[Event] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+    def set_spec(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.generation += 1
+
+    def release(self) -> ReleaseObject:
+        return ReleaseObject(
+            name=self.name,
+            namespace=self.namespace,
+            uid="uid-1",
+            generation=self.generation,
+            annotations=dict(self.annotations),
+            spec=copy.deepcopy(self.spec),
+            status=copy.deepcopy(self.status),
+        )
+
+    def reconcile(self) -> Decision:
+        self._kubelet()
+        decision = decide(self.release(), Observations(self.deployments, self.revisions), self.now)
+        self.decisions.append(decision)
+        for action in decision.actions:
+            self._apply(action)
+        self.status = decision.status
+        self.events.extend(decision.events)
+        return decision
+
+    def settle(self, max_rounds: int = 50) -> Decision:
+        """Reconcile until a decision changes nothing and asks for nothing."""
+        decision = self.reconcile()
+        for _ in range(max_rounds):
+            before = copy.deepcopy(self.status)
+            decision = self.reconcile()
+            if not decision.actions and decision.status == before:
+                return decision
+        raise AssertionError(f"did not settle: {self.status.get('phase')} {self.status.get('message')}")
+
+    def advance(self, delta: timedelta) -> Decision:
+        self.now += delta
+        return self.settle()
+
+    def run_until(self, phase: str, step: timedelta = timedelta(seconds=30), limit: int = 200) -> Decision:
+        decision = self.settle()
+        for _ in range(limit):
+            if self.status.get("phase") == phase:
+                return decision
+            wake = decision.wake_at
+            self.now = min(wake, self.now + step) if wake and wake > self.now else self.now + step
+            decision = self.settle()
+        raise AssertionError(
+            f"never reached {phase}: {self.status.get('phase')} {self.status.get('message')}"
+        )
+
+    @property
+    def phase(self) -> str:
+        return str(self.status.get("phase"))
+
+    def replicas(self, name: str) -> int | None:
+        deployment = self.deployments.get(name)
+        return None if deployment is None else int(deployment["spec"]["replicas"])
+
+    def ready_replicas(self, name: str) -> int:
+        """Pods serving now: a Deployment's status lags its spec until the kubelet's next pass."""
+        deployment = self.deployments.get(name)
+        if deployment is None:
+            return 0
+        return min(int(deployment["status"].get("readyReplicas") or 0), int(deployment["spec"]["replicas"]))
+
+    def image(self, name: str) -> str:
+        return str(self.deployments[name]["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    def condition(self, kind: str) -> Mapping[str, Any] | None:
+        return next((c for c in self.status.get("conditions", []) if c["type"] == kind), None)
+
+    def _apply(self, action: object) -> None:
+        if isinstance(action, ApplyDeployment):
+            manifest = copy.deepcopy(dict(action.manifest))
+            old = self.deployments.get(action.name)
+            generation = 1 if old is None else old["metadata"]["generation"]
+            if old is not None and old["spec"] != manifest["spec"]:
+                generation += 1
+            manifest["metadata"]["generation"] = generation
+            manifest["status"] = old.get("status", {}) if old else {}
+            self.deployments[action.name] = manifest
+        elif isinstance(action, DeleteDeployment):
+            self.deployments.pop(action.name, None)
+        elif isinstance(action, RecordRevision):
+            self.revisions[int(action.manifest["revision"])] = RevisionContent.from_dict(
+                action.manifest["data"]
+            )
+        elif isinstance(action, DeleteRevision):
+            number = int(action.name.rsplit("-", 1)[1])
+            self.revisions.pop(number, None)
+        elif isinstance(action, RemoveAnnotations):
+            for key in action.keys:
+                self.annotations.pop(key, None)
+
+    def _kubelet(self) -> None:
+        for name, deployment in self.deployments.items():
+            replicas = deployment["spec"]["replicas"]
+            healthy = name not in self.unready and name not in self.crashing
+            ready = replicas if healthy else 0
+            status: dict[str, Any] = {
+                "observedGeneration": deployment["metadata"]["generation"],
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+            }
+            if name in self.crashing:
+                status["conditions"] = [
+                    {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+                ]
+            deployment["status"] = status
