@@ -1,0 +1,260 @@
+"""The Kubernetes adapter: reads what the core observes, applies what it decides.
+
+Built on the official client with raw JSON (no model classes: the core works
+on plain dicts). Calls are blocking, so the shell runs them in threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+from kubernetes.client.exceptions import ApiException
+
+from shepherd.core.actions import (
+    Action,
+    ApplyDeployment,
+    DeleteDeployment,
+    DeleteRevision,
+    Event,
+    RecordRevision,
+    RemoveAnnotations,
+)
+from shepherd.core.spec import RevisionContent
+from shepherd.core.timefmt import format_time
+from shepherd.core.workloads import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
+
+GROUP = "shepherd.dev"
+VERSION = "v1alpha1"
+PLURAL = "releases"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+logger = logging.getLogger(__name__)
+
+
+def load_configuration(
+    kubeconfig: str | None = None, context: str | None = None
+) -> kubernetes.client.Configuration:
+    """Like kubectl: an explicit kubeconfig, else the in-cluster service account, else KUBECONFIG/~/.kube."""
+    configuration = kubernetes.client.Configuration()
+    if kubeconfig is None and context is None:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            return configuration
+        except kubernetes.config.ConfigException:
+            pass
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=kubeconfig, context=context, client_configuration=configuration
+    )
+    return configuration
+
+
+@dataclass(frozen=True)
+class ReleaseKey:
+    namespace: str
+    name: str
+
+
+class KubeAPI:
+    """Every call the operator makes to the API server, so RBAC can be read off one module."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration) -> None:
+        self.configuration = configuration
+        self._client = kubernetes.client.ApiClient(configuration)
+        # Typed as Any: the generated stubs want model classes, the core speaks plain dicts.
+        self._custom: Any = kubernetes.client.CustomObjectsApi(self._client)
+        self._apps: Any = kubernetes.client.AppsV1Api(self._client)
+        self._core: Any = kubernetes.client.CoreV1Api(self._client)
+        self.calls = 0  # API requests made, for the benchmarks
+
+    def close(self) -> None:
+        self._client.close()  # type: ignore[no-untyped-call]
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def get_release(self, key: ReleaseKey) -> dict[str, Any] | None:
+        try:
+            release: dict[str, Any] = self._json(
+                self._custom.get_namespaced_custom_object(
+                    GROUP, VERSION, key.namespace, PLURAL, key.name, _preload_content=False
+                )
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return release
+
+    def owned_deployments(self, key: ReleaseKey, uid: str) -> dict[str, dict[str, Any]]:
+        items = self._json(
+            self._apps.list_namespaced_deployment(
+                key.namespace, label_selector=_owned_selector(key), _preload_content=False
+            )
+        )["items"]
+        return {d["metadata"]["name"]: d for d in items if _owned_by(d, uid)}
+
+    def recorded_revisions(self, key: ReleaseKey, uid: str) -> dict[int, RevisionContent]:
+        items = self._json(
+            self._apps.list_namespaced_controller_revision(
+                key.namespace, label_selector=_owned_selector(key), _preload_content=False
+            )
+        )["items"]
+        return {
+            int(item["revision"]): RevisionContent.from_dict(item.get("data") or {})
+            for item in items
+            if _owned_by(item, uid) and isinstance(item.get("revision"), int)
+        }
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def apply(self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]) -> None:
+        if isinstance(action, ApplyDeployment):
+            self._apply_deployment(key, action, live.get(action.name))
+        elif isinstance(action, DeleteDeployment):
+            self._ignore_missing(
+                lambda: self._apps.delete_namespaced_deployment(
+                    action.name, key.namespace, propagation_policy="Background", _preload_content=False
+                )
+            )
+        elif isinstance(action, RecordRevision):
+            self._ignore_existing(
+                lambda: self._apps.create_namespaced_controller_revision(
+                    key.namespace, dict(action.manifest), _preload_content=False
+                )
+            )
+        elif isinstance(action, DeleteRevision):
+            self._ignore_missing(
+                lambda: self._apps.delete_namespaced_controller_revision(
+                    action.name, key.namespace, _preload_content=False
+                )
+            )
+        elif isinstance(action, RemoveAnnotations):
+            patch = {"metadata": {"annotations": dict.fromkeys(action.keys)}}
+            self._count()
+            self._custom.patch_namespaced_custom_object(
+                GROUP, VERSION, key.namespace, PLURAL, key.name, patch, _content_type=MERGE_PATCH
+            )
+
+    def patch_status(self, key: ReleaseKey, status: Mapping[str, Any]) -> str:
+        """Merge-patch the status subresource; returns the new resourceVersion."""
+        self._count()
+        response = self._custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            key.namespace,
+            PLURAL,
+            key.name,
+            {"status": dict(status)},
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        )
+        return str(json.loads(response.data)["metadata"].get("resourceVersion", ""))
+
+    def post_event(self, release: Mapping[str, Any], event: Event, now: datetime) -> None:
+        meta = release["metadata"]
+        stamp = format_time(now.astimezone(UTC))
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Release",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+                "resourceVersion": meta.get("resourceVersion", ""),
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "source": {"component": MANAGED_BY},
+            "reportingComponent": f"{GROUP}/operator",
+            "reportingInstance": MANAGED_BY,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        self._count()
+        self._core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _apply_deployment(
+        self, key: ReleaseKey, action: ApplyDeployment, live: Mapping[str, Any] | None
+    ) -> None:
+        manifest = dict(action.manifest)
+        if live is None:
+            try:
+                self._count()
+                self._apps.create_namespaced_deployment(key.namespace, manifest, _preload_content=False)
+                return
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+                live = self._json(
+                    self._apps.read_namespaced_deployment(action.name, key.namespace, _preload_content=False)
+                )
+        self._count()
+        self._apps.patch_namespaced_deployment(
+            action.name,
+            key.namespace,
+            _deployment_patch(manifest, live),
+            _content_type=JSON_PATCH,
+            _preload_content=False,
+        )
+
+    def _ignore_missing(self, call: Any) -> None:
+        try:
+            self._count()
+            call()
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def _ignore_existing(self, call: Any) -> None:
+        try:
+            self._count()
+            call()
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    def _json(self, response: Any) -> Any:
+        self._count()
+        return json.loads(response.data)
+
+    def _count(self) -> None:
+        self.calls += 1
+
+
+def _owned_selector(key: ReleaseKey) -> str:
+    return f"{INSTANCE_LABEL}={key.name},{MANAGED_BY_LABEL}={MANAGED_BY}"
+
+
+def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def _deployment_patch(manifest: Mapping[str, Any], live: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Replace the spec whole (a merge patch would keep keys the new template dropped) and set our
+    labels and annotations beside anyone else's; the resourceVersion test makes it a compare-and-swap."""
+    meta = live.get("metadata") or {}
+    wanted = manifest["metadata"]
+    ops: list[dict[str, Any]] = []
+    if meta.get("resourceVersion"):
+        ops.append({"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]})
+    ops.append({"op": "replace", "path": "/spec", "value": manifest["spec"]})
+    for field in ("labels", "annotations"):
+        merged = {**(meta.get(field) or {}), **wanted[field]}
+        ops.append({"op": "add", "path": f"/metadata/{field}", "value": merged})
+    ops.append({"op": "add", "path": "/metadata/ownerReferences", "value": wanted["ownerReferences"]})
+    return ops

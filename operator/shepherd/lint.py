@@ -1,0 +1,28 @@
+"""Offline checks of Release manifests: the CRD schema first, then the operator's own parser."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from shepherd import crdschema
+from shepherd.core.spec import SpecError, parse_release_name, parse_spec
+
+
+def lint_documents(documents: Iterable[Any]) -> Iterator[str]:
+    """One line per problem, naming the Release and the field."""
+    crd = crdschema.load_crd("release")
+    for index, document in enumerate(documents):
+        if not isinstance(document, Mapping) or document.get("kind") != "Release":
+            continue
+        name = (document.get("metadata") or {}).get("name") or f"document {index + 1}"
+        violations = crdschema.validate(crd, document)
+        for violation in violations:
+            yield f"Release {name}: {violation.field}: {violation.message}"
+        if violations:
+            continue
+        try:
+            parse_release_name(str(name))
+            parse_spec(document.get("spec"))
+        except SpecError as error:
+            yield f"Release {name}: {error}"

@@ -1,0 +1,70 @@
+"""One reconcile of one Release: observe, decide, act, record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shepherd.core import Observations, ReleaseObject, decide
+from shepherd.kube import KubeAPI, ReleaseKey
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    wake_at: datetime | None  # when the decision may change without any watch event
+    written_version: str | None  # resourceVersion of our own status write, to ignore its echo
+
+
+async def reconcile(api: KubeAPI, key: ReleaseKey, clock: Callable[[], datetime]) -> Outcome | None:
+    """Returns None when the Release is gone or being deleted."""
+    # A fresh read, not the watch's copy: the decision must never run on a status older than our last write.
+    release = await asyncio.to_thread(api.get_release, key)
+    if release is None or release["metadata"].get("deletionTimestamp"):
+        return None
+    meta = release["metadata"]
+    uid = str(meta.get("uid", ""))
+    deployments, revisions = await asyncio.gather(
+        asyncio.to_thread(api.owned_deployments, key, uid),
+        asyncio.to_thread(api.recorded_revisions, key, uid),
+    )
+    now = clock()
+    decision = decide(
+        ReleaseObject(
+            name=key.name,
+            namespace=key.namespace,
+            uid=uid,
+            generation=int(meta.get("generation") or 0),
+            annotations=meta.get("annotations") or {},
+            spec=release.get("spec") or {},
+            status=release.get("status") or {},
+        ),
+        Observations(deployments, revisions),
+        now,
+    )
+    for action in decision.actions:
+        await asyncio.to_thread(api.apply, key, action, deployments)
+    for event in decision.events:
+        try:
+            await asyncio.to_thread(api.post_event, release, event, now)
+        except Exception as error:  # an event is informative; losing one must not stop a rollout
+            logger.warning(
+                "could not post event %s for %s/%s: %s", event.reason, key.namespace, key.name, error
+            )
+    written = None
+    patch = status_patch(release.get("status") or {}, decision.status)
+    if patch:
+        written = await asyncio.to_thread(api.patch_status, key, patch)
+    return Outcome(decision.wake_at, written)
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch from old to new status: changed keys, and null for keys to drop."""
+    patch: dict[str, Any] = {k: v for k, v in new.items() if v is not None and old.get(k) != v}
+    patch.update({k: None for k in old if new.get(k) is None})
+    return patch
