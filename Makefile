@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck unit integration e2e bench install prometheus clean
 
@@ -18,7 +19,7 @@ install: $(STAMP)
 prometheus:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  echo "installing the Debian package prometheus"; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 demo: install prometheus
 	$(BIN)/shepherd demo
@@ -40,7 +41,7 @@ e2e: install
 	$(BIN)/pytest -q tests/e2e
 
 test: install prometheus lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(BIN)/pytest -q -rs -p no:cacheprovider tests
 
 bench: install prometheus
 	$(BIN)/python bench/reconcile_cost.py

@@ -1,0 +1,51 @@
+"""`shepherd lint` and the argument checks of `shepherd run`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+from simulation import release_spec
+
+from shepherd.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_lint_accepts_the_examples() -> None:
+    result = CliRunner().invoke(main, ["lint", *map(str, sorted(EXAMPLES.glob("*.yaml")))])
+    assert result.exit_code == 0, result.output
+    assert "2 file(s) OK" in result.output
+
+
+def test_lint_names_the_field_and_fails(tmp_path: Path) -> None:
+    spec = release_spec()
+    spec["components"][0]["replicas"] = 0
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "shepherd.dev/v1alpha1",
+                "kind": "Release",
+                "metadata": {"name": "shop"},
+                "spec": spec,
+            }
+        )
+    )
+    result = CliRunner().invoke(main, ["lint", str(path)])
+    assert result.exit_code == 1
+    assert "Release shop: spec.components[0].replicas" in result.output
+
+
+def test_lint_reports_broken_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("kind: [Release\n")
+    result = CliRunner().invoke(main, ["lint", str(path)])
+    assert result.exit_code == 1 and "not valid YAML" in result.output
+
+
+def test_run_rejects_a_bad_resync() -> None:
+    result = CliRunner().invoke(main, ["run", "-A", "--resync", "soon"])
+    assert result.exit_code == 2
+    assert "--resync" in result.output and "duration" in result.output
