@@ -182,3 +182,27 @@ class World:
                     {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
                 ]
             deployment["status"] = status
+
+
+PROMOTE, ABORT, RETRY = "shepherd.dev/promote", "shepherd.dev/abort", "shepherd.dev/retry"
+
+
+def succeeded(spec: dict[str, Any] | None = None) -> World:
+    """A Release whose first revision has been rolled out and baked."""
+    world = World(spec or release_spec("1.0.0"))
+    world.run_until("Succeeded")
+    return world
+
+
+def canary_at(weight: int, world: World | None = None, version: str = "1.1.0") -> World:
+    """Roll out `version` until the canary reaches `weight`, promoting past indefinite pauses."""
+    world = world or succeeded()
+    world.set_spec(release_spec(version, **{k: v for k, v in world.spec.items() if k == "rollback"}))
+    for _ in range(20):
+        world.settle()
+        if world.status["canaryWeight"] >= weight:
+            return world
+        if world.status["reason"] == "CanaryPauseStep":
+            world.annotations[PROMOTE] = "true"
+        world.advance(timedelta(minutes=1))
+    raise AssertionError(f"canary never reached {weight}%: {world.status['message']}")

@@ -5,32 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from simulation import T0, World, container, release_spec
+from simulation import ABORT, PROMOTE, RETRY, T0, World, canary_at, container, release_spec, succeeded
 
 from shepherd.core import Observations, decide
 from shepherd.core.actions import ApplyDeployment, DeleteDeployment, RecordRevision, RemoveAnnotations
-
-PROMOTE, ABORT, RETRY = "shepherd.dev/promote", "shepherd.dev/abort", "shepherd.dev/retry"
-
-
-def succeeded(spec: dict | None = None) -> World:
-    world = World(spec or release_spec("1.0.0"))
-    world.run_until("Succeeded")
-    return world
-
-
-def canary_at(weight: int, world: World | None = None, version: str = "1.1.0") -> World:
-    world = world or succeeded()
-    world.set_spec(release_spec(version))
-    for _ in range(20):
-        world.settle()
-        if world.status["canaryWeight"] >= weight:
-            return world
-        if world.status["reason"] == "CanaryPauseStep":
-            world.annotations[PROMOTE] = "true"
-        world.advance(timedelta(minutes=1))
-    raise AssertionError(f"canary never reached {weight}%: {world.status['message']}")
-
 
 # --- first revision ----------------------------------------------------------------------------
 

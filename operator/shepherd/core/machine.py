@@ -394,7 +394,9 @@ def _advance(
         if spec.paused:
             return rollout
         return _enter(rollout, Phase.PROGRESSING, "Started", now, events)
-    if phase in (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.BAKING):
+    # Returning to the stable revision has nothing older to fall back to: it keeps converging, like a rollback.
+    returning_to_stable = rollout.has_stable and rollout.revision == rollout.stable_revision
+    if phase in (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.BAKING) and not returning_to_stable:
         failure = _failure(rollout, spec, plan, now)
         if failure is not None:
             return _fail(rollout, spec, failure, now, events)
@@ -481,8 +483,6 @@ def _fail(
         return _roll_back(rollout, reason, detail, now, events)
     if can_roll_back:
         why = "rollback.automatic is false: annotate shepherd.dev/abort, or fix and retry"
-    elif rollout.has_stable:
-        why = "it is the stable revision, there is nothing older to roll back to"
     else:
         why = "it is the first revision, there is nothing to roll back to"
     message = f"revision {rollout.revision} failed: {detail}; {why}"

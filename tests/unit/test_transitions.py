@@ -1,0 +1,240 @@
+"""Every phase under every observation: one reconcile from a known state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from simulation import ABORT, PROMOTE, RETRY, World, canary_at, release_spec, succeeded
+
+
+def pending() -> World:
+    world = succeeded()
+    world.set_spec(release_spec("1.1.0", paused=True))
+    world.settle()
+    return world
+
+
+def progressing() -> World:
+    return canary_at(25)
+
+
+def paused_step() -> World:
+    world = canary_at(50)
+    world.settle()
+    return world
+
+
+def paused_spec() -> World:
+    world = progressing()
+    world.set_spec(release_spec("1.1.0", paused=True))
+    world.settle()
+    return world
+
+
+def promoting() -> World:
+    world = paused_step()
+    world.annotations[PROMOTE] = "full"
+    world.reconcile()
+    world.unready.add("shop-api")
+    world.settle()
+    return world
+
+
+def baking() -> World:
+    world = paused_step()
+    world.annotations[PROMOTE] = "full"
+    world.settle()
+    return world
+
+
+def rolling_back() -> World:
+    world = progressing()
+    world.annotations[ABORT] = "true"
+    world.unready.add("shop-api")
+    world.reconcile()
+    world.settle()
+    return world
+
+
+def rolled_back() -> World:
+    world = progressing()
+    world.annotations[ABORT] = "true"
+    world.settle()
+    return world
+
+
+def failed() -> World:
+    world = succeeded(release_spec("1.0.0", rollback={"automatic": False}))
+    world.set_spec(release_spec("1.1.0", rollback={"automatic": False}))
+    world.crashing.add("shop-api-canary")
+    world.settle()
+    return world
+
+
+def time_passes(world: World) -> None:
+    world.now += timedelta(seconds=1)
+
+
+def promote(world: World) -> None:
+    world.annotations[PROMOTE] = "true"
+
+
+def promote_full(world: World) -> None:
+    world.annotations[PROMOTE] = "full"
+
+
+def abort(world: World) -> None:
+    world.annotations[ABORT] = "true"
+
+
+def retry(world: World) -> None:
+    world.annotations[RETRY] = "true"
+
+
+def new_content(world: World) -> None:
+    world.set_spec(release_spec("1.2.0", **{k: v for k, v in world.spec.items() if k == "rollback"}))
+
+
+def crash(world: World) -> None:
+    world.crashing.add("shop-api-canary")
+    world.crashing.add("shop-api")
+
+
+def pause_in_spec(world: World) -> None:
+    world.set_spec({**world.spec, "paused": True})
+
+
+SETUPS: dict[str, Callable[[], World]] = {
+    "Pending": pending,
+    "Progressing": progressing,
+    "PausedStep": paused_step,
+    "PausedSpec": paused_spec,
+    "Promoting": promoting,
+    "Baking": baking,
+    "Succeeded": succeeded,
+    "RollingBack": rolling_back,
+    "RolledBack": rolled_back,
+    "Failed": failed,
+}
+OBSERVATIONS: dict[str, Callable[[World], None]] = {
+    "nothing": time_passes,
+    "promote": promote,
+    "promote_full": promote_full,
+    "abort": abort,
+    "retry": retry,
+    "new_content": new_content,
+    "crash": crash,
+    "spec_paused": pause_in_spec,
+}
+
+# Phase after one reconcile, for every starting phase (rows) and observation (columns).
+EXPECTED = {
+    "Pending": [
+        "Pending",
+        "Pending",
+        "Pending",
+        "RolledBack",
+        "Pending",
+        "Progressing",
+        "Pending",
+        "Pending",
+    ],
+    "Progressing": [
+        "Progressing",
+        "Progressing",
+        "Promoting",
+        "RollingBack",
+        "Progressing",
+        "Progressing",
+        "RollingBack",
+        "Paused",
+    ],
+    "PausedStep": [
+        "Paused",
+        "Progressing",
+        "Promoting",
+        "RollingBack",
+        "Paused",
+        "Progressing",
+        "RollingBack",
+        "Paused",
+    ],
+    "PausedSpec": [
+        "Paused",
+        "Paused",
+        "Paused",
+        "RollingBack",
+        "Paused",
+        "Progressing",
+        "RollingBack",
+        "Paused",
+    ],
+    "Promoting": [
+        "Promoting",
+        "Promoting",
+        "Promoting",
+        "RollingBack",
+        "Promoting",
+        "Progressing",
+        "RollingBack",
+        "Promoting",
+    ],
+    "Baking": [
+        "Baking",
+        "Succeeded",
+        "Succeeded",
+        "RollingBack",
+        "Baking",
+        "Progressing",
+        "RollingBack",
+        "Baking",
+    ],
+    "Succeeded": [
+        "Succeeded",
+        "Succeeded",
+        "Succeeded",
+        "Succeeded",
+        "Succeeded",
+        "Progressing",
+        "Succeeded",
+        "Succeeded",
+    ],
+    "RollingBack": [
+        "RollingBack",
+        "RollingBack",
+        "RollingBack",
+        "RollingBack",
+        "RollingBack",
+        "Progressing",
+        "RollingBack",
+        "RollingBack",
+    ],
+    "RolledBack": [
+        "RolledBack",
+        "RolledBack",
+        "RolledBack",
+        "RolledBack",
+        "Progressing",
+        "Progressing",
+        "RolledBack",
+        "RolledBack",
+    ],
+    "Failed": ["Failed", "Failed", "Failed", "RollingBack", "Progressing", "Progressing", "Failed", "Failed"],
+}
+
+
+@pytest.mark.parametrize(
+    ("start", "observation", "expected"),
+    [
+        (start, observation, row[index])
+        for start, row in EXPECTED.items()
+        for index, observation in enumerate(OBSERVATIONS)
+    ],
+)
+def test_every_phase_under_every_observation(start: str, observation: str, expected: str) -> None:
+    world = SETUPS[start]()
+    OBSERVATIONS[observation](world)
+    world.reconcile()
+    assert world.phase == expected, world.status["message"]
