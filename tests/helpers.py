@@ -1,0 +1,47 @@
+"""Helpers shared by the test suites: polling with a deadline, and plain HTTP against an API server."""
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+POLL_INTERVAL = 0.02  # seconds between two looks at a condition that is not met yet
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str = "the condition") -> T:
+    """Return the first truthy result of `predicate`; fail the test if none comes within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}; last result: {result!r}")
+        time.sleep(POLL_INTERVAL)
+    return result
+
+
+def request_json(
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    content_type: str = "application/json",
+    accept: str | None = None,
+) -> tuple[int, Any]:
+    """Send one HTTP request with a JSON body (if any); return the status code and the decoded answer."""
+    headers = {"Content-Type": content_type} | ({"Accept": accept} if accept else {})
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def stream_events(url: str, timeout: float = 10.0) -> Iterator[dict[str, Any]]:
+    """The events of a watch stream as they arrive, until the server ends it."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        for line in response:
+            yield json.loads(line)
