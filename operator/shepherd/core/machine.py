@@ -394,7 +394,7 @@ def _advance(
         if spec.paused:
             return rollout
         return _enter(rollout, Phase.PROGRESSING, "Started", now, events)
-    # Returning to the stable revision has nothing older to fall back to: it keeps converging, like a rollback.
+    # Returning to the stable revision has nothing older to fall back to: it keeps converging like a rollback.
     returning_to_stable = rollout.has_stable and rollout.revision == rollout.stable_revision
     if phase in (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.BAKING) and not returning_to_stable:
         failure = _failure(rollout, spec, plan, now)
