@@ -25,8 +25,8 @@ demo: install prometheus
 	$(BIN)/shepherd demo
 
 lint: install
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check --no-cache operator tests bench
+	$(BIN)/ruff format --no-cache --check operator tests bench
 
 typecheck: install
 	$(BIN)/mypy

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import yaml
+
 from conftest import Kubectl
 
 IMAGE = "registry.k8s.io/pause"
