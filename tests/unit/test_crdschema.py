@@ -86,6 +86,32 @@ def component(name: str) -> dict[str, Any]:
     }
 
 
+def applying(*mutations: Mutation) -> Mutation:
+    def mutate(obj: dict[str, Any]) -> None:
+        for mutation in mutations:
+            mutation(obj)
+
+    return mutate
+
+
+ANALYSIS = {
+    "prometheus": {"address": "http://prometheus.monitoring:9090"},
+    "metrics": [
+        {"name": "error-rate", "query": 'sum(rate(http_requests_total{code=~"5.."}[1m]))', "max": 0.01},
+        {
+            "name": "latency",
+            "query": 'histogram_quantile(0.99, sum by (le) (rate(latency_bucket{role="{{role}}"}[1m])))',
+            "compare": {"baseline": "stable", "maxIncrease": "10%"},
+        },
+    ],
+}
+
+
+def with_analysis(*mutations: Mutation) -> Mutation:
+    """The quickstart with spec.analysis (two valid metrics), then `mutations`."""
+    return applying(setting("spec.analysis", ANALYSIS), *mutations)
+
+
 class BadRelease(NamedTuple):
     id: str
     mutate: Mutation
@@ -95,6 +121,9 @@ class BadRelease(NamedTuple):
 
 STEPS = "spec.strategy.canary.steps"
 CONTAINER = "spec.components[0].template.spec.containers[0]"
+PROMETHEUS = "spec.analysis.prometheus"
+METRIC = "spec.analysis.metrics[0]"
+COMPARE = "spec.analysis.metrics[1].compare"
 
 BAD_RELEASES = [
     BadRelease("missing-version", removing("spec.version"), "spec.version", "Required value"),
@@ -197,9 +226,11 @@ BAD_RELEASES = [
         "step-with-setWeight-and-pause",
         setting(f"{STEPS}[0].pause", {}),
         f"{STEPS}[0]",
-        "exactly one of setWeight or pause",
+        "exactly one of setWeight, pause or analysis",
     ),
-    BadRelease("empty-step", appending(STEPS, {}), f"{STEPS}[5]", "exactly one of setWeight or pause"),
+    BadRelease(
+        "empty-step", appending(STEPS, {}), f"{STEPS}[5]", "exactly one of setWeight, pause or analysis"
+    ),
     BadRelease("51-steps", setting(STEPS, [{"setWeight": 100}] * 51), STEPS, "at most 50 items"),
     BadRelease(
         "malformed-pause-duration",
@@ -235,6 +266,258 @@ BAD_RELEASES = [
         f'unknown field "{STEPS}[0].setweight"',
     ),
     BadRelease("unknown-field-in-spec", setting("spec.replicas", 3), "spec.replicas", "unknown field"),
+    # spec.analysis and the steps and bake that refer to it
+    BadRelease(
+        "analysis-without-prometheus",
+        with_analysis(removing(PROMETHEUS)),
+        PROMETHEUS,
+        "Required value",
+    ),
+    BadRelease(
+        "analysis-without-metrics",
+        with_analysis(removing("spec.analysis.metrics")),
+        "spec.analysis.metrics",
+        "Required value",
+    ),
+    BadRelease(
+        "prometheus-address-without-scheme",
+        with_analysis(setting(f"{PROMETHEUS}.address", "prometheus.monitoring:9090")),
+        f"{PROMETHEUS}.address",
+        "must match the regular expression '^https?://'",
+    ),
+    BadRelease(
+        "prometheus-address-2049-chars",
+        with_analysis(setting(f"{PROMETHEUS}.address", "http://" + "p" * 2042)),
+        f"{PROMETHEUS}.address",
+        "at most 2048 characters",
+    ),
+    BadRelease(
+        "secretRef-without-name",
+        with_analysis(setting(f"{PROMETHEUS}.secretRef", {})),
+        f"{PROMETHEUS}.secretRef.name",
+        "Required value",
+    ),
+    BadRelease(
+        "caSecretRef-and-insecureSkipVerify",
+        with_analysis(
+            setting(f"{PROMETHEUS}.caSecretRef", {"name": "prometheus-ca"}),
+            setting(f"{PROMETHEUS}.insecureSkipVerify", True),
+        ),
+        f"{PROMETHEUS}.insecureSkipVerify",
+        "verify the server with the CA, or skip verification, not both",
+    ),
+    BadRelease(
+        "header-value-not-a-string",
+        with_analysis(setting(f"{PROMETHEUS}.headers", {"X-Scope-OrgID": 42})),
+        f"{PROMETHEUS}.headers[X-Scope-OrgID]",
+        "must be of type string",
+    ),
+    BadRelease(
+        "malformed-query-timeout",
+        with_analysis(setting(f"{PROMETHEUS}.timeout", "10")),
+        f"{PROMETHEUS}.timeout",
+        "must match",
+    ),
+    BadRelease(
+        "malformed-analysis-interval",
+        with_analysis(setting("spec.analysis.interval", "30 seconds")),
+        "spec.analysis.interval",
+        "must match",
+    ),
+    BadRelease(
+        "no-metrics",
+        with_analysis(setting("spec.analysis.metrics", [])),
+        "spec.analysis.metrics",
+        "at least 1 items",
+    ),
+    BadRelease(
+        "21-metrics",
+        with_analysis(
+            setting("spec.analysis.metrics", [{"name": f"m{i}", "query": "up", "min": 1} for i in range(21)])
+        ),
+        "spec.analysis.metrics",
+        "at most 20 items",
+    ),
+    BadRelease(
+        "duplicate-metric-names",
+        with_analysis(setting("spec.analysis.metrics[1].name", "error-rate")),
+        "spec.analysis.metrics",
+        "names must be unique",
+    ),
+    BadRelease(
+        "metric-name-with-underscore",
+        with_analysis(setting(f"{METRIC}.name", "error_rate")),
+        f"{METRIC}.name",
+        "must match",
+    ),
+    BadRelease(
+        "metric-without-query",
+        with_analysis(removing(f"{METRIC}.query")),
+        f"{METRIC}.query",
+        "Required value",
+    ),
+    BadRelease(
+        "empty-query",
+        with_analysis(setting(f"{METRIC}.query", "")),
+        f"{METRIC}.query",
+        "at least 1 characters",
+    ),
+    BadRelease(
+        "metric-without-criterion",
+        with_analysis(removing(f"{METRIC}.max")),
+        METRIC,
+        "at least one of min, max or compare",
+    ),
+    BadRelease(
+        "min-above-max",
+        with_analysis(setting(f"{METRIC}.min", 0.5)),
+        f"{METRIC}.min",
+        "min must be less than or equal to max",
+    ),
+    BadRelease(
+        "max-not-a-number",
+        with_analysis(setting(f"{METRIC}.max", "1%")),
+        f"{METRIC}.max",
+        "must be of type number",
+    ),
+    BadRelease(
+        "count-0",
+        with_analysis(setting(f"{METRIC}.count", 0)),
+        f"{METRIC}.count",
+        "greater than or equal to 1",
+    ),
+    BadRelease(
+        "failureLimit-101",
+        with_analysis(setting(f"{METRIC}.failureLimit", 101)),
+        f"{METRIC}.failureLimit",
+        "less than or equal to 100",
+    ),
+    BadRelease(
+        "inconclusiveLimit-minus-1",
+        with_analysis(setting(f"{METRIC}.inconclusiveLimit", -1)),
+        f"{METRIC}.inconclusiveLimit",
+        "greater than or equal to 0",
+    ),
+    BadRelease(
+        "consecutiveErrorLimit-not-an-integer",
+        with_analysis(setting(f"{METRIC}.consecutiveErrorLimit", 2.5)),
+        f"{METRIC}.consecutiveErrorLimit",
+        "must be of type integer",
+    ),
+    BadRelease(
+        "malformed-metric-interval",
+        with_analysis(setting(f"{METRIC}.interval", "1 minute")),
+        f"{METRIC}.interval",
+        "must match",
+    ),
+    BadRelease(
+        "dryRun-not-a-boolean",
+        with_analysis(setting(f"{METRIC}.dryRun", "true")),
+        f"{METRIC}.dryRun",
+        "must be of type boolean",
+    ),
+    BadRelease(
+        "compare-with-two-kinds",
+        with_analysis(setting(f"{COMPARE}.maxDecrease", "5%")),
+        COMPARE,
+        "exactly one of maxIncrease, maxDecrease or test",
+    ),
+    BadRelease(
+        "compare-with-no-kind",
+        with_analysis(removing(f"{COMPARE}.maxIncrease")),
+        COMPARE,
+        "exactly one of maxIncrease, maxDecrease or test",
+    ),
+    BadRelease(
+        "compare-without-baseline",
+        with_analysis(removing(f"{COMPARE}.baseline")),
+        f"{COMPARE}.baseline",
+        "Required value",
+    ),
+    BadRelease(
+        "compare-with-canary-baseline",
+        with_analysis(setting(f"{COMPARE}.baseline", "canary")),
+        f"{COMPARE}.baseline",
+        'supported values: "stable"',
+    ),
+    BadRelease(
+        "percent-without-percent-sign",
+        with_analysis(setting(f"{COMPARE}.maxIncrease", "10")),
+        f"{COMPARE}.maxIncrease",
+        "must match",
+    ),
+    BadRelease(
+        "unknown-test",
+        with_analysis(setting(COMPARE, {"baseline": "stable", "test": "t-test"})),
+        f"{COMPARE}.test",
+        'supported values: "mann-whitney"',
+    ),
+    BadRelease(
+        "alpha-1.5",
+        with_analysis(setting(COMPARE, {"baseline": "stable", "test": "mann-whitney", "alpha": 1.5})),
+        f"{COMPARE}.alpha",
+        "less than or equal to 1",
+    ),
+    BadRelease(
+        "alpha-without-test",
+        with_analysis(setting(f"{COMPARE}.alpha", 0.01)),
+        f"{COMPARE}.alpha",
+        "only to the statistical test",
+    ),
+    BadRelease(
+        "direction-without-test",
+        with_analysis(setting(f"{COMPARE}.direction", "decrease")),
+        f"{COMPARE}.direction",
+        "only to the statistical test",
+    ),
+    BadRelease(
+        "unknown-direction",
+        with_analysis(setting(COMPARE, {"baseline": "stable", "test": "mann-whitney", "direction": "up"})),
+        f"{COMPARE}.direction",
+        '"increase", "decrease"',
+    ),
+    BadRelease(
+        "step-with-analysis-and-pause",
+        with_analysis(setting(f"{STEPS}[1].analysis", {})),
+        f"{STEPS}[1]",
+        "exactly one of setWeight, pause or analysis",
+    ),
+    BadRelease(
+        "analysis-step-without-spec-analysis",
+        setting(f"{STEPS}[1]", {"analysis": {}}),
+        STEPS,
+        "an analysis step needs spec.analysis",
+    ),
+    BadRelease(
+        "analysis-step-with-no-metrics",
+        with_analysis(setting(f"{STEPS}[1]", {"analysis": {"metrics": []}})),
+        f"{STEPS}[1].analysis.metrics",
+        "at least 1 items",
+    ),
+    BadRelease(
+        "analysis-step-with-unknown-metric",
+        with_analysis(setting(f"{STEPS}[1]", {"analysis": {"metrics": ["error-rate", "latncy"]}})),
+        STEPS,
+        "every name must be the name of one of spec.analysis.metrics",
+    ),
+    BadRelease(
+        "bake-metrics-without-spec-analysis",
+        setting("spec.postRelease.metrics", ["error-rate"]),
+        "spec.postRelease.metrics",
+        "spec.analysis is not",
+    ),
+    BadRelease(
+        "bake-metrics-with-unknown-metric",
+        with_analysis(setting("spec.postRelease.metrics", ["errors"])),
+        "spec.postRelease.metrics",
+        "every name must be the name of one of spec.analysis.metrics",
+    ),
+    BadRelease(
+        "unknown-field-in-metric",
+        with_analysis(setting(f"{METRIC}.threshold", 0.01)),
+        f"{METRIC}.threshold",
+        "unknown field",
+    ),
     BadRelease(
         "name-longer-than-63", setting("metadata.name", "s" * 64), "metadata.name", "at most 63 characters"
     ),
@@ -315,7 +598,7 @@ def test_a_null_field_is_pruned_before_validation_as_the_api_server_does(crd: di
     setting(f"{STEPS}[1].pause", None)(release)
 
     assert validate(crd, release) == [
-        Violation(f"{STEPS}[1]", "each canary step must set exactly one of setWeight or pause")
+        Violation(f"{STEPS}[1]", "each canary step must set exactly one of setWeight, pause or analysis")
     ]
 
 
@@ -330,6 +613,56 @@ def test_defaults_are_filled_in_as_the_api_server_stores_them(crd: dict[str, Any
     assert stored["spec"]["components"][0]["replicas"] == 1
     assert stored["spec"]["rollback"] == {"automatic": True, "revisionHistoryLimit": 10}
     assert "replicas" not in release["spec"]["components"][0], "the input is left unchanged"
+
+
+def test_analysis_steps_and_bake_metrics_naming_defined_metrics_are_valid(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    with_analysis(
+        setting(f"{STEPS}[1]", {"analysis": {}}),
+        setting(f"{STEPS}[3]", {"analysis": {"metrics": ["latency"]}}),
+        setting("spec.postRelease.metrics", ["error-rate"]),
+        setting(f"{METRIC}.min", 0),  # a whole number beside a fractional max: both are numbers
+        setting(
+            COMPARE, {"baseline": "stable", "test": "mann-whitney", "alpha": 0.01, "direction": "decrease"}
+        ),
+    )(release)
+
+    assert validate(crd, release) == []
+
+
+def test_an_unknown_metric_without_spec_analysis_is_reported_once(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    setting(f"{STEPS}[1]", {"analysis": {"metrics": ["latency"]}})(release)
+
+    assert [v.field for v in validate(crd, release)] == [STEPS]
+
+
+def test_analysis_defaults_are_filled_in_but_alpha_and_direction_are_left_to_the_test(
+    crd: dict[str, Any],
+) -> None:
+    release = quickstart_release()
+    with_analysis()(release)
+
+    analysis = apply_defaults(crd, release)["spec"]["analysis"]
+
+    assert analysis["interval"] == "30s"
+    assert analysis["prometheus"] == {
+        "address": "http://prometheus.monitoring:9090",
+        "insecureSkipVerify": False,
+        "timeout": "10s",
+    }
+    error_rate, latency = analysis["metrics"]
+    assert {key: error_rate[key] for key in error_rate if key not in ("name", "query", "max")} == {
+        "count": 1,
+        "failureLimit": 0,
+        "inconclusiveLimit": 0,
+        "consecutiveErrorLimit": 4,
+        "dryRun": False,
+    }
+    assert "interval" not in error_rate, "a metric's interval only overrides spec.analysis.interval"
+    # Schema defaults would put alpha and direction in every compare and break "only with test": the
+    # operator applies 0.05 and increase itself.
+    assert latency["compare"] == {"baseline": "stable", "maxIncrease": "10%"}
 
 
 def test_the_quickstart_services_split_traffic_by_replica_ratio() -> None:
@@ -386,7 +719,7 @@ def test_every_cel_rule_compiles_and_explains_itself(crd: dict[str, Any]) -> Non
         for rule in node.get("x-kubernetes-validations", [])
     ]
 
-    assert len(rules) == 5
+    assert len(rules) == 16
     for rule in rules:
         environment.compile(rule["rule"])
         assert rule["message"], rule
