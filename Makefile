@@ -45,6 +45,7 @@ test: install prometheus lint typecheck
 
 bench: install prometheus
 	$(BIN)/python bench/reconcile_cost.py
+	$(BIN)/python bench/rollback_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

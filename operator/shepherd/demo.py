@@ -1,8 +1,9 @@
 """`shepherd demo`: a live release through every phase on a local Kubernetes API.
 
 Everything is real but the cluster: the API is the local emulator, a simulated
-kubelet makes Deployments ready, the operator is the one `shepherd run` starts,
-and the commands are the real kubectl's, printed as a user would type them.
+kubelet makes Deployments ready, Prometheus is the real server scraping traffic
+the demo sets per version, the operator is the one `shepherd run` starts, and
+the commands are the real kubectl's, printed as a user would type them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from shepherd import crdschema
+from shepherd.core.promql import render_query
+from shepherd.exporter import SeriesKey, TrafficExporter
 from shepherd.kube import KubeAPI, ReleaseKey, load_configuration
+from shepherd.prometheus import Connection, Prometheus
+from shepherd.promserver import PrometheusServer
 from shepherd.runner import OperatorOptions, OperatorThread
 
 RELEASE = ReleaseKey("default", "shop")
@@ -124,14 +129,64 @@ def render_line(status: Mapping[str, Any], deployments: Mapping[str, Mapping[str
     )
 
 
-def revision(base: Mapping[str, Any], version: str) -> str:
-    """The quickstart Release at another version: new images, new label."""
+ERROR_RATE = (
+    'sum(rate(http_requests_total{namespace="{{namespace}}",release="{{release}}",version="{{version}}",'
+    'code=~"5.."}[5s])) / sum(rate(http_requests_total{namespace="{{namespace}}",release="{{release}}",'
+    'version="{{version}}"}[5s]))'
+)
+
+
+def revision(base: Mapping[str, Any], version: str, prometheus: str) -> str:
+    """The quickstart Release at another version (new images, new label), measured by Prometheus."""
     release = copy.deepcopy(dict(base))
     release["spec"]["version"] = version
+    release["spec"]["analysis"] = {
+        "prometheus": {"address": prometheus},
+        "interval": "1s",
+        "metrics": [{"name": "error-rate", "query": ERROR_RATE, "max": 0.05, "count": 3}],
+    }
+    release["spec"]["strategy"]["canary"]["steps"] = [
+        {"setWeight": 25},
+        {"pause": {"duration": "3s"}},
+        {"setWeight": 50},
+        {"analysis": {}},
+        {"setWeight": 75},
+    ]
     for component in release["spec"]["components"]:
         for container in component["template"]["spec"]["containers"]:
             container["image"] = container["image"].rsplit(":", 1)[0] + f":{version}"
     return yaml.safe_dump(release, sort_keys=False)
+
+
+class Traffic:
+    """What each version's pods would report: requests and errors, scraped by the real Prometheus."""
+
+    def __init__(self, exporter: TrafficExporter, prometheus: PrometheusServer) -> None:
+        self.exporter = exporter
+        self.reader = Prometheus(Connection(prometheus.url, timeout=2.0))
+
+    def serve(self, version: str, error_ratio: float = 0.0) -> None:
+        console.print(
+            f"[magenta]traffic:[/] version {version} answers {error_ratio:.0%} of its requests with HTTP 500"
+        )
+        for component in ("api", "web"):
+            key = SeriesKey(RELEASE.namespace, RELEASE.name, component, version, "pod")
+            self.exporter.set_traffic(key, rps=40, error_ratio=error_ratio)
+        query = render_query(
+            ERROR_RATE, {"namespace": RELEASE.namespace, "release": RELEASE.name, "version": version}
+        )
+        deadline = time.monotonic() + STEP_TIMEOUT_SECONDS
+        while self.reader.instant(query).outcome != "value":
+            if time.monotonic() > deadline:
+                raise DemoError(f"Prometheus never scraped the traffic of version {version}")
+            time.sleep(0.2)  # Prometheus scrapes every second; the query above decides
+
+
+@contextlib.contextmanager
+def metrics_bench() -> Iterator[tuple[TrafficExporter, PrometheusServer]]:
+    with TrafficExporter() as exporter, PrometheusServer([exporter.target]) as prometheus:
+        console.print(f"[bold]Prometheus[/] {prometheus.url} (the real server, scraping every second)")
+        yield exporter, prometheus
 
 
 @contextlib.contextmanager
@@ -165,19 +220,24 @@ def local_cluster(port: int) -> Iterator[tuple[Path, KubeAPI, OperatorThread]]:
 def run_demo(*, keep: bool = False, port: int = 0) -> int:
     started = time.monotonic()
     try:
-        with local_cluster(port) as (kubeconfig, api, _operator):
+        with metrics_bench() as (exporter, prometheus), local_cluster(port) as (kubeconfig, api, _operator):
+            traffic = Traffic(exporter, prometheus)
             kubectl = Kubectl(kubeconfig)
             watcher = ProgressWatcher(api)
             quickstart = packaged("examples/quickstart.yaml")
             base = next(d for d in yaml.safe_load_all(quickstart.read_text()) if d and d["kind"] == "Release")
 
             console.rule("Revision 1: the first release deploys without a canary, bakes, succeeds")
+            traffic.serve("1.0.0")
             kubectl("apply", "-f", str(quickstart))
             watcher.wait_for("Succeeded", lambda s: s.get("phase") == "Succeeded" and s.get("revision") == 1)
             kubectl("wait", "--for=condition=Ready", "release/shop", "--timeout=30s")
 
-            console.rule("Revision 2: a canary in steps, a declarative pause, promotion, bake")
-            kubectl("apply", "-f", "-", stdin=revision(base, "1.1.0"))
+            console.rule(
+                "Revision 2: canary steps, a declarative pause, Prometheus analysis, promotion, bake"
+            )
+            traffic.serve("1.1.0")
+            kubectl("apply", "-f", "-", stdin=revision(base, "1.1.0", prometheus.url))
             watcher.wait_for(
                 "the canary at 25%", lambda s: s.get("revision") == 2 and s.get("canaryWeight", 0) >= 25
             )
@@ -186,13 +246,24 @@ def run_demo(*, keep: bool = False, port: int = 0) -> int:
             kubectl("patch", "release", "shop", "--type=merge", "-p", '{"spec":{"paused":false}}')
             watcher.wait_for("Succeeded", lambda s: s.get("phase") == "Succeeded" and s.get("revision") == 2)
 
-            console.rule("Revision 3: aborted mid-canary, rolled back to revision 2")
-            kubectl("apply", "-f", "-", stdin=revision(base, "1.2.0"))
+            console.rule("Revision 3: aborted by hand mid-canary, rolled back to revision 2")
+            traffic.serve("1.2.0")
+            kubectl("apply", "-f", "-", stdin=revision(base, "1.2.0", prometheus.url))
             watcher.wait_for(
                 "the canary at 50%", lambda s: s.get("revision") == 3 and s.get("canaryWeight", 0) >= 50
             )
             kubectl("annotate", "release", "shop", "shepherd.dev/abort=true")
             watcher.wait_for("RolledBack", lambda s: s.get("phase") == "RolledBack")
+
+            console.rule("Revision 4: 20% errors, caught by analysis and rolled back by itself")
+            traffic.serve("1.3.0", error_ratio=0.2)
+            kubectl("apply", "-f", "-", stdin=revision(base, "1.3.0", prometheus.url))
+            final = watcher.wait_for(
+                "RolledBack", lambda s: s.get("revision") == 4 and s.get("phase") == "RolledBack"
+            )
+            failed = [m for m in final.get("analysis") or [] if m.get("result") == "Failed"]
+            if failed:
+                console.print(f"[red]measurement:[/] {escape(failed[-1]['message'])}")
 
             console.rule("Where it ended")
             kubectl("get", "releases,deployments,controllerrevisions")

@@ -113,6 +113,18 @@ class KubeAPI:
             if _owned_by(item, uid) and isinstance(item.get("revision"), int)
         }
 
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """Only the Secrets a Release names for its Prometheus connection."""
+        try:
+            secret: dict[str, Any] = self._json(
+                self._core.read_namespaced_secret(name, namespace, _preload_content=False)
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return secret
+
     # --- writes --------------------------------------------------------------------------------
 
     def apply(self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]) -> None:

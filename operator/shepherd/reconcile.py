@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shepherd.core import Observations, ReleaseObject, decide
+from shepherd.core import Observations, ReleaseObject, decide, needed
+from shepherd.core.spec import PrometheusSpec, SpecError, parse_spec
 from shepherd.kube import KubeAPI, ReleaseKey
+from shepherd.measure import gather
 
 logger = logging.getLogger(__name__)
 
@@ -33,20 +35,19 @@ async def reconcile(api: KubeAPI, key: ReleaseKey, clock: Callable[[], datetime]
         asyncio.to_thread(api.owned_deployments, key, uid),
         asyncio.to_thread(api.recorded_revisions, key, uid),
     )
-    now = clock()
-    decision = decide(
-        ReleaseObject(
-            name=key.name,
-            namespace=key.namespace,
-            uid=uid,
-            generation=int(meta.get("generation") or 0),
-            annotations=meta.get("annotations") or {},
-            spec=release.get("spec") or {},
-            status=release.get("status") or {},
-        ),
-        Observations(deployments, revisions),
-        now,
+    view = ReleaseObject(
+        name=key.name,
+        namespace=key.namespace,
+        uid=uid,
+        generation=int(meta.get("generation") or 0),
+        annotations=meta.get("annotations") or {},
+        spec=release.get("spec") or {},
+        status=release.get("status") or {},
     )
+    asked = needed(view, clock())
+    measurements, checks = await gather(api, key, prometheus_spec(view.spec), asked, clock())
+    now = clock()
+    decision = decide(view, Observations(deployments, revisions, measurements, checks), now)
     for action in decision.actions:
         await asyncio.to_thread(api.apply, key, action, deployments)
     for event in decision.events:
@@ -68,3 +69,11 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     patch: dict[str, Any] = {k: v for k, v in new.items() if v is not None and old.get(k) != v}
     patch.update({k: None for k in old if new.get(k) is None})
     return patch
+
+
+def prometheus_spec(spec: Mapping[str, Any]) -> PrometheusSpec | None:
+    try:
+        analysis = parse_spec(spec).analysis
+    except SpecError:
+        return None
+    return analysis.prometheus if analysis else None

@@ -111,3 +111,11 @@ def kubelet(local_api: LocalAPIThread, request: pytest.FixtureRequest) -> Iterat
 
 
 from operator_fixtures import cluster, shepherd  # noqa: E402,F401
+from prometheus_fixtures import (  # noqa: E402,F401
+    exporter,
+    exporter_for_session,
+    prometheus,
+    prometheus_api,
+    prometheus_for_session,
+    series_key,
+)

@@ -7,8 +7,8 @@ Deployments become ready at the next reconcile unless listed in `unready`; a
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +21,9 @@ from shepherd.core.actions import (
     RecordRevision,
     RemoveAnnotations,
 )
+from shepherd.core.analysis import Measurement, MeasurementRequest, QueryOutcome
+from shepherd.core.evidence import needed
+from shepherd.core.model import QueryCheckResult
 from shepherd.core.spec import RevisionContent
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -69,6 +72,11 @@ class World:
     crashing: set[str] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    # Prometheus, answering per (metric, role, component): a value, or a whole QueryOutcome.
+    prometheus: Callable[[str, str, str | None], float | QueryOutcome | None] | None = None
+    prometheus_down: bool = False
+    parse_errors: dict[str, str] = field(default_factory=dict)  # metric name -> Prometheus' parse error
+    queries: list[MeasurementRequest] = field(default_factory=list)
 
     def set_spec(self, spec: dict[str, Any]) -> None:
         self.spec = spec
@@ -87,7 +95,19 @@ class World:
 
     def reconcile(self) -> Decision:
         self._kubelet()
-        decision = decide(self.release(), Observations(self.deployments, self.revisions), self.now)
+        release = self.release()
+        asked = needed(release, self.now)
+        measurements = tuple(self._measure(request) for request in asked.measurements)
+        checks = tuple(
+            QueryCheckResult(
+                check,
+                self.parse_errors.get(check.metric),
+                "connection refused" if self.prometheus_down else None,
+            )
+            for check in asked.query_checks
+        )
+        observed = Observations(self.deployments, self.revisions, measurements, checks)
+        decision = decide(release, observed, self.now)
         self.decisions.append(decision)
         for action in decision.actions:
             self._apply(action)
@@ -141,6 +161,22 @@ class World:
 
     def condition(self, kind: str) -> Mapping[str, Any] | None:
         return next((c for c in self.status.get("conditions", []) if c["type"] == kind), None)
+
+    def _measure(self, request: MeasurementRequest) -> Measurement:
+        self.queries.append(request)
+        outcomes = {}
+        for role, query in request.queries.items():
+            if self.prometheus_down or self.prometheus is None:
+                outcomes[role] = QueryOutcome("error", message="connection refused", query=query)
+                continue
+            answer = self.prometheus(request.metric, role, request.component)
+            if isinstance(answer, QueryOutcome):
+                outcomes[role] = replace(answer, query=query)
+            elif answer is None:
+                outcomes[role] = QueryOutcome("empty", query=query)
+            else:
+                outcomes[role] = QueryOutcome("value", float(answer), query=query)
+        return Measurement(request, outcomes, self.now)
 
     def _apply(self, action: object) -> None:
         if isinstance(action, ApplyDeployment):

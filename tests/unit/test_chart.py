@@ -90,6 +90,7 @@ def test_the_cluster_role_grants_only_what_the_operator_uses(chart: helm.Chart) 
         ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
         ("apps", "controllerrevisions"): {"get", "list", "watch", "create", "patch", "delete"},
         ("", "events"): {"create", "patch"},
+        ("", "secrets"): {"get"},
         # What Kopf itself needs: peering, and observing CRDs and namespaces.
         ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
         ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},

@@ -14,9 +14,10 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_lint_accepts_the_examples() -> None:
-    result = CliRunner().invoke(main, ["lint", *map(str, sorted(EXAMPLES.glob("*.yaml")))])
+    examples = sorted(EXAMPLES.glob("*.yaml"))
+    result = CliRunner().invoke(main, ["lint", *map(str, examples)])
     assert result.exit_code == 0, result.output
-    assert "2 file(s) OK" in result.output
+    assert f"{len(examples)} file(s) OK" in result.output
 
 
 def test_lint_names_the_field_and_fails(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """The functional core: pure decisions over plain data, no I/O and no clock."""
 
-from shepherd.core.machine import Decision, Observations, ReleaseObject, decide
+from shepherd.core.evidence import needed
+from shepherd.core.machine import decide
+from shepherd.core.model import Decision, Observations, ReleaseObject
 
-__all__ = ["Decision", "Observations", "ReleaseObject", "decide"]
+__all__ = ["Decision", "Observations", "ReleaseObject", "decide", "needed"]

@@ -7,19 +7,37 @@ events, writes the status, and calls again on the next change or at `wake_at`.
     Pending -> Progressing -> (Paused) -> Promoting -> Baking -> Succeeded
                    |                         |           |
                    +-----> RollingBack <-----+-----------+  -> RolledBack
+    Pending: held by spec.paused, or until Prometheus has parsed the analysis queries.
+    Progressing: setWeight, pause and analysis steps, each once the workloads are ready.
+    Baking: postRelease.bake, measuring postRelease.metrics.
     First revision: Pending -> Progressing (all replicas, no canary) -> Baking -> Succeeded.
     Failure with nothing to roll back to, or with `rollback.automatic: false`: Failed (held).
+
+Revisions live in revisions.py, analysis evidence in evidence.py, the message in report.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from typing import Any
+from dataclasses import replace
+from datetime import datetime
 
-from shepherd.core.actions import Action, DeleteRevision, Event, RecordRevision, RemoveAnnotations
+from shepherd.core.actions import Action, Event, RemoveAnnotations
+from shepherd.core.analysis import current_stage, due_measurements, next_measurement_at
+from shepherd.core.evidence import (
+    RECHECK_PROMETHEUS,
+    Evidence,
+    analysis_condition,
+    baked,
+    check_queries,
+    fold_measurements,
+    stage_verdict,
+)
+from shepherd.core.model import Decision, Observations, ReleaseObject
+from shepherd.core.report import describe, format_duration
+from shepherd.core.revisions import revision_records, select_revision
 from shepherd.core.spec import (
+    AnalysisStep,
     Pause,
     ReleaseSpec,
     RevisionContent,
@@ -34,60 +52,19 @@ from shepherd.core.status import (
     PROMOTED,
     STALLED,
     CommandRecord,
-    HistoryEntry,
     Phase,
     Rollout,
     render_conditions,
     rollout_conditions,
 )
-from shepherd.core.workloads import (
-    API_VERSION,
-    GROUP,
-    INSTANCE_LABEL,
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-    REVISION_LABEL,
-    ReleaseRef,
-    WorkloadPlan,
-    desired_deployments,
-    plan_workloads,
-)
+from shepherd.core.workloads import GROUP, WorkloadPlan, desired_deployments, plan_workloads
 
 PROMOTE = f"{GROUP}/promote"
 ABORT = f"{GROUP}/abort"
 RETRY = f"{GROUP}/retry"
 COMMANDS = (ABORT, RETRY, PROMOTE)  # abort first: it wins over a promote given at the same time
-REVISION_HASH_ANNOTATION = f"{GROUP}/content-hash"
 MAX_TRANSITIONS_PER_DECISION = 16
-
-
-@dataclass(frozen=True)
-class ReleaseObject:
-    name: str
-    namespace: str
-    uid: str
-    generation: int
-    annotations: Mapping[str, str]
-    spec: Mapping[str, Any]
-    status: Mapping[str, Any]
-
-    @property
-    def ref(self) -> ReleaseRef:
-        return ReleaseRef(self.name, self.namespace, self.uid)
-
-
-@dataclass(frozen=True)
-class Observations:
-    deployments: Mapping[str, Mapping[str, Any]]  # live Deployments owned by the Release, by name
-    revisions: Mapping[int, RevisionContent]  # recorded revisions (ControllerRevisions), by number
-
-
-@dataclass(frozen=True)
-class Decision:
-    status: dict[str, Any]
-    actions: tuple[Action, ...]
-    events: tuple[Event, ...]
-    wake_at: datetime | None
+ANALYSIS_REASONS = frozenset({"AnalysisFailed", "AnalysisInconclusive", "AnalysisError", "BakeFailed"})
 
 
 def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Decision:
@@ -100,34 +77,41 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     content = content_of(spec)
     events: list[Event] = []
 
-    rollout = _select_revision(rollout, spec, content, now, events)
+    rollout = select_revision(rollout, spec, content, now, events)
     rollout, consumed = _apply_commands(rollout, spec, release.annotations, now, events)
+    run, records = fold_measurements(release, rollout, spec, observed, now, events)
+    check = check_queries(release.status, rollout, spec, observed, events)
+    evidence = Evidence(run, check)
 
     plan = _plan(release, rollout, spec, content, observed)
     for _ in range(MAX_TRANSITIONS_PER_DECISION):
-        following = _advance(_track_readiness(rollout, plan, now), spec, plan, now, events)
+        following = _advance(_track_readiness(rollout, plan, now), spec, plan, evidence, now, events)
         if following == rollout:
             break
         rollout = following
         plan = _plan(release, rollout, spec, content, observed)
-    rollout = replace(rollout, message=_describe(rollout, spec, plan, now))
+    rollout = replace(rollout, message=describe(rollout, spec, plan, evidence, now))
 
     actions: list[Action] = []
     if consumed:
         actions.append(RemoveAnnotations(consumed))
-    actions.extend(_revision_records(release, rollout, spec, content, observed))
+    actions.extend(revision_records(release, rollout, spec, content, observed))
     actions.extend(plan.actions)
+    conditions = rollout_conditions(rollout, check.error)
+    if spec.analysis is not None:
+        conditions.append(analysis_condition(rollout, spec, run))
     status = {
         **rollout.to_status(),
         "observedGeneration": release.generation,
         "conditions": render_conditions(
-            rollout_conditions(rollout, None),
-            release.status.get("conditions") or [],
-            release.generation,
-            now,
+            conditions, release.status.get("conditions") or [], release.generation, now
         ),
+        "analysisRun": run.to_status() if run.stage else None,
+        "analysis": records or None,
+        "analysisCheck": check.to_status(),
     }
-    return Decision(status, tuple(actions), tuple(events), _wake_at(rollout, spec, plan))
+    wake_at = _wake_at(release, rollout, spec, plan, evidence, now)
+    return Decision(status, tuple(actions), tuple(events), wake_at)
 
 
 def _invalid_spec(release: ReleaseObject, rollout: Rollout, error: SpecError, now: datetime) -> Decision:
@@ -148,141 +132,6 @@ def _invalid_spec(release: ReleaseObject, rollout: Rollout, error: SpecError, no
     }
     events = () if already_reported else (Event("Warning", "InvalidSpec", message),)
     return Decision(status, (), events, None)
-
-
-# --- revisions ---------------------------------------------------------------------------------
-
-
-def _select_revision(
-    rollout: Rollout, spec: ReleaseSpec, content: RevisionContent, now: datetime, events: list[Event]
-) -> Rollout:
-    """Every change of content is a new revision; it supersedes whatever is in flight."""
-    new_hash = content.hash
-    if rollout.revision and new_hash == rollout.revision_hash:
-        return rollout
-    limit = spec.revision_history_limit
-    if rollout.has_stable and new_hash == rollout.stable_hash:
-        rollout = _finish(rollout, "Superseded", "RevertedToStable", now, limit)
-        events.append(
-            Event(
-                "Normal",
-                "Reverted",
-                f"spec matches stable revision {rollout.stable_revision} again: restoring it",
-            )
-        )
-        return replace(
-            rollout,
-            phase=Phase.PROMOTING,
-            reason="Reverted",
-            revision=rollout.stable_revision,
-            revision_hash=rollout.stable_hash,
-            version=rollout.stable_version,
-            attempt=1,
-            canary_weight=100,
-            current_step=len(spec.steps),
-            phase_since=now,
-            unready_since=None,
-        )
-    if rollout.phase in PROMOTED:
-        # The stable Deployments already run the superseded revision: it becomes the baseline.
-        rollout = replace(
-            rollout,
-            stable_revision=rollout.revision,
-            stable_hash=rollout.revision_hash,
-            stable_version=rollout.version,
-        )
-    if rollout.phase is Phase.ROLLING_BACK:
-        rollout = _finish(rollout, "RolledBack", rollout.reason, now, limit, rollout.message)
-    elif rollout.revision:
-        rollout = _finish(rollout, "Superseded", "NewRevision", now, limit)
-    number = max(rollout.latest_revision, rollout.revision) + 1
-    events.append(Event("Normal", "NewRevision", f"revision {number} ({content.version}) detected"))
-    return _start(rollout, number, 1, content.version, content.hash, now, limit)
-
-
-def _start(
-    rollout: Rollout, number: int, attempt: int, version: str, content_hash: str, now: datetime, limit: int
-) -> Rollout:
-    started = replace(
-        rollout,
-        phase=Phase.PENDING,
-        reason="NewRevision",
-        revision=number,
-        revision_hash=content_hash,
-        version=version,
-        latest_revision=max(rollout.latest_revision, number),
-        attempt=attempt,
-        canary_weight=0,
-        current_step=0,
-        phase_since=now,
-        step_since=now,
-        unready_since=None,
-    )
-    return started.with_history(HistoryEntry(number, version, attempt, "InProgress", "", now), limit)
-
-
-def _finish(
-    rollout: Rollout, result: str, reason: str, now: datetime, limit: int, message: str = ""
-) -> Rollout:
-    """Close the current revision's history entry, once."""
-    if not rollout.history or rollout.history[-1].result != "InProgress":
-        return rollout
-    return rollout.update_current_entry(result=result, reason=reason, finished_at=now, message=message)
-
-
-def _revision_records(
-    release: ReleaseObject,
-    rollout: Rollout,
-    spec: ReleaseSpec,
-    content: RevisionContent,
-    observed: Observations,
-) -> list[Action]:
-    actions: list[Action] = []
-    if (
-        rollout.revision
-        and rollout.revision not in observed.revisions
-        and rollout.revision_hash == content.hash
-    ):
-        actions.append(RecordRevision(revision_record(release, rollout.revision, content)))
-    keep = sorted(observed.revisions, reverse=True)[: spec.revision_history_limit]
-    protected = {rollout.revision, rollout.stable_revision}
-    for number in sorted(observed.revisions):
-        if number not in keep and number not in protected:
-            actions.append(DeleteRevision(revision_record_name(release.name, number)))
-    return actions
-
-
-def revision_record_name(release: str, number: int) -> str:
-    return f"{release}-{number}"
-
-
-def revision_record(release: ReleaseObject, number: int, content: RevisionContent) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "ControllerRevision",
-        "metadata": {
-            "name": revision_record_name(release.name, number),
-            "namespace": release.namespace,
-            "labels": {
-                INSTANCE_LABEL: release.name,
-                MANAGED_BY_LABEL: MANAGED_BY,
-                REVISION_LABEL: str(number),
-            },
-            "annotations": {REVISION_HASH_ANNOTATION: content.hash},
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "Release",
-                    "name": release.name,
-                    "uid": release.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "revision": number,
-        "data": content.to_dict(),
-    }
 
 
 # --- manual commands ---------------------------------------------------------------------------
@@ -321,12 +170,11 @@ def _apply_commands(
 def _abort(rollout: Rollout, spec: ReleaseSpec, now: datetime) -> tuple[str, Rollout]:
     if rollout.phase not in IN_FLIGHT | PROMOTED | {Phase.FAILED}:
         return f"ignored: nothing to abort in phase {rollout.phase.value}", rollout
-    limit = spec.revision_history_limit
     if rollout.has_stable and rollout.revision == rollout.stable_revision:
         return f"ignored: revision {rollout.revision} is already the stable revision", rollout
     if not rollout.has_stable:
         message = f"aborted; revision {rollout.revision} is the first, there is nothing to roll back to"
-        failed = _finish(rollout, "Failed", "Aborted", now, limit, message)
+        failed = rollout.finish("Failed", "Aborted", now, message)
         return "failed: nothing to roll back to", _enter(
             failed, Phase.FAILED, "Aborted", now, message=message
         )
@@ -341,14 +189,18 @@ def _retry(rollout: Rollout, spec: ReleaseSpec, now: datetime) -> tuple[str, Rol
         )
     attempt = rollout.attempt + 1
     limit = spec.revision_history_limit
-    restarted = _start(rollout, rollout.revision, attempt, rollout.version, rollout.revision_hash, now, limit)
+    restarted = rollout.start(rollout.revision, attempt, rollout.version, rollout.revision_hash, now, limit)
     return f"attempt {attempt}", restarted
 
 
 def _promote(rollout: Rollout, spec: ReleaseSpec, value: str, now: datetime) -> tuple[str, Rollout]:
     full = value.strip().lower() == "full"
-    if rollout.phase is Phase.BAKING:
+    if rollout.phase is Phase.BAKING or (rollout.phase is Phase.FAILED and rollout.reason == "BakeFailed"):
         return "bake skipped", _succeed(rollout, spec, now)
+    if rollout.phase is Phase.FAILED and rollout.reason in ANALYSIS_REASONS:
+        entry = rollout.update_current_entry(result="InProgress", finished_at=None, message="")
+        resumed = _enter(entry, Phase.PROGRESSING, "Promoted", now)
+        return f"failed analysis at step {rollout.current_step + 1} overridden", _next_step(resumed, now)
     if rollout.phase not in IN_FLIGHT:
         return f"ignored: nothing to promote in phase {rollout.phase.value}", rollout
     if spec.paused:
@@ -387,11 +239,16 @@ def _track_readiness(rollout: Rollout, plan: WorkloadPlan, now: datetime) -> Rol
 
 
 def _advance(
-    rollout: Rollout, spec: ReleaseSpec, plan: WorkloadPlan, now: datetime, events: list[Event]
+    rollout: Rollout,
+    spec: ReleaseSpec,
+    plan: WorkloadPlan,
+    evidence: Evidence,
+    now: datetime,
+    events: list[Event],
 ) -> Rollout:
     phase = rollout.phase
     if phase is Phase.PENDING:
-        if spec.paused:
+        if spec.paused or not evidence.check.ready:
             return rollout
         return _enter(rollout, Phase.PROGRESSING, "Started", now, events)
     # Returning to the stable revision has nothing older to fall back to: it keeps converging like a rollback.
@@ -401,22 +258,30 @@ def _advance(
         if failure is not None:
             return _fail(rollout, spec, failure, now, events)
     if phase in (Phase.PROGRESSING, Phase.PAUSED):
-        return _progress(rollout, spec, plan, now, events)
+        return _progress(rollout, spec, plan, evidence, now, events)
     if phase is Phase.PROMOTING and plan.converged:
         return _promoted(rollout, spec, now, events)
     if phase is Phase.BAKING:
-        baked = spec.bake is None or rollout.phase_since is None or now >= rollout.phase_since + spec.bake
-        return _succeed(rollout, spec, now, events) if baked else rollout
+        judged = stage_verdict(rollout, spec, evidence.run, now)
+        if judged.state == "Failed":
+            return _fail(rollout, spec, ("BakeFailed", judged.message), now, events)
+        done = judged.state == "Passed" and baked(rollout, spec, now)
+        return _succeed(rollout, spec, now, events) if done else rollout
     if phase is Phase.ROLLING_BACK and plan.converged:
         entry = rollout.history[-1] if rollout.history else None
         message = entry.message if entry else rollout.message
-        finished = _finish(rollout, "RolledBack", rollout.reason, now, spec.revision_history_limit, message)
+        finished = rollout.finish("RolledBack", rollout.reason, now, message)
         return _enter(finished, Phase.ROLLED_BACK, rollout.reason, now, events, message=message)
     return rollout
 
 
 def _progress(
-    rollout: Rollout, spec: ReleaseSpec, plan: WorkloadPlan, now: datetime, events: list[Event]
+    rollout: Rollout,
+    spec: ReleaseSpec,
+    plan: WorkloadPlan,
+    evidence: Evidence,
+    now: datetime,
+    events: list[Event],
 ) -> Rollout:
     if spec.paused:
         if rollout.phase is Phase.PAUSED and rollout.reason == "SpecPaused":
@@ -447,6 +312,11 @@ def _progress(
             )
             return replace(rollout, canary_weight=step.weight, unready_since=now)
         return _next_step(rollout, now)
+    if isinstance(step, AnalysisStep):
+        judged = stage_verdict(rollout, spec, evidence.run, now)
+        if judged.state == "Failed":
+            return _fail(rollout, spec, (judged.reason, judged.message), now, events)
+        return _next_step(rollout, now) if judged.state == "Passed" else rollout
     if step.duration is None:
         return _enter(rollout, Phase.PAUSED, "CanaryPauseStep", now, events, keep_clock=True)
     if rollout.step_since is not None and now >= rollout.step_since + step.duration:
@@ -469,7 +339,7 @@ def _failure(
         waiting = ", ".join(plan.waiting_on) or "workloads"
         return (
             "ProgressDeadlineExceeded",
-            f"not ready within progressDeadline {_duration(spec.progress_deadline)}: {waiting}",
+            f"not ready within progressDeadline {format_duration(spec.progress_deadline)}: {waiting}",
         )
     return None
 
@@ -486,7 +356,7 @@ def _fail(
     else:
         why = "it is the first revision, there is nothing to roll back to"
     message = f"revision {rollout.revision} failed: {detail}; {why}"
-    failed = _finish(rollout, "Failed", reason, now, spec.revision_history_limit, message)
+    failed = rollout.finish("Failed", reason, now, message)
     return _enter(failed, Phase.FAILED, reason, now, events, message=message)
 
 
@@ -515,7 +385,7 @@ def _promoted(rollout: Rollout, spec: ReleaseSpec, now: datetime, events: list[E
 def _succeed(
     rollout: Rollout, spec: ReleaseSpec, now: datetime, events: list[Event] | None = None
 ) -> Rollout:
-    finished = _finish(rollout, "Succeeded", "Succeeded", now, spec.revision_history_limit)
+    finished = rollout.finish("Succeeded", "Succeeded", now)
     stable = replace(
         finished,
         stable_revision=rollout.revision,
@@ -556,57 +426,25 @@ def _enter(
 # --- reporting ---------------------------------------------------------------------------------
 
 
-def _describe(rollout: Rollout, spec: ReleaseSpec, plan: WorkloadPlan, now: datetime) -> str:
-    revision = f"revision {rollout.revision} ({rollout.version})"
-    waiting = f": waiting for {', '.join(plan.waiting_on)}" if plan.waiting_on else ""
-    steps = len(spec.steps)
-    phase = rollout.phase
-    if phase in STALLED or phase is Phase.ROLLING_BACK:
-        entry = rollout.history[-1] if rollout.history else None
-        failure = entry.message if entry and entry.message else f"{revision}: {rollout.reason}"
-        return failure + (waiting if phase is Phase.ROLLING_BACK else "")
-    if phase is Phase.PENDING:
-        return f"{revision} is waiting to start: spec.paused is true"
-    if phase is Phase.SUCCEEDED:
-        return f"{revision} serves all traffic"
-    if phase is Phase.BAKING:
-        left = _remaining(rollout.phase_since, spec.bake, now)
-        return f"{revision} promoted; baking for {_duration(spec.bake)}, {left} left{waiting}"
-    if phase is Phase.PROMOTING:
-        return f"promoting {revision}{waiting}"
-    if not rollout.is_canary:
-        first = "" if rollout.has_stable else ": first revision, nothing to compare a canary against"
-        prefix = "paused by spec.paused; " if phase is Phase.PAUSED else ""
-        return f"{prefix}deploying {revision} to all replicas{first}{waiting}"
-    where = f"step {min(rollout.current_step + 1, steps)}/{steps}, canary at {rollout.canary_weight}%"
-    if phase is Phase.PAUSED and rollout.reason == "SpecPaused":
-        return f"paused by spec.paused at {where}"
-    if phase is Phase.PAUSED:
-        return f"paused at {where} until promoted: annotate {PROMOTE}=true"
-    step = spec.steps[rollout.current_step] if rollout.current_step < steps else None
-    if isinstance(step, Pause) and step.duration is not None and not waiting:
-        left = _remaining(rollout.step_since, step.duration, now)
-        return f"{where}: pause {_duration(step.duration)}, {left} left"
-    return f"{where}{waiting}"
-
-
-def _remaining(since: datetime | None, length: timedelta | None, now: datetime) -> str:
-    if since is None or length is None:
-        return "0s"
-    return _duration(max(timedelta(0), since + length - now))
-
-
-def _duration(length: timedelta | None) -> str:
-    seconds = round(length.total_seconds()) if length is not None else 0
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{seconds}s" if seconds else ""]
-    return "".join(parts) or "0s"
-
-
-def _wake_at(rollout: Rollout, spec: ReleaseSpec, plan: WorkloadPlan) -> datetime | None:
+def _wake_at(
+    release: ReleaseObject,
+    rollout: Rollout,
+    spec: ReleaseSpec,
+    plan: WorkloadPlan,
+    evidence: Evidence,
+    now: datetime,
+) -> datetime | None:
     """The next moment the decision could change without any watch event."""
     moments: list[datetime] = []
+    if rollout.phase is Phase.PENDING and not spec.paused and evidence.check.waiting:
+        # Queries get checked on the next pass; if Prometheus could not be reached, try again shortly.
+        unreachable = evidence.check.waiting.startswith("waiting for Prometheus")
+        moments.append(now + RECHECK_PROMETHEUS if unreachable else now)
+    stage = current_stage(rollout, spec)
+    if stage is not None:
+        due = due_measurements(rollout, spec, evidence.run, (release.namespace, release.name), now)
+        measured_at = next_measurement_at(rollout, spec, evidence.run)
+        moments.append(now if due or measured_at is None else measured_at)
     watched = rollout.phase in (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.BAKING)
     if watched and not plan.converged and rollout.unready_since is not None:
         moments.append(rollout.unready_since + spec.progress_deadline)

@@ -18,7 +18,11 @@ from typing import Any
 
 import durationpy
 
+from shepherd.core.promql import VARIABLES, template_variables
+
 DEFAULT_PROGRESS_DEADLINE = timedelta(minutes=10)
+DEFAULT_ANALYSIS_INTERVAL = timedelta(seconds=30)
+DEFAULT_QUERY_TIMEOUT = timedelta(seconds=10)
 DEFAULT_REVISION_HISTORY_LIMIT = 10
 MAX_COMPONENTS = 20
 
@@ -52,7 +56,65 @@ class Pause:
     duration: timedelta | None  # None waits for a manual promote
 
 
-Step = SetWeight | Pause
+@dataclass(frozen=True)
+class AnalysisStep:
+    metrics: tuple[str, ...] | None  # None: every metric of spec.analysis
+
+
+Step = SetWeight | Pause | AnalysisStep
+
+
+@dataclass(frozen=True)
+class PrometheusSpec:
+    address: str
+    secret: str | None  # Secret with `token`, or `username` and `password`
+    ca_secret: str | None  # Secret with `ca.crt`
+    insecure_skip_verify: bool
+    headers: Mapping[str, str]
+    timeout: timedelta
+
+
+@dataclass(frozen=True)
+class Compare:
+    """Judge the canary against the stable version measured in the same run."""
+
+    max_increase: float | None  # a fraction: "10%" -> 0.1
+    max_decrease: float | None
+    test: str | None  # "mann-whitney"
+    alpha: float
+    direction: str  # "increase" or "decrease": which way is worse
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    query: str
+    min: float | None
+    max: float | None
+    count: int
+    failure_limit: int
+    inconclusive_limit: int
+    consecutive_error_limit: int
+    interval: timedelta | None
+    dry_run: bool
+    compare: Compare | None
+
+    @property
+    def per_component(self) -> bool:
+        return "component" in template_variables(self.query)
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    prometheus: PrometheusSpec
+    interval: timedelta
+    metrics: tuple[Metric, ...]
+
+    def metric(self, name: str) -> Metric | None:
+        return next((m for m in self.metrics if m.name == name), None)
+
+    def interval_of(self, metric: Metric) -> timedelta:
+        return metric.interval or self.interval
 
 
 @dataclass(frozen=True)
@@ -65,9 +127,18 @@ class ReleaseSpec:
     bake: timedelta | None
     automatic_rollback: bool
     revision_history_limit: int
+    analysis: AnalysisSpec | None = None
+    bake_metrics: tuple[str, ...] | None = None  # None: every metric of spec.analysis
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
+
+    def metrics_for(self, names: tuple[str, ...] | None) -> tuple[Metric, ...]:
+        if self.analysis is None:
+            return ()
+        if names is None:
+            return self.analysis.metrics
+        return tuple(m for m in self.analysis.metrics if m.name in names)
 
 
 @dataclass(frozen=True)
@@ -156,6 +227,14 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
     steps = _steps(canary.get("steps"))
     post = _mapping(spec.get("postRelease"), "spec.postRelease")
     bake = None if post.get("bake") is None else parse_duration(post["bake"], "spec.postRelease.bake")
+    analysis = None if spec.get("analysis") is None else _analysis(spec["analysis"])
+    bake_metrics = _metric_names(post.get("metrics"), "spec.postRelease.metrics", analysis)
+    for index, step in enumerate(steps):
+        if isinstance(step, AnalysisStep):
+            field = f"spec.strategy.canary.steps[{index}].analysis"
+            if analysis is None:
+                raise SpecError(field, "an analysis step needs spec.analysis with at least one metric")
+            _metric_names(step.metrics, f"{field}.metrics", analysis)
     rollback = _mapping(spec.get("rollback"), "spec.rollback")
     automatic = _boolean(rollback.get("automatic", True), "spec.rollback.automatic")
     limit = rollback.get("revisionHistoryLimit", DEFAULT_REVISION_HISTORY_LIMIT)
@@ -170,6 +249,8 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
         bake=bake if bake else None,
         automatic_rollback=automatic,
         revision_history_limit=limit,
+        analysis=analysis,
+        bake_metrics=bake_metrics,
     )
 
 
@@ -224,9 +305,15 @@ def _steps(raw: Any) -> tuple[Step, ...]:
     for index, item in enumerate(raw):
         field = f"spec.strategy.canary.steps[{index}]"
         item = _mapping(item, field)
-        kinds = [k for k in ("setWeight", "pause") if k in item]
+        kinds = [k for k in ("setWeight", "pause", "analysis") if k in item]
         if len(kinds) != 1:
-            raise SpecError(field, "each step sets exactly one of setWeight, pause")
+            raise SpecError(field, "each step sets exactly one of setWeight, pause, analysis")
+        if kinds == ["analysis"]:
+            names = _mapping(item["analysis"], f"{field}.analysis").get("metrics")
+            steps.append(
+                AnalysisStep(None if names is None else tuple(_strings(names, f"{field}.analysis.metrics")))
+            )
+            continue
         if kinds == ["setWeight"]:
             weight = item["setWeight"]
             if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 100:
@@ -244,3 +331,159 @@ def _steps(raw: Any) -> tuple[Step, ...]:
                 Pause(None if duration is None else parse_duration(duration, f"{field}.pause.duration"))
             )
     return tuple(steps)
+
+
+def _strings(value: Any, field: str) -> list[str]:
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or not all(isinstance(v, str) for v in value)
+    ):
+        raise SpecError(field, "must be a list of strings")
+    return list(value)
+
+
+def _metric_names(names: Any, field: str, analysis: AnalysisSpec | None) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    listed = _strings(names, field)
+    if analysis is None:
+        raise SpecError(field, "names metrics, but spec.analysis is not set")
+    known = [m.name for m in analysis.metrics]
+    for name in listed:
+        if name not in known:
+            raise SpecError(field, f"unknown metric {name!r}; spec.analysis.metrics has {', '.join(known)}")
+    return tuple(listed)
+
+
+def _number(value: Any, field: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(field, f"must be a number, not {value!r}")
+    return float(value)
+
+
+def _count(value: Any, field: str, default: int, low: int) -> int:
+    value = default if value is None else value
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 100:
+        raise SpecError(field, f"must be an integer {low}..100, not {value!r}")
+    return value
+
+
+def _percent(value: Any, field: str) -> float | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)%", text)
+    if match is None:
+        raise SpecError(field, f"must be a percentage such as 10%, not {value!r}")
+    return float(match.group(1)) / 100
+
+
+def _analysis(raw: Any) -> AnalysisSpec:
+    analysis = _mapping(raw, "spec.analysis")
+    prometheus = _mapping(analysis.get("prometheus"), "spec.analysis.prometheus")
+    address = prometheus.get("address")
+    if not isinstance(address, str) or not re.match(r"^https?://", address):
+        raise SpecError(
+            "spec.analysis.prometheus.address", f"must be an http:// or https:// URL, not {address!r}"
+        )
+    headers = _mapping(prometheus.get("headers"), "spec.analysis.prometheus.headers")
+    if not all(isinstance(v, str) for v in headers.values()):
+        raise SpecError("spec.analysis.prometheus.headers", "values must be strings")
+    timeout_raw = prometheus.get("timeout")
+    connection = PrometheusSpec(
+        address=address.rstrip("/"),
+        secret=_mapping(prometheus.get("secretRef"), "spec.analysis.prometheus.secretRef").get("name"),
+        ca_secret=_mapping(prometheus.get("caSecretRef"), "spec.analysis.prometheus.caSecretRef").get("name"),
+        insecure_skip_verify=_boolean(
+            prometheus.get("insecureSkipVerify", False), "spec.analysis.prometheus.insecureSkipVerify"
+        ),
+        headers=dict(headers),
+        timeout=DEFAULT_QUERY_TIMEOUT
+        if timeout_raw is None
+        else parse_duration(timeout_raw, "spec.analysis.prometheus.timeout"),
+    )
+    interval_raw = analysis.get("interval")
+    interval = (
+        DEFAULT_ANALYSIS_INTERVAL
+        if interval_raw is None
+        else parse_duration(interval_raw, "spec.analysis.interval")
+    )
+    raw_metrics = analysis.get("metrics")
+    if not isinstance(raw_metrics, Sequence) or isinstance(raw_metrics, str) or not raw_metrics:
+        raise SpecError("spec.analysis.metrics", "must list at least one metric")
+    metrics: list[Metric] = []
+    for index, item in enumerate(raw_metrics):
+        metric = _metric(_mapping(item, f"spec.analysis.metrics[{index}]"), f"spec.analysis.metrics[{index}]")
+        if any(m.name == metric.name for m in metrics):
+            raise SpecError(f"spec.analysis.metrics[{index}].name", f"duplicate metric name {metric.name!r}")
+        metrics.append(metric)
+    return AnalysisSpec(connection, interval, tuple(metrics))
+
+
+def _metric(item: Mapping[str, Any], field: str) -> Metric:
+    name = item.get("name")
+    if not isinstance(name, str) or not _DNS_LABEL.match(name):
+        raise SpecError(f"{field}.name", f"{name!r} must be a DNS label: lowercase a-z 0-9 and -")
+    query = item.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise SpecError(f"{field}.query", f"metric {name}: a PromQL query is required")
+    unknown = sorted(template_variables(query) - set(VARIABLES))
+    if unknown:
+        allowed = ", ".join("{{" + v + "}}" for v in VARIABLES)
+        raise SpecError(
+            f"{field}.query", f"metric {name}: unknown variable {{{{{unknown[0]}}}}}; allowed: {allowed}"
+        )
+    low, high = _number(item.get("min"), f"{field}.min"), _number(item.get("max"), f"{field}.max")
+    if low is not None and high is not None and low > high:
+        raise SpecError(f"{field}.min", f"metric {name}: min {low:g} is above max {high:g}")
+    compare = (
+        None
+        if item.get("compare") is None
+        else _compare(_mapping(item["compare"], f"{field}.compare"), field)
+    )
+    if low is None and high is None and compare is None:
+        raise SpecError(field, f"metric {name}: set min, max or compare, or the metric can never fail")
+    interval = item.get("interval")
+    return Metric(
+        name=name,
+        query=query,
+        min=low,
+        max=high,
+        count=_count(item.get("count"), f"{field}.count", 1, 1),
+        failure_limit=_count(item.get("failureLimit"), f"{field}.failureLimit", 0, 0),
+        inconclusive_limit=_count(item.get("inconclusiveLimit"), f"{field}.inconclusiveLimit", 0, 0),
+        consecutive_error_limit=_count(
+            item.get("consecutiveErrorLimit"), f"{field}.consecutiveErrorLimit", 4, 0
+        ),
+        interval=None if interval is None else parse_duration(interval, f"{field}.interval"),
+        dry_run=_boolean(item.get("dryRun", False), f"{field}.dryRun"),
+        compare=compare,
+    )
+
+
+def _compare(compare: Mapping[str, Any], field: str) -> Compare:
+    field = f"{field}.compare"
+    if compare.get("baseline") != "stable":
+        raise SpecError(f"{field}.baseline", "must be stable: the canary is compared with the stable version")
+    kinds = [k for k in ("maxIncrease", "maxDecrease", "test") if compare.get(k) is not None]
+    if len(kinds) != 1:
+        raise SpecError(field, "set exactly one of maxIncrease, maxDecrease, test")
+    test = compare.get("test")
+    if test is not None and test != "mann-whitney":
+        raise SpecError(f"{field}.test", f"must be mann-whitney, not {test!r}")
+    alpha = _number(compare.get("alpha", 0.05), f"{field}.alpha")
+    if alpha is None or not 0 < alpha < 1:
+        raise SpecError(f"{field}.alpha", f"must be between 0 and 1, not {alpha!r}")
+    direction = compare.get("direction", "increase")
+    if direction not in ("increase", "decrease"):
+        raise SpecError(f"{field}.direction", f"must be increase or decrease, not {direction!r}")
+    return Compare(
+        max_increase=_percent(compare.get("maxIncrease"), f"{field}.maxIncrease"),
+        max_decrease=_percent(compare.get("maxDecrease"), f"{field}.maxDecrease"),
+        test=test,
+        alpha=alpha,
+        direction=str(direction),
+    )

@@ -151,6 +151,35 @@ class Rollout:
             return self
         return replace(self, history=(*self.history[:-1], replace(last, **changes)))
 
+    def start(
+        self, number: int, attempt: int, version: str, content_hash: str, now: datetime, history_limit: int
+    ) -> Rollout:
+        """Begin an attempt at a revision: Pending, at step 0, with an open history entry."""
+        started = replace(
+            self,
+            phase=Phase.PENDING,
+            reason="NewRevision",
+            revision=number,
+            revision_hash=content_hash,
+            version=version,
+            latest_revision=max(self.latest_revision, number),
+            attempt=attempt,
+            canary_weight=0,
+            current_step=0,
+            phase_since=now,
+            step_since=now,
+            unready_since=None,
+        )
+        return started.with_history(
+            HistoryEntry(number, version, attempt, "InProgress", "", now), history_limit
+        )
+
+    def finish(self, result: str, reason: str, now: datetime, message: str = "") -> Rollout:
+        """Close the current attempt's history entry, once."""
+        if not self.history or self.history[-1].result != "InProgress":
+            return self
+        return self.update_current_entry(result=result, reason=reason, finished_at=now, message=message)
+
     def record_command(self, record: CommandRecord) -> Rollout:
         if not self.history:
             return self

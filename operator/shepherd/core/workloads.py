@@ -141,6 +141,18 @@ def _canary_split(
     return desired
 
 
+def owner_reference(release: ReleaseRef) -> dict[str, Any]:
+    """The Release controls what it owns: garbage-collected with it, invisible to GitOps diffs."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Release",
+        "name": release.name,
+        "uid": release.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
 def render_deployment(
     release: ReleaseRef,
     desired: DesiredDeployment,
@@ -169,16 +181,7 @@ def render_deployment(
             "namespace": release.namespace,
             "labels": labels,
             "annotations": {TEMPLATE_HASH_ANNOTATION: template_hash(pod_template)},
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "Release",
-                    "name": release.name,
-                    "uid": release.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [owner_reference(release)],
         },
         "spec": {
             "replicas": replicas,

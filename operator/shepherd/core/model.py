@@ -1,0 +1,69 @@
+"""The plain data the core decides on and answers with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shepherd.core.actions import Action, Event
+from shepherd.core.analysis import Measurement, MeasurementRequest
+from shepherd.core.spec import RevisionContent
+from shepherd.core.workloads import ReleaseRef
+
+
+@dataclass(frozen=True)
+class ReleaseObject:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    annotations: Mapping[str, str]
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+
+    @property
+    def ref(self) -> ReleaseRef:
+        return ReleaseRef(self.name, self.namespace, self.uid)
+
+
+@dataclass(frozen=True)
+class QueryCheck:
+    """Ask Prometheus whether it can parse a metric's query, before any traffic moves."""
+
+    key: str
+    metric: str
+    field: str
+    query: str
+
+
+@dataclass(frozen=True)
+class QueryCheckResult:
+    check: QueryCheck
+    error: str | None  # Prometheus' parse error
+    unreachable: str | None = None  # why Prometheus could not be asked
+
+
+@dataclass(frozen=True)
+class Observations:
+    deployments: Mapping[str, Mapping[str, Any]]  # live Deployments owned by the Release, by name
+    revisions: Mapping[int, RevisionContent]  # recorded revisions (ControllerRevisions), by number
+    measurements: tuple[Measurement, ...] = ()
+    query_checks: tuple[QueryCheckResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class Needed:
+    """What the shell must ask Prometheus before calling decide."""
+
+    measurements: tuple[MeasurementRequest, ...] = ()
+    query_checks: tuple[QueryCheck, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: dict[str, Any]
+    actions: tuple[Action, ...]
+    events: tuple[Event, ...]
+    wake_at: datetime | None

@@ -1,0 +1,69 @@
+"""status.message: what is happening now and what is being waited for, in words."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from shepherd.core.evidence import Evidence, stage_verdict
+from shepherd.core.spec import AnalysisStep, Pause, ReleaseSpec
+from shepherd.core.status import STALLED, Phase, Rollout
+from shepherd.core.workloads import GROUP, WorkloadPlan
+
+PROMOTE = f"{GROUP}/promote"
+
+
+def describe(
+    rollout: Rollout, spec: ReleaseSpec, plan: WorkloadPlan, evidence: Evidence, now: datetime
+) -> str:
+    revision = f"revision {rollout.revision} ({rollout.version})"
+    waiting = f": waiting for {', '.join(plan.waiting_on)}" if plan.waiting_on else ""
+    steps = len(spec.steps)
+    phase = rollout.phase
+    if phase in STALLED or phase is Phase.ROLLING_BACK:
+        entry = rollout.history[-1] if rollout.history else None
+        failure = entry.message if entry and entry.message else f"{revision}: {rollout.reason}"
+        return failure + (waiting if phase is Phase.ROLLING_BACK else "")
+    if phase is Phase.PENDING:
+        if spec.paused:
+            return f"{revision} is waiting to start: spec.paused is true"
+        return f"{revision} is waiting to start: {evidence.check.error or evidence.check.waiting}"
+    if phase is Phase.SUCCEEDED:
+        return f"{revision} serves all traffic"
+    if phase is Phase.BAKING:
+        left = remaining(rollout.phase_since, spec.bake, now)
+        measuring = f"; {stage_verdict(rollout, spec, evidence.run, now).message}" if spec.analysis else ""
+        return (
+            f"{revision} promoted; baking for {format_duration(spec.bake)}, {left} left{measuring}{waiting}"
+        )
+    if phase is Phase.PROMOTING:
+        return f"promoting {revision}{waiting}"
+    if not rollout.is_canary:
+        first = "" if rollout.has_stable else ": first revision, nothing to compare a canary against"
+        prefix = "paused by spec.paused; " if phase is Phase.PAUSED else ""
+        return f"{prefix}deploying {revision} to all replicas{first}{waiting}"
+    where = f"step {min(rollout.current_step + 1, steps)}/{steps}, canary at {rollout.canary_weight}%"
+    if phase is Phase.PAUSED and rollout.reason == "SpecPaused":
+        return f"paused by spec.paused at {where}"
+    if phase is Phase.PAUSED:
+        return f"paused at {where} until promoted: annotate {PROMOTE}=true"
+    step = spec.steps[rollout.current_step] if rollout.current_step < steps else None
+    if isinstance(step, Pause) and step.duration is not None and not waiting:
+        left = remaining(rollout.step_since, step.duration, now)
+        return f"{where}: pause {format_duration(step.duration)}, {left} left"
+    if isinstance(step, AnalysisStep) and not waiting:
+        return f"{where}: analysis: {stage_verdict(rollout, spec, evidence.run, now).message}"
+    return f"{where}{waiting}"
+
+
+def remaining(since: datetime | None, length: timedelta | None, now: datetime) -> str:
+    if since is None or length is None:
+        return "0s"
+    return format_duration(max(timedelta(0), since + length - now))
+
+
+def format_duration(length: timedelta | None) -> str:
+    seconds = round(length.total_seconds()) if length is not None else 0
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{seconds}s" if seconds else ""]
+    return "".join(parts) or "0s"

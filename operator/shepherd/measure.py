@@ -1,0 +1,129 @@
+"""The shell's side of analysis: run the queries the core asked for, off the event loop.
+
+Each query runs in a worker thread with the connection's timeout, all of a
+reconcile's queries at once, so one slow Prometheus never holds up another
+Release (each Release has its own loop) nor the rest of this one for longer
+than one timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import tempfile
+from datetime import datetime
+
+from shepherd.core.analysis import Measurement, MeasurementRequest, QueryOutcome
+from shepherd.core.model import Needed, QueryCheck, QueryCheckResult
+from shepherd.core.spec import PrometheusSpec
+from shepherd.kube import KubeAPI, ReleaseKey
+from shepherd.prometheus import Connection, Prometheus
+
+
+class SecretProblem(RuntimeError):
+    pass
+
+
+def connection_for(api: KubeAPI, key: ReleaseKey, spec: PrometheusSpec) -> Connection:
+    """Resolve the Secrets a Prometheus connection names into plain credentials."""
+    bearer: str | None = None
+    basic: tuple[str, str] | None = None
+    ca_file: str | None = None
+    if spec.secret:
+        data = _secret(api, key, spec.secret, "spec.analysis.prometheus.secretRef")
+        if "token" in data:
+            bearer = data["token"].strip()
+        elif "username" in data and "password" in data:
+            basic = (data["username"], data["password"])
+        else:
+            raise SecretProblem(f"Secret {spec.secret} must hold `token`, or `username` and `password`")
+    if spec.ca_secret:
+        data = _secret(api, key, spec.ca_secret, "spec.analysis.prometheus.caSecretRef")
+        if "ca.crt" not in data:
+            raise SecretProblem(f"Secret {spec.ca_secret} must hold `ca.crt`")
+        ca_file = _ca_file(data["ca.crt"])
+    return Connection(
+        address=spec.address,
+        headers=dict(spec.headers),
+        bearer_token=bearer,
+        basic_auth=basic,
+        ca_file=ca_file,
+        insecure_skip_verify=spec.insecure_skip_verify,
+        timeout=spec.timeout.total_seconds(),
+    )
+
+
+def _secret(api: KubeAPI, key: ReleaseKey, name: str, field: str) -> dict[str, str]:
+    secret = api.read_secret(key.namespace, name)
+    if secret is None:
+        raise SecretProblem(f"{field}: Secret {key.namespace}/{name} not found")
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def _ca_file(pem: str) -> str:
+    """requests wants a path; one file per distinct CA, reused across reconciles."""
+    folder = os.path.join(tempfile.gettempdir(), "shepherd-ca")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{abs(hash(pem)):x}.crt")
+    if not os.path.exists(path):
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(pem)
+    return path
+
+
+async def gather(
+    api: KubeAPI, key: ReleaseKey, spec: PrometheusSpec | None, needed: Needed, now: datetime
+) -> tuple[tuple[Measurement, ...], tuple[QueryCheckResult, ...]]:
+    if spec is None or not (needed.measurements or needed.query_checks):
+        return (), ()
+    try:
+        connection = await asyncio.to_thread(connection_for, api, key, spec)
+    except SecretProblem as problem:
+        return _all_failed(needed, str(problem), now)
+    prometheus = Prometheus(connection)
+    try:
+        measured = asyncio.gather(*(_measure(prometheus, request, now) for request in needed.measurements))
+        checked = asyncio.gather(*(_check(prometheus, check) for check in needed.query_checks))
+        measurements, checks = await asyncio.gather(measured, checked)
+    finally:
+        prometheus.close()
+    return tuple(measurements), tuple(checks)
+
+
+async def _measure(prometheus: Prometheus, request: MeasurementRequest, now: datetime) -> Measurement:
+    outcomes = await asyncio.gather(*(_query(prometheus, q, request, now) for q in request.queries.values()))
+    return Measurement(request, dict(zip(request.queries, outcomes, strict=True)), now)
+
+
+async def _query(
+    prometheus: Prometheus, query: str, request: MeasurementRequest, now: datetime
+) -> QueryOutcome:
+    if request.window is None:
+        sample = await asyncio.to_thread(prometheus.instant, query)
+        return QueryOutcome(sample.outcome, sample.value, (), sample.message, query)
+    start = now - request.window
+    series = await asyncio.to_thread(prometheus.range, query, start, now, 1.0)
+    return QueryOutcome(series.outcome, None, tuple(series.values), series.message, query)
+
+
+async def _check(prometheus: Prometheus, check: QueryCheck) -> QueryCheckResult:
+    try:
+        error = await asyncio.to_thread(prometheus.syntax_error, check.query)
+    except ConnectionError as unreachable:
+        return QueryCheckResult(check, None, str(unreachable))
+    return QueryCheckResult(check, error)
+
+
+def _all_failed(
+    needed: Needed, problem: str, now: datetime
+) -> tuple[tuple[Measurement, ...], tuple[QueryCheckResult, ...]]:
+    def failed(query: str) -> QueryOutcome:
+        return QueryOutcome("error", message=problem, query=query)
+
+    measurements = tuple(
+        Measurement(request, {role: failed(q) for role, q in request.queries.items()}, now)
+        for request in needed.measurements
+    )
+    checks = tuple(QueryCheckResult(check, None, problem) for check in needed.query_checks)
+    return measurements, checks
