@@ -14,7 +14,7 @@ import os
 import tempfile
 from datetime import datetime
 
-from shepherd.core.analysis import Measurement, MeasurementRequest, QueryOutcome
+from shepherd.core.analysis import Measurement, MeasurementRequest, QueryOutcome, sample_step
 from shepherd.core.model import Needed, QueryCheck, QueryCheckResult
 from shepherd.core.spec import PrometheusSpec
 from shepherd.kube import KubeAPI, ReleaseKey
@@ -103,7 +103,7 @@ async def _query(
         sample = await asyncio.to_thread(prometheus.instant, query)
         return QueryOutcome(sample.outcome, sample.value, (), sample.message, query)
     start = now - request.window
-    series = await asyncio.to_thread(prometheus.range, query, start, now, 1.0)
+    series = await asyncio.to_thread(prometheus.range, query, start, now, sample_step(request.window))
     return QueryOutcome(series.outcome, None, tuple(series.values), series.message, query)
 
 

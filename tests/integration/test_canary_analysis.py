@@ -215,3 +215,28 @@ def test_a_query_prometheus_cannot_parse_is_rejected_before_traffic_moves(
     assert "spec.analysis.metrics[0].query" in stalled["message"] and "metric broken" in stalled["message"]
     assert status["phase"] == "Pending"
     assert cluster.replicas() == {"shop-api": 4, "shop-web": 2}, "no canary was created"
+
+
+def test_mann_whitney_compares_range_samples_of_canary_and_stable(
+    cluster: Cluster, prometheus: PrometheusServer, exporter: TrafficExporter, versions: Versions
+) -> None:
+    test = {
+        "name": "latency-distribution",
+        "query": LATENCY,
+        "count": 1,
+        "compare": {"baseline": "stable", "test": "mann-whitney", "alpha": 0.05},
+    }
+    stable_release(cluster, prometheus, exporter, versions, [test], latency_seconds=0.100)
+    serve(exporter, versions.canary, "canary", latency_seconds=0.130)
+    reader = Prometheus(Connection(prometheus.url))
+    query = render_query(LATENCY, {"namespace": "default", "release": "shop", "version": versions.canary})
+    wait_for_value(reader, query)
+    # Three samples at least, a second apart, so the test has a population on both sides.
+    wait_for_value(reader, f"count_over_time(({query})[3s:1s])", lambda count: count >= 3)
+    cluster.apply(analysed(prometheus, versions.canary, [test]))
+    status = cluster.wait_phase("RolledBack")
+    measured = next(r for r in status["analysis"] if r["metric"] == "latency-distribution")
+    assert measured["result"] == "Failed", measured["message"]
+    assert "Mann-Whitney U" in measured["message"]
+    assert measured["value"] == pytest.approx(0.13, rel=0.01)
+    assert measured["baseline"] == pytest.approx(0.10, rel=0.01)

@@ -173,7 +173,7 @@ def test_mann_whitney_compares_sample_distributions() -> None:
     world.settle()
     assert world.phase == "RolledBack"
     assert "Mann-Whitney" in world.status["analysis"][-1]["message"]
-    assert world.queries[-1].window == timedelta(seconds=30), "a range query over one interval"
+    assert world.queries[-1].window == timedelta(seconds=30), "a range query over 30s at least"
 
 
 def test_bake_failure_restores_the_previous_template() -> None:

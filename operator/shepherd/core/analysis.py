@@ -25,6 +25,8 @@ Result = Literal["Successful", "Failed", "Inconclusive", "Error"]
 SEVERITY: dict[str, int] = {"Successful": 0, "Inconclusive": 1, "Error": 2, "Failed": 3}
 MAX_RECORDS = 50
 MIN_SAMPLES_FOR_TEST = 3
+MIN_SAMPLE_WINDOW = timedelta(seconds=30)
+SAMPLES_PER_WINDOW = 30
 
 
 @dataclass(frozen=True)
@@ -192,12 +194,22 @@ def due_measurements(
                     metric=metric.name,
                     component=component,
                     queries=_queries(metric, rollout, release, component, baking),
-                    window=spec.analysis.interval_of(metric)
+                    window=_sample_window(spec.analysis.interval_of(metric))
                     if metric.compare and metric.compare.test
                     else None,
                 )
             )
     return requests
+
+
+def _sample_window(interval: timedelta) -> timedelta:
+    """A statistical test needs a population: the last interval, but never less than 30s of samples."""
+    return max(interval, MIN_SAMPLE_WINDOW)
+
+
+def sample_step(window: timedelta) -> float:
+    """About 30 points per window, at most one a second: enough for the test, few repeats of one scrape."""
+    return max(1.0, window.total_seconds() / SAMPLES_PER_WINDOW)
 
 
 def next_measurement_at(rollout: Rollout, spec: ReleaseSpec, run: AnalysisRun) -> datetime | None:
