@@ -41,6 +41,9 @@ def main() -> None:
 @click.option("--resync", default="30s", show_default=True, help="Safety-net re-check of every Release.")
 @click.option("--priority", default=0, show_default=True, help="Peering priority: the highest one acts.")
 @click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on /metrics here."
+)
+@click.option(
     "--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file (default: like kubectl)."
 )
 @click.option("--context", help="Kubeconfig context to use.")
@@ -52,6 +55,7 @@ def run(
     liveness: str | None,
     resync: str,
     priority: int,
+    metrics_port: int | None,
     kubeconfig: str | None,
     context: str | None,
     verbose: bool,
@@ -69,6 +73,7 @@ def run(
         liveness_endpoint=liveness,
         resync_seconds=_seconds(resync, "--resync"),
         priority=priority,
+        metrics_port=metrics_port,
     )
     configuration = load_configuration(kubeconfig, context)
     asyncio.run(run_operator(configuration, options))

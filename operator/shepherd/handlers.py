@@ -19,6 +19,7 @@ import kopf
 
 from shepherd.core.workloads import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from shepherd.kube import GROUP, PLURAL, VERSION, KubeAPI, ReleaseKey
+from shepherd.metrics import OperatorMetrics
 from shepherd.reconcile import reconcile
 
 REGISTRY = kopf.OperatorRegistry()
@@ -36,6 +37,7 @@ class Runtime:
     api: KubeAPI
     resync_seconds: float
     clock: Callable[[], datetime] = utc_now
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     started: int = 0  # reconciles begun, and finished: lets a test wait for one that began after a change
     reconciles: int = 0
     own_writes: dict[ReleaseKey, str] = field(
@@ -106,8 +108,10 @@ async def rollout_loop(
             wake.clear()
             runtime.started += 1
             try:
-                outcome = await reconcile(runtime.api, key, runtime.clock)
+                with runtime.metrics.reconcile_duration.time():
+                    outcome = await reconcile(runtime.api, key, runtime.clock, runtime.metrics)
             except Exception as error:  # one bad object or a flaky API must not stop the others
+                runtime.metrics.reconcile_errors.inc()
                 failures += 1
                 delay = min(MAX_BACKOFF_SECONDS, 2.0**failures)
                 logger.warning(

@@ -13,6 +13,8 @@ from shepherd.core import Observations, ReleaseObject, decide, needed
 from shepherd.core.spec import PrometheusSpec, SpecError, parse_spec
 from shepherd.kube import KubeAPI, ReleaseKey
 from shepherd.measure import gather
+from shepherd.metrics import OperatorMetrics
+from shepherd.telemetry import observe
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +25,9 @@ class Outcome:
     written_version: str | None  # resourceVersion of our own status write, to ignore its echo
 
 
-async def reconcile(api: KubeAPI, key: ReleaseKey, clock: Callable[[], datetime]) -> Outcome | None:
+async def reconcile(
+    api: KubeAPI, key: ReleaseKey, clock: Callable[[], datetime], metrics: OperatorMetrics | None = None
+) -> Outcome | None:
     """Returns None when the Release is gone or being deleted."""
     # A fresh read, not the watch's copy: the decision must never run on a status older than our last write.
     release = await asyncio.to_thread(api.get_release, key)
@@ -58,9 +62,12 @@ async def reconcile(api: KubeAPI, key: ReleaseKey, clock: Callable[[], datetime]
                 "could not post event %s for %s/%s: %s", event.reason, key.namespace, key.name, error
             )
     written = None
-    patch = status_patch(release.get("status") or {}, decision.status)
+    old_status = release.get("status") or {}
+    patch = status_patch(old_status, decision.status)
     if patch:
         written = await asyncio.to_thread(api.patch_status, key, patch)
+    if metrics is not None:
+        metrics.record(key.namespace, key.name, observe(old_status, decision.status, view.annotations))
     return Outcome(decision.wake_at, written)
 
 

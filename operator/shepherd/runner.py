@@ -24,6 +24,7 @@ class OperatorOptions:
     liveness_endpoint: str | None = None
     resync_seconds: float = DEFAULT_RESYNC_SECONDS
     priority: int = 0
+    metrics_port: int | None = None  # serve /metrics on this port (0: any free port)
 
 
 async def run_operator(
@@ -35,6 +36,7 @@ async def run_operator(
 ) -> None:
     api = KubeAPI(configuration)
     runtime = runtime or Runtime(api=api, resync_seconds=options.resync_seconds)
+    metrics_server = None if options.metrics_port is None else runtime.metrics.serve(options.metrics_port)
     try:
         await kopf.operator(
             registry=REGISTRY,
@@ -49,6 +51,9 @@ async def run_operator(
             ready_flag=ready_flag,
         )
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         api.close()
 
 

@@ -58,7 +58,7 @@ def test_chart_metadata(chart: helm.Chart) -> None:
 def test_renders_the_operator_and_its_rbac(chart: helm.Chart) -> None:
     objects = render(chart)
 
-    assert sorted(objects) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert sorted(objects) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
     account = objects["ServiceAccount"]["metadata"]
     binding = objects["ClusterRoleBinding"]
     assert binding["roleRef"]["name"] == objects["ClusterRole"]["metadata"]["name"]
@@ -129,10 +129,23 @@ def test_the_operator_watches_all_namespaces_with_a_liveness_probe(chart: helm.C
         "--all-namespaces",
         "--liveness=http://0.0.0.0:8080/healthz",
         "--resync=30s",
+        "--metrics-port=9090",
     ]
     probe = container["livenessProbe"]["httpGet"]
     assert probe["path"] == "/healthz"
     assert {"name": probe["port"], "containerPort": 8080} in container["ports"]
+
+
+def test_metrics_are_served_and_optionally_scraped_by_the_prometheus_operator(chart: helm.Chart) -> None:
+    objects = render(chart)
+    assert {"name": "metrics", "containerPort": 9090} in operator_container(objects)["ports"]
+    assert objects["Service"]["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics"}]
+    assert "ServiceMonitor" not in objects
+    monitored = render(
+        chart, {"metrics": {"port": 9100, "serviceMonitor": {"enabled": True, "interval": "15s"}}}
+    )
+    assert monitored["ServiceMonitor"]["spec"]["endpoints"] == [{"port": "metrics", "interval": "15s"}]
+    assert "--metrics-port=9100" in operator_container(monitored)["args"]
 
 
 def test_watch_namespace_and_resync_come_from_values(chart: helm.Chart) -> None:
