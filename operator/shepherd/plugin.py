@@ -7,6 +7,7 @@ are the same annotations `kubectl annotate` would set, so both ways are equal.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,8 @@ import kubernetes.client
 import kubernetes.config
 import yaml
 from kubernetes.client.exceptions import ApiException
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 from urllib3.exceptions import HTTPError
@@ -24,6 +26,9 @@ from urllib3.exceptions import HTTPError
 from shepherd.kube import GROUP, MERGE_PATCH, PLURAL, VERSION, load_configuration
 
 console = Console(highlight=False)
+SETTLED = frozenset({"Succeeded", "RolledBack", "Failed"})
+WATCH_INTERVAL_SECONDS = 1.0
+MEASUREMENTS_SHOWN = 5
 
 
 @dataclass
@@ -123,29 +128,54 @@ def list_releases(target: Target, all_namespaces: bool) -> None:
 @main.command()
 @click.argument("name")
 @click.option("-o", "--output", type=click.Choice(["text", "json", "yaml"]), default="text")
+@click.option(
+    "-w", "--watch", is_flag=True, help="Follow the rollout until it settles (Succeeded, RolledBack, Failed)."
+)
 @click.pass_obj
-def status(target: Target, name: str, output: str) -> None:
-    """A readable view: phase, weight, steps, history."""
+def status(target: Target, name: str, output: str, watch: bool) -> None:
+    """A readable view: phase, weight, steps, latest measurements, history."""
     release = _get(target, name)
-    if output == "json":
-        click.echo(json.dumps(release.get("status") or {}, indent=2))
+    if output != "text":
+        state = release.get("status") or {}
+        click.echo(
+            json.dumps(state, indent=2) if output == "json" else yaml.safe_dump(state, sort_keys=False)
+        )
         return
-    if output == "yaml":
-        click.echo(yaml.safe_dump(release.get("status") or {}, sort_keys=False))
+    if not watch:
+        console.print(_view(name, release))
         return
+    with Live(_view(name, release), console=console, auto_refresh=False) as live:
+        while (release.get("status") or {}).get("phase") not in SETTLED:
+            time.sleep(WATCH_INTERVAL_SECONDS)  # a refresh rate for a person, not synchronisation
+            release = _get(target, name)
+            live.update(_view(name, release), refresh=True)
+
+
+def _view(name: str, release: Mapping[str, Any]) -> Group:
     spec, state = release.get("spec") or {}, release.get("status") or {}
     weight = int(state.get("canaryWeight") or 0)
-    console.print(
-        f"[bold]{name}[/]  version {spec.get('version')}  phase [bold]{state.get('phase', 'Pending')}[/]"
-    )
-    console.print(f"weight {escape('[' + '#' * (weight // 5) + '.' * (20 - weight // 5) + ']')} {weight}%")
-    console.print(escape(str(state.get("message", ""))))
+    lines: list[Any] = [
+        f"[bold]{name}[/]  version {escape(str(spec.get('version')))}  "
+        f"phase [bold]{state.get('phase', 'Pending')}[/]",
+        f"weight {escape('[' + '#' * (weight // 5) + '.' * (20 - weight // 5) + ']')} {weight}%",
+        escape(str(state.get("message", ""))),
+    ]
     steps = (spec.get("strategy") or {}).get("canary", {}).get("steps") or []
     current = state.get("currentStep")
     for index, step in enumerate(steps):
         marker = ">" if index == current and state.get("phase") in ("Progressing", "Paused") else " "
-        console.print(f" {marker} {index + 1}. {escape(json.dumps(step))}")
-    _print_history(state)
+        lines.append(f" {marker} {index + 1}. {escape(json.dumps(step))}")
+    measurements = (state.get("analysis") or [])[-MEASUREMENTS_SHOWN:]
+    if measurements:
+        table = Table(title="latest measurements", box=None)
+        for column in ("METRIC", "ROLE", "VALUE", "BASELINE", "RESULT", "AT"):
+            table.add_column(column)
+        for measurement in measurements:
+            keys = ("metric", "role", "value", "baseline", "result", "at")
+            table.add_row(*("" if measurement.get(key) is None else str(measurement[key]) for key in keys))
+        lines.append(table)
+    lines.append(_history_table(state))
+    return Group(*lines)
 
 
 @main.command()
@@ -157,6 +187,10 @@ def history(target: Target, name: str) -> None:
 
 
 def _print_history(state: Mapping[str, Any]) -> None:
+    console.print(_history_table(state))
+
+
+def _history_table(state: Mapping[str, Any]) -> Table:
     table = Table(title="history", box=None)
     for column in ("REVISION", "VERSION", "ATTEMPT", "RESULT", "REASON", "STARTED", "FINISHED"):
         table.add_column(column)
@@ -167,7 +201,7 @@ def _print_history(state: Mapping[str, Any]) -> None:
                 for key in ("revision", "version", "attempt", "result", "reason", "startedAt", "finishedAt")
             )
         )
-    console.print(table)
+    return table
 
 
 @main.command()
@@ -177,6 +211,31 @@ def _print_history(state: Mapping[str, Any]) -> None:
 def promote(target: Target, name: str, full: bool) -> None:
     """Skip the current pause or step (or all of them with --full)."""
     _annotate(target, name, "promote", "full" if full else "true")
+
+
+@main.command()
+@click.argument("name")
+@click.pass_obj
+def pause(target: Target, name: str) -> None:
+    """Set spec.paused: the rollout holds where it is (under GitOps, commit it instead)."""
+    _set_paused(target, name, True)
+
+
+@main.command()
+@click.argument("name")
+@click.pass_obj
+def resume(target: Target, name: str) -> None:
+    """Clear spec.paused: the rollout goes on."""
+    _set_paused(target, name, False)
+
+
+def _set_paused(target: Target, name: str, paused: bool) -> None:
+    _get(target, name)
+    patch = {"spec": {"paused": paused}}
+    target.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, target.namespace, PLURAL, name, patch, _content_type=MERGE_PATCH
+    )
+    click.echo(f"release.{GROUP}/{name} {'paused' if paused else 'resumed'}")
 
 
 @main.command()

@@ -43,3 +43,19 @@ def test_missing_release_is_a_clear_error(cluster: Cluster) -> None:
     result = cluster.kubectl("release", "abort", "nope", check=False)
     assert result.returncode != 0
     assert 'release "nope" not found in namespace "default"' in result.stderr
+
+
+def test_pause_resume_and_watch_until_settled(cluster: Cluster) -> None:
+    cluster.apply(quickstart_release("1.0.0"))
+    cluster.wait_phase("Succeeded", revision=1)
+    cluster.apply(quickstart_release("1.1.0"))
+    cluster.wait_status("the canary", lambda s: s.get("revision") == 2 and s.get("canaryWeight", 0) >= 25)
+
+    assert "paused" in cluster.kubectl("release", "pause", "shop").stdout
+    cluster.wait_phase("Paused")
+    assert cluster.release()["spec"]["paused"] is True
+    assert "resumed" in cluster.kubectl("release", "resume", "shop").stdout
+
+    watched = cluster.kubectl("release", "status", "shop", "--watch", timeout=60)
+    assert "Succeeded" in watched.stdout, "the watch follows the rollout until it settles"
+    assert cluster.status()["phase"] == "Succeeded"
