@@ -58,7 +58,15 @@ def test_chart_metadata(chart: helm.Chart) -> None:
 def test_renders_the_operator_and_its_rbac(chart: helm.Chart) -> None:
     objects = render(chart)
 
-    assert sorted(objects) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert sorted(objects) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
     account = objects["ServiceAccount"]["metadata"]
     binding = objects["ClusterRoleBinding"]
     assert binding["roleRef"]["name"] == objects["ClusterRole"]["metadata"]["name"]
@@ -68,11 +76,15 @@ def test_renders_the_operator_and_its_rbac(chart: helm.Chart) -> None:
     assert objects["Deployment"]["spec"]["template"]["spec"]["serviceAccountName"] == account["name"]
 
 
-def test_the_chart_ships_the_top_level_crd_unchanged(chart: helm.Chart) -> None:
-    (crd,) = chart.crds
+def test_the_chart_ships_the_top_level_crds_unchanged(chart: helm.Chart) -> None:
+    top_level = sorted((ROOT / "crds").glob("*.yaml"))
 
-    assert crd["data"] == (ROOT / "crds" / "release.yaml").read_text(encoding="utf-8")
-    assert (CHART / "crds" / "release.yaml").read_bytes() == (ROOT / "crds" / "release.yaml").read_bytes()
+    assert {"release.yaml", "releaseapproval.yaml"} <= {path.name for path in top_level}
+    assert {Path(crd["filename"]).name: crd["data"] for crd in chart.crds} == {
+        path.name: path.read_text(encoding="utf-8") for path in top_level
+    }
+    for path in top_level:
+        assert (CHART / "crds" / path.name).read_bytes() == path.read_bytes()
 
 
 def test_the_cluster_role_grants_only_what_the_operator_uses(chart: helm.Chart) -> None:
@@ -87,6 +99,7 @@ def test_the_cluster_role_grants_only_what_the_operator_uses(chart: helm.Chart) 
     assert granted == {
         ("shepherd.dev", "releases"): {"get", "list", "watch", "patch"},
         ("shepherd.dev", "releases/status"): {"get", "patch"},
+        ("shepherd.dev", "releaseapprovals"): {"get", "list", "watch"},
         ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
         ("apps", "controllerrevisions"): {"get", "list", "watch", "create", "patch", "delete"},
         ("", "events"): {"create", "patch"},
@@ -163,6 +176,7 @@ def test_watch_namespace_and_resync_come_from_values(chart: helm.Chart) -> None:
         pytest.param({"resync": "thirty seconds"}, "/resync", id="bad-duration"),
         pytest.param({"watchNamespace": "Shop"}, "/watchNamespace", id="bad-namespace"),
         pytest.param({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", id="bad-pull-policy"),
+        pytest.param({"approvalPolicy": {"enabled": "yes"}}, "/approvalPolicy/enabled", id="bad-switch"),
         pytest.param({"replica": 1}, "'replica' not allowed", id="typo"),
     ],
 )

@@ -1,9 +1,11 @@
-"""The Release CRD and its offline validator: good examples pass, each bad Release fails on its own rule."""
+"""The Release and ReleaseApproval CRDs and their offline validator: good examples pass, each bad object fails
+on its own rule."""
 
 from __future__ import annotations
 
 import copy
 import re
+import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -11,11 +13,13 @@ from typing import Any, NamedTuple
 import celpy
 import pytest
 import yaml
+from celpy.adapter import json_to_cel
 
 from shepherd.crdschema import Violation, apply_defaults, load_crd, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
+CRDS = ["release", "releaseapproval"]
 
 Mutation = Callable[[dict[str, Any]], None]
 
@@ -112,6 +116,26 @@ def with_analysis(*mutations: Mutation) -> Mutation:
     return applying(setting("spec.analysis", ANALYSIS), *mutations)
 
 
+GATES = [
+    {"name": "two-approvals", "timeout": "72h", "approval": {"count": 2}},
+    {
+        "name": "office-hours",
+        "window": {
+            "days": ["Mon", "Tue", "Wed"],
+            "start": "09:00",
+            "end": "16:00",
+            "timeZone": "Europe/Berlin",
+        },
+    },
+    {"name": "after-backend", "release": {"name": "backend", "namespace": "prod", "version": "3.1.0"}},
+]
+
+
+def with_gates(*mutations: Mutation) -> Mutation:
+    """The quickstart with spec.gates (one valid gate of each kind), then `mutations`."""
+    return applying(setting("spec.gates", GATES), *mutations)
+
+
 class BadRelease(NamedTuple):
     id: str
     mutate: Mutation
@@ -124,6 +148,9 @@ CONTAINER = "spec.components[0].template.spec.containers[0]"
 PROMETHEUS = "spec.analysis.prometheus"
 METRIC = "spec.analysis.metrics[0]"
 COMPARE = "spec.analysis.metrics[1].compare"
+APPROVAL = "spec.gates[0].approval"
+WINDOW = "spec.gates[1].window"
+DEPENDENCY = "spec.gates[2].release"
 
 BAD_RELEASES = [
     BadRelease("missing-version", removing("spec.version"), "spec.version", "Required value"),
@@ -518,6 +545,143 @@ BAD_RELEASES = [
         f"{METRIC}.threshold",
         "unknown field",
     ),
+    # spec.gates
+    BadRelease(
+        "gate-with-two-kinds",
+        with_gates(setting("spec.gates[0].window", GATES[1]["window"])),
+        "spec.gates[0]",
+        "exactly one of approval, window or release",
+    ),
+    BadRelease(
+        "gate-with-no-kind",
+        with_gates(removing(APPROVAL)),
+        "spec.gates[0]",
+        "exactly one of approval, window or release",
+    ),
+    BadRelease(
+        "duplicate-gate-names",
+        with_gates(setting("spec.gates[2].name", "two-approvals")),
+        "spec.gates",
+        "names must be unique",
+    ),
+    BadRelease(
+        "gate-without-name",
+        with_gates(removing("spec.gates[0].name")),
+        "spec.gates[0].name",
+        "Required value",
+    ),
+    BadRelease(
+        "21-gates",
+        setting("spec.gates", [{"name": f"g{i}", "approval": {"count": 1}} for i in range(21)]),
+        "spec.gates",
+        "at most 20 items",
+    ),
+    BadRelease(
+        "malformed-gate-timeout",
+        with_gates(setting("spec.gates[0].timeout", "3 days")),
+        "spec.gates[0].timeout",
+        "must match",
+    ),
+    BadRelease(
+        "unknown-field-in-gate",
+        with_gates(setting("spec.gates[0].approvers", ["alice"])),
+        "spec.gates[0].approvers",
+        'unknown field "spec.gates[0].approvers"',
+    ),
+    BadRelease(
+        "approval-count-0",
+        with_gates(setting(f"{APPROVAL}.count", 0)),
+        f"{APPROVAL}.count",
+        "greater than or equal to 1",
+    ),
+    BadRelease(
+        "approval-count-11",
+        with_gates(setting(f"{APPROVAL}.count", 11)),
+        f"{APPROVAL}.count",
+        "less than or equal to 10",
+    ),
+    BadRelease(
+        "approval-without-count",
+        with_gates(setting(APPROVAL, {})),
+        f"{APPROVAL}.count",
+        "Required value",
+    ),
+    BadRelease(
+        "unknown-time-zone",
+        with_gates(setting(f"{WINDOW}.timeZone", "Mars/Olympus")),
+        f"{WINDOW}.timeZone",
+        'Unsupported value: "Mars/Olympus": supported values: "Africa/Abidjan"',
+    ),
+    BadRelease(
+        "window-without-time-zone",
+        with_gates(removing(f"{WINDOW}.timeZone")),
+        f"{WINDOW}.timeZone",
+        "Required value",
+    ),
+    BadRelease(
+        "start-without-leading-zero",
+        with_gates(setting(f"{WINDOW}.start", "9:00")),
+        f"{WINDOW}.start",
+        "must match",
+    ),
+    BadRelease(
+        "start-24:00", with_gates(setting(f"{WINDOW}.start", "24:00")), f"{WINDOW}.start", "must match"
+    ),
+    BadRelease(
+        "end-with-seconds", with_gates(setting(f"{WINDOW}.end", "16:00:00")), f"{WINDOW}.end", "at most 5"
+    ),
+    BadRelease(
+        "window-without-end", with_gates(removing(f"{WINDOW}.end")), f"{WINDOW}.end", "Required value"
+    ),
+    BadRelease(
+        "empty-window",
+        with_gates(setting(f"{WINDOW}.end", "09:00")),
+        f"{WINDOW}.end",
+        "window end must differ from start",
+    ),
+    BadRelease(
+        "unknown-day",
+        with_gates(setting(f"{WINDOW}.days[1]", "Funday")),
+        f"{WINDOW}.days[1]",
+        'Unsupported value: "Funday"',
+    ),
+    BadRelease(
+        "lowercase-day",
+        with_gates(setting(f"{WINDOW}.days[0]", "mon")),
+        f"{WINDOW}.days[0]",
+        '"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"',
+    ),
+    BadRelease(
+        "duplicate-days",
+        with_gates(setting(f"{WINDOW}.days", ["Mon", "Tue", "Mon"])),
+        f"{WINDOW}.days",
+        "must not repeat a day",
+    ),
+    BadRelease("no-days", with_gates(setting(f"{WINDOW}.days", [])), f"{WINDOW}.days", "at least 1 items"),
+    BadRelease(
+        "release-gate-without-name",
+        with_gates(removing(f"{DEPENDENCY}.name")),
+        f"{DEPENDENCY}.name",
+        "Required value",
+    ),
+    BadRelease(
+        "release-gate-namespace-uppercase",
+        with_gates(setting(f"{DEPENDENCY}.namespace", "Prod")),
+        f"{DEPENDENCY}.namespace",
+        "must match",
+    ),
+    BadRelease(
+        "release-gate-with-bad-version",
+        with_gates(setting(f"{DEPENDENCY}.version", "3.1.0 final")),
+        f"{DEPENDENCY}.version",
+        "must match",
+    ),
+    BadRelease(
+        "release-gate-naming-this-release",
+        with_gates(setting(DEPENDENCY, {"name": "shop"})),
+        "spec.gates",
+        "names this Release itself",
+    ),
     BadRelease(
         "name-longer-than-63", setting("metadata.name", "s" * 64), "metadata.name", "at most 63 characters"
     ),
@@ -676,6 +840,37 @@ def test_the_quickstart_services_split_traffic_by_replica_ratio() -> None:
     ]
 
 
+def test_gates_of_every_kind_are_valid(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    with_gates(
+        # Crosses midnight: from Friday 22:00 to Saturday 02:00.
+        setting(WINDOW, {"days": ["Fri"], "start": "22:00", "end": "02:00", "timeZone": "UTC"}),
+        # A namesake in another namespace is another Release.
+        setting(DEPENDENCY, {"name": "shop", "namespace": "staging"}),
+        appending("spec.gates", {"name": "sign-off", "approval": {"count": 10}}),
+    )(release)
+
+    assert validate(crd, release) == []
+
+
+def test_an_empty_gate_list_is_valid(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    setting("spec.gates", [])(release)
+
+    assert validate(crd, release) == []
+
+
+def test_a_window_names_a_time_zone_the_operator_can_load(crd: dict[str, Any]) -> None:
+    window = openapi_schema(crd)["properties"]["spec"]["properties"]["gates"]["items"]["properties"]["window"]
+    zones = window["properties"]["timeZone"]["enum"]
+
+    assert zones == sorted(set(zones))
+    assert {"Europe/Berlin", "America/New_York", "Asia/Kolkata", "UTC"} <= set(zones)
+    assert "localtime" not in zones, "the host's own zone, not an IANA name"
+    for zone in zones:
+        zoneinfo.ZoneInfo(zone)
+
+
 # The CRD itself
 
 
@@ -695,12 +890,14 @@ def schema_nodes(node: Mapping[str, Any], path: str = "") -> Iterator[tuple[str,
         yield from schema_nodes(node["additionalProperties"], f"{path}[*]")
 
 
-def test_the_package_ships_the_top_level_crd() -> None:
-    assert load_crd("release") == yaml.safe_load((ROOT / "crds" / "release.yaml").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("kind", CRDS)
+def test_the_package_ships_the_top_level_crds(kind: str) -> None:
+    assert load_crd(kind) == yaml.safe_load((ROOT / "crds" / f"{kind}.yaml").read_text(encoding="utf-8"))
 
 
-def test_every_property_has_a_description(crd: dict[str, Any]) -> None:
-    schema = openapi_schema(crd)
+@pytest.mark.parametrize("kind", CRDS)
+def test_every_property_has_a_description(kind: str) -> None:
+    schema = openapi_schema(load_crd(kind))
     undocumented = [
         path
         for path, node in schema_nodes(schema)
@@ -719,15 +916,16 @@ def test_every_cel_rule_compiles_and_explains_itself(crd: dict[str, Any]) -> Non
         for rule in node.get("x-kubernetes-validations", [])
     ]
 
-    assert len(rules) == 16
+    assert len(rules) == 21
     for rule in rules:
         environment.compile(rule["rule"])
         assert rule["message"], rule
         assert "\n" not in rule["message"], "the API server rejects messages with line breaks"
 
 
-def test_every_node_has_a_type_as_a_structural_schema_must(crd: dict[str, Any]) -> None:
-    assert [path for path, node in schema_nodes(openapi_schema(crd)) if "type" not in node] == []
+@pytest.mark.parametrize("kind", CRDS)
+def test_every_node_has_a_type_as_a_structural_schema_must(kind: str) -> None:
+    assert [path for path, node in schema_nodes(openapi_schema(load_crd(kind))) if "type" not in node] == []
 
 
 def test_every_list_a_cel_rule_iterates_is_bounded(crd: dict[str, Any]) -> None:
@@ -761,3 +959,102 @@ def test_names(crd: dict[str, Any]) -> None:
     assert crd["spec"]["names"]["categories"] == ["shepherd"]
     assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
     assert version["subresources"] == {"status": {}}
+
+
+# The ReleaseApproval CRD
+
+
+@pytest.fixture(scope="module")
+def approval_crd() -> dict[str, Any]:
+    return load_crd("releaseapproval")
+
+
+def approval() -> dict[str, Any]:
+    return {
+        "apiVersion": "shepherd.dev/v1alpha1",
+        "kind": "ReleaseApproval",
+        "metadata": {"name": "shop-3-alice"},
+        "spec": {"release": "shop", "revision": 3, "approver": "alice@example.com", "comment": "looks good"},
+    }
+
+
+def test_an_approval_is_valid(approval_crd: dict[str, Any]) -> None:
+    assert validate(approval_crd, approval()) == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "message"),
+    [
+        pytest.param(removing("spec.approver"), "spec.approver", "Required value", id="missing-approver"),
+        pytest.param(
+            setting("spec.approver", ""), "spec.approver", "at least 1 characters", id="empty-approver"
+        ),
+        pytest.param(
+            setting("spec.revision", 0), "spec.revision", "greater than or equal to 1", id="revision-0"
+        ),
+        pytest.param(removing("spec.revision"), "spec.revision", "Required value", id="missing-revision"),
+        pytest.param(
+            setting("spec.revision", "3"), "spec.revision", "must be of type integer", id="revision-a-string"
+        ),
+        pytest.param(removing("spec.release"), "spec.release", "Required value", id="missing-release"),
+        pytest.param(
+            setting("spec.release", "shop/prod"), "spec.release", "must match", id="release-not-a-name"
+        ),
+        pytest.param(
+            setting("spec.comment", "x" * 1025), "spec.comment", "at most 1024 characters", id="long-comment"
+        ),
+        pytest.param(
+            setting("spec.approvers", ["bob"]), "spec.approvers", "unknown field", id="unknown-field"
+        ),
+        pytest.param(removing("spec"), "spec", "Required value", id="missing-spec"),
+    ],
+)
+def test_a_bad_approval_is_rejected_at_the_offending_field(
+    approval_crd: dict[str, Any], mutate: Mutation, field: str, message: str
+) -> None:
+    bad = approval()
+    mutate(bad)
+
+    violations = validate(approval_crd, bad)
+
+    assert [v for v in violations if v.field == field and message in v.message], violations
+
+
+def test_an_approval_is_immutable(approval_crd: dict[str, Any]) -> None:
+    (rule,) = openapi_schema(approval_crd)["properties"]["spec"]["x-kubernetes-validations"]
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(rule["rule"]))
+    old = approval()["spec"]
+
+    def allowed(new: dict[str, Any]) -> bool:
+        return bool(program.evaluate({"self": json_to_cel(new), "oldSelf": json_to_cel(old)}))
+
+    assert allowed(copy.deepcopy(old))
+    assert not allowed({**old, "approver": "mallory@example.com"})
+    assert not allowed({**old, "revision": 4})
+    assert not allowed({key: value for key, value in old.items() if key != "comment"})
+    assert rule["message"] == "an approval cannot be changed; delete it and create a new one"
+
+
+def test_approval_names_and_printer_columns(approval_crd: dict[str, Any]) -> None:
+    (version,) = approval_crd["spec"]["versions"]
+    columns = {c["name"]: (c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]}
+
+    assert approval_crd["metadata"]["name"] == "releaseapprovals.shepherd.dev"
+    assert approval_crd["spec"]["scope"] == "Namespaced"
+    assert approval_crd["spec"]["names"] == {
+        "kind": "ReleaseApproval",
+        "listKind": "ReleaseApprovalList",
+        "plural": "releaseapprovals",
+        "singular": "releaseapproval",
+        "shortNames": ["rap"],
+        "categories": ["shepherd"],
+    }
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert columns == {
+        "Release": ("string", ".spec.release"),
+        "Revision": ("integer", ".spec.revision"),
+        "Approver": ("string", ".spec.approver"),
+        "Age": ("date", ".metadata.creationTimestamp"),
+    }
+    assert list(columns) == ["Release", "Revision", "Approver", "Age"]
