@@ -44,6 +44,7 @@ class Runtime:
         default_factory=dict
     )  # resourceVersion of our last status write
     _wakers: dict[ReleaseKey, asyncio.Event] = field(default_factory=dict)
+    _dependents: dict[ReleaseKey, set[ReleaseKey]] = field(default_factory=dict)
 
     def waker(self, key: ReleaseKey) -> asyncio.Event:
         return self._wakers.setdefault(key, asyncio.Event())
@@ -58,6 +59,15 @@ class Runtime:
         if due is None:
             return self.resync_seconds
         return min(self.resync_seconds, max(0.0, (due - self.clock()).total_seconds()))
+
+    def depend(self, key: ReleaseKey, releases: tuple[tuple[str, str], ...]) -> None:
+        """Remember which Releases this one waits for, so their changes wake it."""
+        for other in releases:
+            self._dependents.setdefault(ReleaseKey(*other), set()).add(key)
+
+    def wake_dependents(self, key: ReleaseKey) -> None:
+        for dependent in self._dependents.get(key, ()):
+            self.waker(dependent).set()
 
     def forget(self, key: ReleaseKey) -> None:
         self._wakers.pop(key, None)
@@ -123,6 +133,7 @@ async def rollout_loop(
                     return
                 if outcome.written_version:
                     runtime.own_writes[key] = outcome.written_version
+                runtime.depend(key, outcome.dependencies)
                 delay = runtime.seconds_until(outcome.wake_at)
             finally:
                 runtime.reconciles += 1
@@ -136,6 +147,14 @@ async def rollout_loop(
 async def release_changed(name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     if namespace:
         memo.runtime.wake(ReleaseKey(namespace, name), body.metadata.get("resourceVersion"))
+        memo.runtime.wake_dependents(ReleaseKey(namespace, name))
+
+
+@kopf.on.event(GROUP, VERSION, "releaseapprovals", registry=REGISTRY)
+async def approval_changed(namespace: str | None, spec: kopf.Spec, memo: Any, **_: Any) -> None:
+    release = spec.get("release")
+    if namespace and release:
+        memo.runtime.wake(ReleaseKey(namespace, str(release)))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=REGISTRY)

@@ -113,6 +113,20 @@ class KubeAPI:
             if _owned_by(item, uid) and isinstance(item.get("revision"), int)
         }
 
+    def approvals(self, namespace: str) -> list[dict[str, Any]]:
+        """ReleaseApprovals of a namespace; none when the CRD is not installed."""
+        try:
+            listed = self._json(
+                self._custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "releaseapprovals", _preload_content=False
+                )
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return []
+            raise
+        return list(listed.get("items") or [])
+
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         """Only the Secrets a Release names for its Prometheus connection."""
         try:

@@ -10,7 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from shepherd.core import Observations, ReleaseObject, decide, needed
-from shepherd.core.spec import PrometheusSpec, SpecError, parse_spec
+from shepherd.core.gates import Approval, dependencies
+from shepherd.core.spec import ApprovalGate, PrometheusSpec, SpecError, parse_spec
+from shepherd.core.timefmt import parse_time
 from shepherd.kube import KubeAPI, ReleaseKey
 from shepherd.measure import gather
 from shepherd.metrics import OperatorMetrics
@@ -23,6 +25,7 @@ logger = logging.getLogger(__name__)
 class Outcome:
     wake_at: datetime | None  # when the decision may change without any watch event
     written_version: str | None  # resourceVersion of our own status write, to ignore its echo
+    dependencies: tuple[tuple[str, str], ...] = ()  # Releases whose changes must wake this one
 
 
 async def reconcile(
@@ -50,8 +53,10 @@ async def reconcile(
     )
     asked = needed(view, clock())
     measurements, checks = await gather(api, key, prometheus_spec(view.spec), asked, clock())
+    approvals, releases = await gate_observations(api, key, view.spec)
     now = clock()
-    decision = decide(view, Observations(deployments, revisions, measurements, checks), now)
+    observed = Observations(deployments, revisions, measurements, checks, approvals, releases)
+    decision = decide(view, observed, now)
     for action in decision.actions:
         await asyncio.to_thread(api.apply, key, action, deployments)
     for event in decision.events:
@@ -68,7 +73,7 @@ async def reconcile(
         written = await asyncio.to_thread(api.patch_status, key, patch)
     if metrics is not None:
         metrics.record(key.namespace, key.name, observe(old_status, decision.status, view.annotations))
-    return Outcome(decision.wake_at, written)
+    return Outcome(decision.wake_at, written, tuple(releases))
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,3 +89,34 @@ def prometheus_spec(spec: Mapping[str, Any]) -> PrometheusSpec | None:
     except SpecError:
         return None
     return analysis.prometheus if analysis else None
+
+
+async def gate_observations(
+    api: KubeAPI, key: ReleaseKey, spec: Mapping[str, Any]
+) -> tuple[tuple[Approval, ...], dict[tuple[str, str], dict[str, Any] | None]]:
+    """What gates look at: the namespace's approvals (if a gate asks) and the Releases depended on."""
+    try:
+        parsed = parse_spec(spec)
+    except SpecError:
+        return (), {}
+    approvals: tuple[Approval, ...] = ()
+    if any(isinstance(g.kind, ApprovalGate) for g in parsed.gates):
+        raw = await asyncio.to_thread(api.approvals, key.namespace)
+        approvals = tuple(approval_of(item) for item in raw)
+    releases = {}
+    for namespace, name in dependencies(parsed, key.namespace):
+        releases[(namespace, name)] = await asyncio.to_thread(api.get_release, ReleaseKey(namespace, name))
+    return approvals, releases
+
+
+def approval_of(item: Mapping[str, Any]) -> Approval:
+    meta, spec = item.get("metadata") or {}, item.get("spec") or {}
+    revision = spec.get("revision")
+    return Approval(
+        name=str(meta.get("name", "")),
+        release=str(spec.get("release", "")),
+        revision=revision if isinstance(revision, int) else 0,
+        approver=str(spec.get("approver", "")),
+        created=parse_time(meta.get("creationTimestamp")),
+        comment=str(spec.get("comment", "")),
+    )

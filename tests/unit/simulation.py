@@ -23,6 +23,7 @@ from shepherd.core.actions import (
 )
 from shepherd.core.analysis import Measurement, MeasurementRequest, QueryOutcome
 from shepherd.core.evidence import needed
+from shepherd.core.gates import Approval
 from shepherd.core.model import QueryCheckResult
 from shepherd.core.spec import RevisionContent
 
@@ -77,6 +78,8 @@ class World:
     prometheus_down: bool = False
     parse_errors: dict[str, str] = field(default_factory=dict)  # metric name -> Prometheus' parse error
     queries: list[MeasurementRequest] = field(default_factory=list)
+    approvals: list[Approval] = field(default_factory=list)
+    others: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # other Releases, by key
 
     def set_spec(self, spec: dict[str, Any]) -> None:
         self.spec = spec
@@ -106,7 +109,9 @@ class World:
             )
             for check in asked.query_checks
         )
-        observed = Observations(self.deployments, self.revisions, measurements, checks)
+        observed = Observations(
+            self.deployments, self.revisions, measurements, checks, tuple(self.approvals), dict(self.others)
+        )
         decision = decide(release, observed, self.now)
         self.decisions.append(decision)
         for action in decision.actions:

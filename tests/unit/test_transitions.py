@@ -20,6 +20,13 @@ def progressing() -> World:
     return canary_at(25)
 
 
+def gating() -> World:
+    world = succeeded()
+    world.set_spec(release_spec("1.1.0", gates=[{"name": "two-approvals", "approval": {"count": 2}}]))
+    world.settle()
+    return world
+
+
 def paused_step() -> World:
     world = canary_at(50)
     world.settle()
@@ -108,6 +115,7 @@ def pause_in_spec(world: World) -> None:
 
 SETUPS: dict[str, Callable[[], World]] = {
     "Pending": pending,
+    "Gating": gating,
     "Progressing": progressing,
     "PausedStep": paused_step,
     "PausedSpec": paused_spec,
@@ -141,6 +149,7 @@ EXPECTED = {
         "Pending",
         "Pending",
     ],
+    "Gating": ["Gating", "Gating", "Gating", "RolledBack", "Gating", "Progressing", "Gating", "Gating"],
     "Progressing": [
         "Progressing",
         "Progressing",

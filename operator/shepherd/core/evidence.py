@@ -25,6 +25,7 @@ from shepherd.core.analysis import (
     record,
     verdict,
 )
+from shepherd.core.gates import GateResult
 from shepherd.core.model import Needed, Observations, QueryCheck, ReleaseObject
 from shepherd.core.promql import render_query
 from shepherd.core.spec import ReleaseSpec, SpecError, parse_spec
@@ -68,10 +69,11 @@ class CheckState:
 
 @dataclass(frozen=True)
 class Evidence:
-    """What Prometheus has said so far, for the machine to judge by."""
+    """What Prometheus and the gates say, for the machine to judge by."""
 
     run: AnalysisRun
     check: CheckState
+    gates: tuple[GateResult, ...] = ()
 
 
 def check_key(rollout: Rollout, spec: ReleaseSpec) -> str | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from shepherd.core.actions import Action, Event, RemoveAnnotations
 from shepherd.core.analysis import current_stage, due_measurements, next_measurement_at
@@ -33,6 +34,15 @@ from shepherd.core.evidence import (
     fold_measurements,
     stage_verdict,
 )
+from shepherd.core.gates import (
+    audit,
+    closed_windows,
+    evaluate,
+    gate_events,
+    gate_status,
+    gates_condition,
+    next_window_change,
+)
 from shepherd.core.model import Decision, Observations, ReleaseObject
 from shepherd.core.report import describe, format_duration
 from shepherd.core.revisions import revision_records, select_revision
@@ -43,6 +53,7 @@ from shepherd.core.spec import (
     RevisionContent,
     SetWeight,
     SpecError,
+    WindowGate,
     content_of,
     parse_release_name,
     parse_spec,
@@ -57,6 +68,7 @@ from shepherd.core.status import (
     render_conditions,
     rollout_conditions,
 )
+from shepherd.core.timefmt import format_time
 from shepherd.core.workloads import GROUP, WorkloadPlan, desired_deployments, plan_workloads
 
 PROMOTE = f"{GROUP}/promote"
@@ -81,7 +93,19 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     rollout, consumed = _apply_commands(rollout, spec, release.annotations, now, events)
     run, records = fold_measurements(release, rollout, spec, observed, now, events)
     check = check_queries(release.status, rollout, spec, observed, events)
-    evidence = Evidence(run, check)
+    gate_results = tuple(
+        evaluate(
+            gate,
+            release=release.name,
+            namespace=release.namespace,
+            revision=rollout.revision,
+            approvals=observed.approvals,
+            releases=observed.releases,
+            now=now,
+        )
+        for gate in spec.gates
+    )
+    evidence = Evidence(run, check, gate_results)
 
     plan = _plan(release, rollout, spec, content, observed)
     for _ in range(MAX_TRANSITIONS_PER_DECISION):
@@ -100,6 +124,10 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     conditions = rollout_conditions(rollout, check.error)
     if spec.analysis is not None:
         conditions.append(analysis_condition(rollout, spec, run))
+    previous_gates = [g for g in release.status.get("gates") or [] if isinstance(g, Mapping)]
+    if spec.gates:
+        conditions.append(gates_condition(rollout, gate_results))
+        events.extend(gate_events(previous_gates, gate_results))
     status = {
         **rollout.to_status(),
         "observedGeneration": release.generation,
@@ -109,6 +137,7 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
         "analysisRun": run.to_status() if run.stage else None,
         "analysis": records or None,
         "analysisCheck": check.to_status(),
+        "gates": gate_status(gate_results, previous_gates, now) or None,
     }
     wake_at = _wake_at(release, rollout, spec, plan, evidence, now)
     return Decision(status, tuple(actions), tuple(events), wake_at)
@@ -201,6 +230,8 @@ def _promote(rollout: Rollout, spec: ReleaseSpec, value: str, now: datetime) -> 
         entry = rollout.update_current_entry(result="InProgress", finished_at=None, message="")
         resumed = _enter(entry, Phase.PROGRESSING, "Promoted", now)
         return f"failed analysis at step {rollout.current_step + 1} overridden", _next_step(resumed, now)
+    if rollout.phase is Phase.GATING:
+        return "ignored: gates decide when a revision starts; a promote cannot skip them", rollout
     if rollout.phase not in IN_FLIGHT:
         return f"ignored: nothing to promote in phase {rollout.phase.value}", rollout
     if spec.paused:
@@ -250,7 +281,11 @@ def _advance(
     if phase is Phase.PENDING:
         if spec.paused or not evidence.check.ready:
             return rollout
+        if spec.gates:
+            return _enter(rollout, Phase.GATING, "WaitingForGates", now, events)
         return _enter(rollout, Phase.PROGRESSING, "Started", now, events)
+    if phase is Phase.GATING:
+        return rollout if spec.paused else _gate(rollout, spec, evidence, now, events)
     # Returning to the stable revision has nothing older to fall back to: it keeps converging like a rollback.
     returning_to_stable = rollout.has_stable and rollout.revision == rollout.stable_revision
     if phase in (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.BAKING) and not returning_to_stable:
@@ -287,6 +322,14 @@ def _progress(
         if rollout.phase is Phase.PAUSED and rollout.reason == "SpecPaused":
             return rollout
         return _enter(rollout, Phase.PAUSED, "SpecPaused", now, events)
+    closed = closed_windows(spec, now)
+    if closed:
+        # A window that closes mid-rollout holds traffic where it is; only a rollback may still move it.
+        if rollout.phase is Phase.PAUSED and rollout.reason == "Window":
+            return rollout
+        hold = {"gate": closed[0].name, "at": format_time(now)}
+        held = rollout.update_current_entry(holds=(*_current_holds(rollout), hold))
+        return _enter(held, Phase.PAUSED, "Window", now, events, keep_clock=True)
     step = spec.steps[rollout.current_step] if rollout.current_step < len(spec.steps) else None
     at_manual_pause = isinstance(step, Pause) and step.duration is None and rollout.is_canary
     if rollout.phase is Phase.PAUSED:
@@ -322,6 +365,34 @@ def _progress(
     if rollout.step_since is not None and now >= rollout.step_since + step.duration:
         return _next_step(rollout, now)
     return rollout
+
+
+def _gate(
+    rollout: Rollout, spec: ReleaseSpec, evidence: Evidence, now: datetime, events: list[Event]
+) -> Rollout:
+    """All gates pass together before any traffic moves; a gate past its timeout fails the revision."""
+    waiting = [result for result in evidence.gates if result.state != "Passed"]
+    if not waiting:
+        passed = tuple(audit(result, now) for result in evidence.gates)
+        return _enter(
+            rollout.update_current_entry(gates=passed), Phase.PROGRESSING, "GatesPassed", now, events
+        )
+    timeouts = {gate.name: gate.timeout for gate in spec.gates if gate.timeout is not None}
+    for result in waiting:
+        timeout = timeouts.get(result.name)
+        if timeout is not None and rollout.phase_since is not None and now >= rollout.phase_since + timeout:
+            message = (
+                f"revision {rollout.revision} ({rollout.version}) failed: gate {result.name} did not pass "
+                f"within its timeout {format_duration(timeout)}: {result.message}"
+            )
+            failed = rollout.finish("Failed", "GateFailed", now, message)
+            return _enter(failed, Phase.FAILED, "GateFailed", now, events, message=message)
+    return rollout
+
+
+def _current_holds(rollout: Rollout) -> tuple[Mapping[str, Any], ...]:
+    entry = rollout.history[-1] if rollout.history else None
+    return entry.holds if entry is not None and entry.revision == rollout.revision else ()
 
 
 def _next_step(rollout: Rollout, now: datetime) -> Rollout:
@@ -436,6 +507,10 @@ def _wake_at(
 ) -> datetime | None:
     """The next moment the decision could change without any watch event."""
     moments: list[datetime] = []
+    if rollout.phase in (Phase.GATING, Phase.PROGRESSING, Phase.PAUSED):
+        moments.extend(next_window_change(g.kind, now) for g in spec.gates if isinstance(g.kind, WindowGate))
+    if rollout.phase is Phase.GATING and rollout.phase_since is not None:
+        moments.extend(rollout.phase_since + g.timeout for g in spec.gates if g.timeout is not None)
     if rollout.phase is Phase.PENDING and not spec.paused and evidence.check.waiting:
         # Queries get checked on the next pass; if Prometheus could not be reached, try again shortly.
         unreachable = evidence.check.waiting.startswith("waiting for Prometheus")

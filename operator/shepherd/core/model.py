@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from shepherd.core.actions import Action, Event
 from shepherd.core.analysis import Measurement, MeasurementRequest
+from shepherd.core.gates import Approval
 from shepherd.core.spec import RevisionContent
 from shepherd.core.workloads import ReleaseRef
 
@@ -51,6 +52,8 @@ class Observations:
     revisions: Mapping[int, RevisionContent]  # recorded revisions (ControllerRevisions), by number
     measurements: tuple[Measurement, ...] = ()
     query_checks: tuple[QueryCheckResult, ...] = ()
+    approvals: tuple[Approval, ...] = ()  # ReleaseApprovals in the Release's namespace
+    releases: Mapping[tuple[str, str], Mapping[str, Any] | None] = field(default_factory=dict)  # dependencies
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import durationpy
 
@@ -117,6 +118,38 @@ class AnalysisSpec:
         return metric.interval or self.interval
 
 
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+@dataclass(frozen=True)
+class ApprovalGate:
+    count: int
+
+
+@dataclass(frozen=True)
+class WindowGate:
+    """Traffic may move only inside the window; end before start crosses midnight."""
+
+    days: frozenset[int]  # 0 = Monday
+    start: time
+    end: time
+    time_zone: str
+
+
+@dataclass(frozen=True)
+class ReleaseGate:
+    name: str
+    namespace: str | None
+    version: str | None
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    kind: ApprovalGate | WindowGate | ReleaseGate
+    timeout: timedelta | None
+
+
 @dataclass(frozen=True)
 class ReleaseSpec:
     version: str
@@ -129,6 +162,7 @@ class ReleaseSpec:
     revision_history_limit: int
     analysis: AnalysisSpec | None = None
     bake_metrics: tuple[str, ...] | None = None  # None: every metric of spec.analysis
+    gates: tuple[Gate, ...] = ()
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -251,6 +285,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
         revision_history_limit=limit,
         analysis=analysis,
         bake_metrics=bake_metrics,
+        gates=_gates(spec.get("gates")),
     )
 
 
@@ -487,3 +522,71 @@ def _compare(compare: Mapping[str, Any], field: str) -> Compare:
         alpha=alpha,
         direction=str(direction),
     )
+
+
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def _gates(raw: Any) -> tuple[Gate, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise SpecError("spec.gates", "must be a list of gates")
+    gates: list[Gate] = []
+    for index, item in enumerate(raw):
+        field = f"spec.gates[{index}]"
+        item = _mapping(item, field)
+        name = item.get("name")
+        if not isinstance(name, str) or not _DNS_LABEL.match(name):
+            raise SpecError(f"{field}.name", f"{name!r} must be a DNS label: lowercase a-z 0-9 and -")
+        if any(g.name == name for g in gates):
+            raise SpecError(f"{field}.name", f"duplicate gate name {name!r}")
+        kinds = [k for k in ("approval", "window", "release") if k in item]
+        if len(kinds) != 1:
+            raise SpecError(field, "each gate sets exactly one of approval, window, release")
+        body = _mapping(item[kinds[0]], f"{field}.{kinds[0]}")
+        kind: ApprovalGate | WindowGate | ReleaseGate
+        if kinds == ["approval"]:
+            kind = ApprovalGate(_count(body.get("count"), f"{field}.approval.count", 1, 1))
+        elif kinds == ["window"]:
+            kind = _window(body, f"{field}.window")
+        else:
+            kind = _release_gate(body, f"{field}.release")
+        timeout = item.get("timeout")
+        gates.append(
+            Gate(name, kind, None if timeout is None else parse_duration(timeout, f"{field}.timeout"))
+        )
+    return tuple(gates)
+
+
+def _window(body: Mapping[str, Any], field: str) -> WindowGate:
+    days = _strings(body.get("days"), f"{field}.days")
+    unknown = [d for d in days if d not in DAYS]
+    if unknown or not days:
+        raise SpecError(f"{field}.days", f"must list days among {', '.join(DAYS)}, not {unknown or days}")
+    start, end = _clock(body.get("start"), f"{field}.start"), _clock(body.get("end"), f"{field}.end")
+    if start == end:
+        raise SpecError(f"{field}.end", "must differ from start: the window would be empty")
+    zone = body.get("timeZone")
+    try:
+        ZoneInfo(str(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SpecError(
+            f"{field}.timeZone", f"{zone!r} is not an IANA time zone such as Europe/Berlin"
+        ) from None
+    return WindowGate(frozenset(DAYS.index(d) for d in days), start, end, str(zone))
+
+
+def _clock(value: Any, field: str) -> time:
+    match = _CLOCK.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise SpecError(field, f"must be a 24-hour time HH:MM such as 09:00, not {value!r}")
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def _release_gate(body: Mapping[str, Any], field: str) -> ReleaseGate:
+    name = body.get("name")
+    if not isinstance(name, str) or not _DNS_LABEL.match(name):
+        raise SpecError(f"{field}.name", f"{name!r} must be the name of a Release")
+    namespace, version = body.get("namespace"), body.get("version")
+    return ReleaseGate(name, str(namespace) if namespace else None, str(version) if version else None)

@@ -69,6 +69,8 @@ class HistoryEntry:
     finished_at: datetime | None = None
     message: str = ""
     commands: tuple[CommandRecord, ...] = ()
+    gates: tuple[Mapping[str, Any], ...] = ()  # audit: each gate, when it passed, who approved
+    holds: tuple[Mapping[str, Any], ...] = ()  # audit: windows that held the rollout, and when
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -85,6 +87,10 @@ class HistoryEntry:
             data["message"] = self.message
         if self.commands:
             data["commands"] = [c.to_dict() for c in self.commands]
+        if self.gates:
+            data["gates"] = [dict(g) for g in self.gates]
+        if self.holds:
+            data["holds"] = [dict(h) for h in self.holds]
         return data
 
     @classmethod
@@ -105,6 +111,8 @@ class HistoryEntry:
             finished_at=parse_time(data.get("finishedAt")),
             message=str(data.get("message", "")),
             commands=commands,
+            gates=tuple(g for g in data.get("gates") or [] if isinstance(g, Mapping)),
+            holds=tuple(h for h in data.get("holds") or [] if isinstance(h, Mapping)),
         )
 
 

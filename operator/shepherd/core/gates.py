@@ -1,0 +1,215 @@
+"""Gates: whether, and when, a revision may move traffic. Pure functions of the spec, what the shell
+observed (approvals, other Releases) and the time.
+
+All gates must pass before any traffic moves (phase Gating). Windows are checked
+again before every later forward move, so a window that closes mid-canary holds
+the canary where it is; a rollback is never held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from shepherd.core.actions import Event
+from shepherd.core.spec import ApprovalGate, Gate, ReleaseGate, ReleaseSpec, WindowGate
+from shepherd.core.status import Condition, Phase, Rollout
+from shepherd.core.timefmt import format_seconds, format_time, parse_time
+
+GateState = Literal["Pending", "Passed", "Failed"]
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A ReleaseApproval object, as plain data."""
+
+    name: str
+    release: str
+    revision: int
+    approver: str
+    created: datetime | None
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    state: GateState
+    message: str
+    approvers: tuple[Approval, ...] = ()
+
+
+def window_open(window: WindowGate, now: datetime) -> bool:
+    """In the window's time zone, DST included; an end before the start means it crosses midnight."""
+    local = now.astimezone(ZoneInfo(window.time_zone))
+    moment, day = local.time().replace(tzinfo=None), local.weekday()
+    if window.start < window.end:
+        return day in window.days and window.start <= moment < window.end
+    yesterday = (day - 1) % 7
+    return (day in window.days and moment >= window.start) or (
+        yesterday in window.days and moment < window.end
+    )
+
+
+def next_window_change(window: WindowGate, now: datetime) -> datetime:
+    """The next moment the window opens or closes, so the operator wakes exactly then."""
+    zone = ZoneInfo(window.time_zone)
+    today = now.astimezone(zone).date()
+    candidates = [
+        _local(today + timedelta(days=offset), boundary, zone)
+        for offset in range(-1, 9)
+        for boundary in (window.start, window.end)
+    ]
+    was_open = window_open(window, now)
+    for moment in sorted(c for c in candidates if c > now):
+        if window_open(window, moment) != was_open:
+            return moment
+    return now + timedelta(days=7)
+
+
+def _local(day: date, clock: time, zone: ZoneInfo) -> datetime:
+    """A wall-clock time on a day; a time a DST jump skips means the first moment after the jump."""
+    naive = datetime.combine(day, clock)
+    first = naive.replace(tzinfo=zone, fold=0).astimezone(UTC)  # a repeated hour's first occurrence
+    if first.astimezone(zone).replace(tzinfo=None) == naive:
+        return first
+    moment = min(first, naive.replace(tzinfo=zone, fold=1).astimezone(UTC))
+    while moment.astimezone(zone).replace(tzinfo=None) < naive:
+        moment += timedelta(minutes=1)
+    return moment
+
+
+def describe_window(window: WindowGate) -> str:
+    days = ",".join(("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[d] for d in sorted(window.days))
+    return f"{days} {window.start:%H:%M}-{window.end:%H:%M} {window.time_zone}"
+
+
+def counted_approvals(approvals: Iterable[Approval], release: str, revision: int) -> tuple[Approval, ...]:
+    """One approval per approver, for this revision only: older revisions' approvals never count."""
+    relevant = [a for a in approvals if a.release == release and a.revision == revision and a.approver]
+    earliest: dict[str, Approval] = {}
+    for approval in sorted(relevant, key=_creation_order):
+        earliest.setdefault(approval.approver, approval)
+    return tuple(earliest.values())
+
+
+def _creation_order(approval: Approval) -> tuple[bool, datetime, str]:
+    created = approval.created or datetime.max.replace(tzinfo=UTC)
+    return approval.created is None, created, approval.name
+
+
+def evaluate(
+    gate: Gate,
+    *,
+    release: str,
+    namespace: str,
+    revision: int,
+    approvals: Sequence[Approval],
+    releases: Mapping[tuple[str, str], Mapping[str, Any] | None],
+    now: datetime,
+) -> GateResult:
+    kind = gate.kind
+    if isinstance(kind, ApprovalGate):
+        given = counted_approvals(approvals, release, revision)
+        who = ", ".join(a.approver for a in given) or "nobody yet"
+        state: GateState = "Passed" if len(given) >= kind.count else "Pending"
+        return GateResult(
+            gate.name, state, f"{len(given)}/{kind.count} approvals of revision {revision}: {who}", given
+        )
+    if isinstance(kind, WindowGate):
+        if window_open(kind, now):
+            return GateResult(gate.name, "Passed", f"inside the window {describe_window(kind)}")
+        opens = next_window_change(kind, now)
+        return GateResult(
+            gate.name,
+            "Pending",
+            f"outside the window {describe_window(kind)}; opens at {format_seconds(opens)}",
+        )
+    return _dependency(gate.name, kind, namespace, releases)
+
+
+def _dependency(
+    name: str, gate: ReleaseGate, namespace: str, releases: Mapping[tuple[str, str], Mapping[str, Any] | None]
+) -> GateResult:
+    where = (gate.namespace or namespace, gate.name)
+    other = releases.get(where)
+    label = f"release {where[0]}/{where[1]}"
+    if other is None:
+        return GateResult(name, "Pending", f"{label} not found")
+    status = other.get("status") or {}
+    phase, version = status.get("phase"), status.get("version")
+    if phase != "Succeeded":
+        return GateResult(name, "Pending", f"{label} is {phase or 'not started'}, waiting for Succeeded")
+    if gate.version and version != gate.version:
+        return GateResult(name, "Pending", f"{label} is at {version}, waiting for {gate.version}")
+    return GateResult(name, "Passed", f"{label} is Succeeded at {version}")
+
+
+def dependencies(spec: ReleaseSpec, namespace: str) -> list[tuple[str, str]]:
+    """The other Releases the shell must read for this spec's release gates."""
+    return [
+        (g.kind.namespace or namespace, g.kind.name) for g in spec.gates if isinstance(g.kind, ReleaseGate)
+    ]
+
+
+def closed_windows(spec: ReleaseSpec, now: datetime) -> list[Gate]:
+    return [g for g in spec.gates if isinstance(g.kind, WindowGate) and not window_open(g.kind, now)]
+
+
+def gate_status(
+    results: Sequence[GateResult], previous: Sequence[Mapping[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
+    """status.gates; lastTransitionTime moves only when a gate's state changes."""
+    before = {str(g.get("name")): g for g in previous if isinstance(g, Mapping)}
+    rendered = []
+    for result in results:
+        old = before.get(result.name)
+        same = (
+            old is not None and old.get("state") == result.state and parse_time(old.get("lastTransitionTime"))
+        )
+        rendered.append(
+            {
+                "name": result.name,
+                "state": result.state,
+                "message": result.message,
+                "lastTransitionTime": old["lastTransitionTime"] if same and old else format_seconds(now),
+            }
+        )
+    return rendered
+
+
+def audit(result: GateResult, now: datetime) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": result.name, "passedAt": format_time(now), "message": result.message}
+    if result.approvers:
+        entry["approvers"] = [
+            {
+                "approver": a.approver,
+                "at": format_time(a.created) if a.created else None,
+                "comment": a.comment,
+            }
+            for a in result.approvers
+        ]
+    return entry
+
+
+def gates_condition(rollout: Rollout, results: tuple[GateResult, ...]) -> Condition:
+    if rollout.phase is Phase.FAILED and rollout.reason == "GateFailed":
+        return Condition("GatesPassed", "False", "GateFailed", rollout.message)
+    waiting = [r for r in results if r.state != "Passed"]
+    if not waiting:
+        return Condition("GatesPassed", "True", "GatesPassed", "every gate passed")
+    return Condition(
+        "GatesPassed", "Unknown", "Waiting", "; ".join(f"{r.name}: {r.message}" for r in waiting)
+    )
+
+
+def gate_events(previous: list[Mapping[str, Any]], results: tuple[GateResult, ...]) -> list[Event]:
+    before = {str(g.get("name")): g.get("state") for g in previous}
+    return [
+        Event("Normal", f"Gate{result.state}", f"gate {result.name}: {result.message}")
+        for result in results
+        if before.get(result.name) != result.state
+    ]

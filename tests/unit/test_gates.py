@@ -1,0 +1,218 @@
+"""Gates: windows across zones, midnight and DST; approvals; dependencies; and the Gating phase."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from simulation import ABORT, World, release_spec, succeeded
+
+from shepherd.core.gates import Approval, counted_approvals, next_window_change, window_open
+from shepherd.core.spec import SpecError, WindowGate, parse_spec
+
+OFFICE = WindowGate(frozenset({0, 1, 2, 3}), time(9, 0), time(16, 0), "Europe/Berlin")
+NIGHT = WindowGate(frozenset({4, 5}), time(22, 0), time(2, 0), "UTC")
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("moment", "inside"),
+    [
+        ("2026-11-02 07:59", False),  # Monday 08:59 in Berlin (CET, UTC+1)
+        ("2026-11-02 08:00", True),  # 09:00
+        ("2026-11-02 14:59", True),  # 15:59
+        ("2026-11-02 15:00", False),  # 16:00: the end is excluded
+        ("2026-11-06 09:00", False),  # Friday
+        ("2026-07-06 07:00", True),  # Monday 09:00 in summer (CEST, UTC+2)
+        ("2026-07-06 14:00", False),  # 16:00 CEST
+    ],
+)
+def test_office_hours_in_the_window_zone_with_dst(moment: str, inside: bool) -> None:
+    assert window_open(OFFICE, utc(moment)) is inside
+
+
+@pytest.mark.parametrize(
+    ("moment", "inside"),
+    [
+        ("2026-11-06 21:59", False),  # Friday before the start
+        ("2026-11-06 23:00", True),  # Friday night
+        ("2026-11-07 01:00", True),  # early Saturday: the window opened on Friday
+        ("2026-11-08 01:00", True),  # early Sunday: opened on Saturday
+        ("2026-11-08 02:00", False),  # the end is excluded
+        ("2026-11-09 01:00", False),  # early Monday: Sunday is not a window day
+    ],
+)
+def test_a_window_across_midnight(moment: str, inside: bool) -> None:
+    assert window_open(NIGHT, utc(moment)) is inside
+
+
+def test_other_zones_use_their_own_wall_clock() -> None:
+    kolkata = WindowGate(frozenset({0}), time(9, 0), time(17, 0), "Asia/Kolkata")
+    assert window_open(kolkata, utc("2026-11-02 03:30"))  # 09:00 IST (UTC+5:30)
+    assert not window_open(kolkata, utc("2026-11-02 03:29"))
+
+
+def test_next_change_is_when_the_window_opens_or_closes() -> None:
+    assert next_window_change(OFFICE, utc("2026-11-05 15:00")) == utc(
+        "2026-11-09 08:00"
+    )  # Thu 16:00 -> Mon 09:00
+    assert next_window_change(OFFICE, utc("2026-11-09 08:00")) == utc("2026-11-09 15:00")
+
+
+def test_a_window_boundary_skipped_by_dst_opens_right_after_the_jump() -> None:
+    # Berlin skips 02:00-03:00 on 2026-03-29; a window from 02:30 opens at 03:00 CEST, 01:00 UTC.
+    early = WindowGate(frozenset(range(7)), time(2, 30), time(4, 0), "Europe/Berlin")
+    assert next_window_change(early, utc("2026-03-29 00:30")) == utc("2026-03-29 01:00")
+    assert window_open(early, utc("2026-03-29 01:00"))
+
+
+def test_approvals_count_distinct_approvers_of_this_revision_only() -> None:
+    at = utc("2026-11-02 10:00")
+    approvals = [
+        Approval("a1", "shop", 2, "alice", at),
+        Approval("a2", "shop", 2, "alice", at + timedelta(minutes=1)),  # a duplicate
+        Approval("b1", "shop", 1, "bob", at),  # an older revision
+        Approval("c1", "billing", 2, "carol", at),  # another Release
+        Approval("d1", "shop", 2, "dave", at + timedelta(minutes=2)),
+    ]
+    counted = counted_approvals(approvals, "shop", 2)
+    assert [(a.name, a.approver) for a in counted] == [("a1", "alice"), ("d1", "dave")]
+
+
+def gated(version: str, gates: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return release_spec(version, gates=gates, **extra)
+
+
+TWO_APPROVALS = [{"name": "two-approvals", "approval": {"count": 2}, "timeout": "1h"}]
+
+
+def test_a_revision_waits_for_two_approvals_of_its_own() -> None:
+    world = succeeded(gated("1.0.0", []))
+    world.set_spec(gated("1.1.0", TWO_APPROVALS))
+    world.approvals.append(Approval("old", "shop", 1, "bob", world.now))
+    world.settle()
+    assert world.phase == "Gating"
+    assert "shop-api-canary" not in world.deployments
+    assert world.status["gates"][0]["state"] == "Pending"
+    assert "0/2 approvals of revision 2" in world.status["gates"][0]["message"]
+    world.approvals.append(Approval("a", "shop", 2, "alice", world.now))
+    world.approvals.append(Approval("b", "shop", 2, "bob", world.now))
+    world.settle()
+    assert world.phase == "Progressing"
+    gate = world.status["history"][-1]["gates"][0]
+    assert [a["approver"] for a in gate["approvers"]] == ["alice", "bob"]
+    assert next(c for c in world.status["conditions"] if c["type"] == "GatesPassed")["status"] == "True"
+    assert any(e.reason == "GatePassed" for e in world.events)
+
+
+def test_a_promote_cannot_skip_the_gates() -> None:
+    world = succeeded(gated("1.0.0", []))
+    world.set_spec(gated("1.1.0", TWO_APPROVALS))
+    world.settle()
+    world.annotations["shepherd.dev/promote"] = "full"
+    world.settle()
+    assert world.phase == "Gating"
+    assert world.status["history"][-1]["commands"][0]["outcome"].startswith("ignored: gates decide")
+    world.approvals.extend(
+        [Approval("a", "shop", 2, "alice", world.now), Approval("b", "shop", 2, "bob", world.now)]
+    )
+    world.settle()
+    assert world.status["canaryWeight"] == 25, "the canary starts at its first step, nothing was skipped"
+
+
+def test_a_gate_past_its_timeout_fails_the_revision() -> None:
+    world = succeeded(gated("1.0.0", []))
+    world.set_spec(gated("1.1.0", TWO_APPROVALS))
+    world.settle()
+    world.advance(timedelta(minutes=59))
+    assert world.phase == "Gating"
+    world.advance(timedelta(minutes=1))
+    assert world.phase == "Failed" and world.status["reason"] == "GateFailed"
+    assert "gate two-approvals" in world.status["message"]
+    assert next(c for c in world.status["conditions"] if c["type"] == "Stalled")["reason"] == "GateFailed"
+    assert world.replicas("shop-api") == 4, "the stable is untouched"
+
+
+def test_a_closed_window_holds_the_start_and_the_canary_and_never_a_rollback() -> None:
+    weekdays = [
+        {
+            "name": "weekdays",
+            "window": {
+                "days": ["Mon", "Tue", "Wed", "Thu", "Fri"],
+                "start": "00:00",
+                "end": "23:59",
+                "timeZone": "UTC",
+            },
+        }
+    ]
+    world = succeeded(gated("1.0.0", weekdays))  # T0 is a Monday
+    world.set_spec(gated("1.1.0", weekdays))
+    world.settle()
+    assert world.status["canaryWeight"] == 25
+    world.now = utc("2026-11-07 10:00")  # Saturday
+    decision = world.settle()
+    assert world.phase == "Paused" and world.status["reason"] == "Window"
+    assert world.status["canaryWeight"] == 25
+    assert decision.wake_at == utc("2026-11-09 00:00")
+    assert world.status["history"][-1]["holds"][0]["gate"] == "weekdays"
+    world.annotations[ABORT] = "true"
+    world.settle()
+    assert world.phase == "RolledBack", "a rollback is never held by a window"
+
+
+def test_a_release_gate_waits_for_the_other_release() -> None:
+    dependency = [{"name": "after-backend", "release": {"name": "backend", "version": "2.0.0"}}]
+    world = World(gated("1.0.0", dependency))
+    world.settle()
+    assert world.phase == "Gating"
+    assert "release prod/backend not found" in world.status["gates"][0]["message"]
+    world.others[("prod", "backend")] = {"status": {"phase": "Succeeded", "version": "1.9.0"}}
+    world.settle()
+    assert "waiting for 2.0.0" in world.status["gates"][0]["message"]
+    world.others[("prod", "backend")] = {"status": {"phase": "Succeeded", "version": "2.0.0"}}
+    world.settle()
+    assert world.phase != "Gating"
+
+
+@pytest.mark.parametrize(
+    ("gate", "field", "fragment"),
+    [
+        ({"name": "g", "approval": {"count": 1}, "window": {}}, "spec.gates[0]", "exactly one"),
+        (
+            {
+                "name": "g",
+                "window": {"days": ["Mon"], "start": "09:00", "end": "17:00", "timeZone": "Mars/Olympus"},
+            },
+            "spec.gates[0].window.timeZone",
+            "IANA",
+        ),
+        (
+            {"name": "g", "window": {"days": ["Mon"], "start": "09:00", "end": "09:00", "timeZone": "UTC"}},
+            "spec.gates[0].window.end",
+            "empty",
+        ),
+        (
+            {
+                "name": "g",
+                "window": {"days": ["Funday"], "start": "09:00", "end": "10:00", "timeZone": "UTC"},
+            },
+            "spec.gates[0].window.days",
+            "Mon",
+        ),
+        (
+            {"name": "g", "window": {"days": ["Mon"], "start": "9:00", "end": "10:00", "timeZone": "UTC"}},
+            "spec.gates[0].window.start",
+            "HH:MM",
+        ),
+        ({"name": "g", "approval": {"count": 0}}, "spec.gates[0].approval.count", "1..100"),
+    ],
+)
+def test_bad_gates_are_named(gate: dict[str, Any], field: str, fragment: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(gated("1.0.0", [gate]))
+    assert caught.value.field == field
+    assert fragment in caught.value.message
