@@ -79,7 +79,7 @@ def test_renders_the_operator_and_its_rbac(chart: helm.Chart) -> None:
 def test_the_chart_ships_the_top_level_crds_unchanged(chart: helm.Chart) -> None:
     top_level = sorted((ROOT / "crds").glob("*.yaml"))
 
-    assert {"release.yaml", "releaseapproval.yaml"} <= {path.name for path in top_level}
+    assert {"release.yaml", "releaseapproval.yaml", "releasepolicy.yaml"} <= {path.name for path in top_level}
     assert {Path(crd["filename"]).name: crd["data"] for crd in chart.crds} == {
         path.name: path.read_text(encoding="utf-8") for path in top_level
     }
@@ -89,26 +89,27 @@ def test_the_chart_ships_the_top_level_crds_unchanged(chart: helm.Chart) -> None
 
 def test_the_cluster_role_grants_only_what_the_operator_uses(chart: helm.Chart) -> None:
     rules = render(chart)["ClusterRole"]["rules"]
-    granted = {
-        (group, resource): set(rule["verbs"])
-        for rule in rules
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-    }
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:  # a resource in several rules (Kopf's and Shepherd's) gets the union of their verbs
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
 
     assert granted == {
         ("shepherd.dev", "releases"): {"get", "list", "watch", "patch"},
         ("shepherd.dev", "releases/status"): {"get", "patch"},
         ("shepherd.dev", "releaseapprovals"): {"get", "list", "watch"},
+        ("shepherd.dev", "releasepolicies"): {"get", "list", "watch"},
         ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
         ("apps", "controllerrevisions"): {"get", "list", "watch", "create", "patch", "delete"},
         ("", "events"): {"create", "patch"},
         ("", "secrets"): {"get"},
-        # What Kopf itself needs: peering, and observing CRDs and namespaces.
+        # What Kopf itself needs: peering, and observing CRDs and namespaces (list, watch); Shepherd reads a
+        # namespace's labels (get) to match the policies' namespaceSelectors.
         ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
         ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
-        ("", "namespaces"): {"list", "watch"},
+        ("", "namespaces"): {"get", "list", "watch"},
     }
 
 

@@ -1,5 +1,5 @@
-"""The Release and ReleaseApproval CRDs and their offline validator: good examples pass, each bad object fails
-on its own rule."""
+"""The Release, ReleaseApproval and ReleasePolicy CRDs and their offline validator: good examples pass, each
+bad object fails on its own rule."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from shepherd.crdschema import Violation, apply_defaults, load_crd, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-CRDS = ["release", "releaseapproval"]
+# Every CRD in crds/: the checks of the CRD itself run for each one.
+CRDS = sorted(path.stem for path in (ROOT / "crds").glob("*.yaml"))
 
 Mutation = Callable[[dict[str, Any]], None]
 
@@ -29,13 +30,17 @@ def crd() -> dict[str, Any]:
     return load_crd("release")
 
 
-def example_releases() -> list[Any]:
+def example_objects(kind: str) -> list[Any]:
     return [
         pytest.param(doc, id=f"{path.relative_to(EXAMPLES)}[{index}]")
         for path in sorted(EXAMPLES.rglob("*.yaml"))
         for index, doc in enumerate(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-        if doc and doc.get("kind") == "Release"
+        if doc and doc.get("kind") == kind
     ]
+
+
+def example_releases() -> list[Any]:
+    return example_objects("Release")
 
 
 def quickstart_release() -> dict[str, Any]:
@@ -908,15 +913,25 @@ def test_every_property_has_a_description(kind: str) -> None:
     assert undocumented == []
 
 
-def test_every_cel_rule_compiles_and_explains_itself(crd: dict[str, Any]) -> None:
+# How many rules each CRD has: a rule added or lost shows up here.
+RULE_COUNTS = {"release": 21, "releaseapproval": 1, "releasepolicy": 10}
+
+
+def test_every_crd_is_checked() -> None:
+    assert {"release", "releaseapproval", "releasepolicy"} <= set(CRDS)
+    assert set(RULE_COUNTS) == set(CRDS)
+
+
+@pytest.mark.parametrize("kind", CRDS)
+def test_every_cel_rule_compiles_and_explains_itself(kind: str) -> None:
     environment = celpy.Environment()
     rules = [
         rule
-        for _, node in schema_nodes(openapi_schema(crd))
+        for _, node in schema_nodes(openapi_schema(load_crd(kind)))
         for rule in node.get("x-kubernetes-validations", [])
     ]
 
-    assert len(rules) == 21
+    assert len(rules) == RULE_COUNTS[kind]
     for rule in rules:
         environment.compile(rule["rule"])
         assert rule["message"], rule
@@ -928,9 +943,10 @@ def test_every_node_has_a_type_as_a_structural_schema_must(kind: str) -> None:
     assert [path for path, node in schema_nodes(openapi_schema(load_crd(kind))) if "type" not in node] == []
 
 
-def test_every_list_a_cel_rule_iterates_is_bounded(crd: dict[str, Any]) -> None:
+@pytest.mark.parametrize("kind", CRDS)
+def test_every_list_a_cel_rule_iterates_is_bounded(kind: str) -> None:
     # The API server rejects a CRD whose rules' estimated cost is unbounded.
-    for path, node in schema_nodes(openapi_schema(crd)):
+    for path, node in schema_nodes(openapi_schema(load_crd(kind))):
         items = node.get("items", {})
         if "x-kubernetes-validations" in node or "x-kubernetes-validations" in items:
             assert node.get("type") != "array" or "maxItems" in node, path
@@ -1058,3 +1074,351 @@ def test_approval_names_and_printer_columns(approval_crd: dict[str, Any]) -> Non
         "Age": ("date", ".metadata.creationTimestamp"),
     }
     assert list(columns) == ["Release", "Revision", "Approver", "Age"]
+
+
+# The ReleasePolicy CRD
+
+
+@pytest.fixture(scope="module")
+def policy_crd() -> dict[str, Any]:
+    return load_crd("releasepolicy")
+
+
+def example_policy() -> dict[str, Any]:
+    docs = yaml.safe_load_all((EXAMPLES / "policy.yaml").read_text(encoding="utf-8"))
+    policy: dict[str, Any] = next(doc for doc in docs if doc["kind"] == "ReleasePolicy")
+    return policy
+
+
+@pytest.mark.parametrize("policy", example_objects("ReleasePolicy"))
+def test_every_example_policy_is_valid(policy_crd: dict[str, Any], policy: dict[str, Any]) -> None:
+    assert validate(policy_crd, policy) == []
+
+
+def test_the_examples_contain_a_policy() -> None:
+    assert len(example_objects("ReleasePolicy")) >= 1
+
+
+FREEZE = "spec.freezes[0]"
+EXPRESSION = "spec.namespaceSelector.matchExpressions[0]"
+POLICY_WINDOW = "spec.windows[0]"
+OFFICE_HOURS = {"days": ["Mon"], "start": "09:00", "end": "17:00", "timeZone": "Europe/Berlin"}
+
+
+def selecting(*expressions: dict[str, Any]) -> Mutation:
+    """The example policy selecting its namespaces by `expressions` instead of matchLabels."""
+    return setting("spec.namespaceSelector", {"matchExpressions": list(expressions)})
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "message"),
+    [
+        pytest.param(
+            setting(f"{FREEZE}.end", "2026-12-19T00:00:00Z"),
+            f"{FREEZE}.end",
+            "freeze end must be after its start",
+            id="freeze-end-before-start",
+        ),
+        pytest.param(
+            setting(f"{FREEZE}.end", "2026-12-20T00:00:00Z"),
+            f"{FREEZE}.end",
+            "freeze end must be after its start",
+            id="freeze-end-equals-start",
+        ),
+        pytest.param(
+            # 23:30 UTC on the 19th: later as a string, earlier as a time.
+            setting(f"{FREEZE}.end", "2026-12-20T00:30:00+01:00"),
+            f"{FREEZE}.end",
+            "freeze end must be after its start",
+            id="freeze-end-before-start-in-another-offset",
+        ),
+        pytest.param(
+            removing(f"{FREEZE}.reason"), f"{FREEZE}.reason", "Required value", id="freeze-no-reason"
+        ),
+        pytest.param(
+            setting(f"{FREEZE}.reason", ""),
+            f"{FREEZE}.reason",
+            "at least 1 characters",
+            id="freeze-empty-reason",
+        ),
+        pytest.param(
+            setting(f"{FREEZE}.reason", "x" * 257),
+            f"{FREEZE}.reason",
+            "at most 256 characters",
+            id="freeze-reason-257-chars",
+        ),
+        pytest.param(removing(f"{FREEZE}.end"), f"{FREEZE}.end", "Required value", id="freeze-without-end"),
+        pytest.param(
+            setting(f"{FREEZE}.start", "2026-12-20"),
+            f"{FREEZE}.start",
+            "RFC 3339 date-time",
+            id="freeze-start-without-time",
+        ),
+        pytest.param(
+            setting(
+                "spec.freezes",
+                [{"start": "2026-12-20T00:00:00Z", "end": "2026-12-21T00:00:00Z", "reason": "r"}] * 51,
+            ),
+            "spec.freezes",
+            "at most 50 items",
+            id="51-freezes",
+        ),
+        pytest.param(
+            selecting({"key": "environment", "operator": "In"}),
+            f"{EXPRESSION}.values",
+            "values must not be empty when the operator is In or NotIn",
+            id="In-without-values",
+        ),
+        pytest.param(
+            selecting({"key": "environment", "operator": "NotIn", "values": []}),
+            f"{EXPRESSION}.values",
+            "values must not be empty when the operator is In or NotIn",
+            id="NotIn-with-no-values",
+        ),
+        pytest.param(
+            selecting({"key": "environment", "operator": "Exists", "values": ["production"]}),
+            f"{EXPRESSION}.values",
+            "values must be empty when the operator is Exists or DoesNotExist",
+            id="Exists-with-values",
+        ),
+        pytest.param(
+            selecting({"key": "environment", "operator": "DoesNotExist", "values": ["test"]}),
+            f"{EXPRESSION}.values",
+            "values must be empty when the operator is Exists or DoesNotExist",
+            id="DoesNotExist-with-values",
+        ),
+        pytest.param(
+            selecting({"key": "environment", "operator": "Equals", "values": ["production"]}),
+            f"{EXPRESSION}.operator",
+            'Unsupported value: "Equals": supported values: "In", "NotIn", "Exists", "DoesNotExist"',
+            id="bad-operator",
+        ),
+        pytest.param(
+            selecting({"operator": "Exists"}),
+            f"{EXPRESSION}.key",
+            "Required value",
+            id="expression-without-key",
+        ),
+        pytest.param(
+            selecting({"key": "environment/", "operator": "Exists"}),
+            f"{EXPRESSION}.key",
+            "must match",
+            id="key-not-a-label-key",
+        ),
+        pytest.param(
+            selecting(*[{"key": f"k{i}", "operator": "Exists"} for i in range(21)]),
+            "spec.namespaceSelector.matchExpressions",
+            "at most 20 items",
+            id="21-expressions",
+        ),
+        pytest.param(
+            setting("spec.namespaceSelector.matchLabels.environment", 1),
+            "spec.namespaceSelector.matchLabels[environment]",
+            "must be of type string",
+            id="label-value-not-a-string",
+        ),
+        pytest.param(
+            appending("spec.windows", {"name": "office-hours", **OFFICE_HOURS}),
+            "spec.windows",
+            "spec.windows names must be unique within the policy",
+            id="duplicate-window-names",
+        ),
+        pytest.param(
+            removing(f"{POLICY_WINDOW}.name"),
+            f"{POLICY_WINDOW}.name",
+            "Required value",
+            id="window-without-name",
+        ),
+        pytest.param(
+            setting(f"{POLICY_WINDOW}.name", "Office Hours"),
+            f"{POLICY_WINDOW}.name",
+            "must match",
+            id="window-name-not-a-dns-label",
+        ),
+        pytest.param(
+            setting(f"{POLICY_WINDOW}.timeZone", "Europe/Berlinn"),
+            f"{POLICY_WINDOW}.timeZone",
+            'Unsupported value: "Europe/Berlinn"',
+            id="bad-time-zone",
+        ),
+        pytest.param(
+            setting(f"{POLICY_WINDOW}.end", "09:00"),
+            f"{POLICY_WINDOW}.end",
+            "window end must differ from start",
+            id="window-start-equals-end",
+        ),
+        pytest.param(
+            setting(f"{POLICY_WINDOW}.days", ["Mon", "Mon"]),
+            f"{POLICY_WINDOW}.days",
+            "window days must not repeat a day",
+            id="window-repeats-a-day",
+        ),
+        pytest.param(
+            setting(f"{POLICY_WINDOW}.start", "9:00"),
+            f"{POLICY_WINDOW}.start",
+            "must match",
+            id="window-start-H:MM",
+        ),
+        pytest.param(
+            setting("spec.gates[0].window", OFFICE_HOURS),
+            "spec.gates[0]",
+            "each gate must set exactly one of approval, window or release",
+            id="gate-with-two-kinds",
+        ),
+        pytest.param(
+            removing("spec.gates[0].approval"),
+            "spec.gates[0]",
+            "each gate must set exactly one of approval, window or release",
+            id="gate-with-no-kind",
+        ),
+        pytest.param(
+            appending("spec.gates", {"name": "two-approvals", "release": {"name": "backend"}}),
+            "spec.gates",
+            "spec.gates names must be unique within the policy",
+            id="duplicate-gate-names",
+        ),
+        pytest.param(
+            appending("spec.gates", {"name": "never", "window": {**OFFICE_HOURS, "end": "09:00"}}),
+            "spec.gates[1].window.end",
+            "window end must differ from start",
+            id="gate-window-start-equals-end",
+        ),
+        pytest.param(
+            setting("spec.gates[0].approval.count", 11),
+            "spec.gates[0].approval.count",
+            "less than or equal to 10",
+            id="approval-count-11",
+        ),
+        pytest.param(
+            setting("spec.gates[0].timeout", "5 days"),
+            "spec.gates[0].timeout",
+            "must match",
+            id="bad-gate-timeout",
+        ),
+        pytest.param(
+            setting("spec.description", "x" * 1025),
+            "spec.description",
+            "at most 1024 characters",
+            id="description-1025-chars",
+        ),
+        pytest.param(
+            setting("spec.freeze", []),
+            "spec.freeze",
+            'unknown field "spec.freeze"',
+            id="unknown-field-in-spec",
+        ),
+        pytest.param(
+            setting(f"{FREEZE}.until", "2027-01-04T00:00:00Z"),
+            f"{FREEZE}.until",
+            "unknown field",
+            id="unknown-field-in-freeze",
+        ),
+        pytest.param(removing("spec"), "spec", "Required value", id="missing-spec"),
+    ],
+)
+def test_a_bad_policy_is_rejected_at_the_offending_field(
+    policy_crd: dict[str, Any], mutate: Mutation, field: str, message: str
+) -> None:
+    bad = example_policy()
+    mutate(bad)
+
+    violations = validate(policy_crd, bad)
+
+    assert [v for v in violations if v.field == field and message in v.message], violations
+
+
+def test_a_freeze_missing_an_end_is_reported_once(policy_crd: dict[str, Any]) -> None:
+    policy = example_policy()
+    removing(f"{FREEZE}.end")(policy)
+
+    assert validate(policy_crd, policy) == [Violation(f"{FREEZE}.end", "Required value")]
+
+
+def test_an_empty_policy_selects_every_namespace_and_is_valid(policy_crd: dict[str, Any]) -> None:
+    policy = example_policy()
+    policy["spec"] = {}
+    assert validate(policy_crd, policy) == []
+
+    setting("spec.namespaceSelector", {})(policy)
+    assert validate(policy_crd, policy) == []
+
+
+def test_selector_expressions_of_every_operator_and_freezes_with_offsets_are_valid(
+    policy_crd: dict[str, Any],
+) -> None:
+    policy = example_policy()
+    applying(
+        setting(
+            "spec.namespaceSelector.matchExpressions",
+            [
+                {"key": "environment", "operator": "In", "values": ["production", "staging"]},
+                {"key": "example.com/tier", "operator": "NotIn", "values": ["experimental"]},
+                {"key": "shepherd.dev/managed", "operator": "Exists"},
+                {"key": "shepherd.dev/exempt", "operator": "DoesNotExist", "values": []},
+            ],
+        ),
+        # One second long, in Berlin's winter offset.
+        appending(
+            "spec.freezes",
+            {"start": "2026-12-31T23:59:59+01:00", "end": "2027-01-01T00:00:00+01:00", "reason": "midnight"},
+        ),
+        # Crosses midnight, like a Release's window.
+        appending(
+            "spec.windows",
+            {"name": "night", "days": ["Fri"], "start": "22:00", "end": "02:00", "timeZone": "UTC"},
+        ),
+        appending(
+            "spec.gates", {"name": "after-platform", "release": {"name": "platform", "namespace": "infra"}}
+        ),
+    )(policy)
+
+    assert validate(policy_crd, policy) == []
+
+
+def without_prose(node: Any) -> Any:
+    """A schema without what only explains it (descriptions, rule messages): what it accepts."""
+    if isinstance(node, Mapping):
+        return {
+            key: without_prose(value)
+            for key, value in node.items()
+            if not (key in ("description", "message") and isinstance(value, str))
+        }
+    if isinstance(node, list):
+        return [without_prose(item) for item in node]
+    return node
+
+
+def test_policy_windows_and_gates_accept_exactly_what_release_gates_accept(
+    crd: dict[str, Any], policy_crd: dict[str, Any]
+) -> None:
+    release_gates = openapi_schema(crd)["properties"]["spec"]["properties"]["gates"]
+    policy_spec = openapi_schema(policy_crd)["properties"]["spec"]["properties"]
+
+    assert without_prose(policy_spec["gates"]) == without_prose(release_gates)
+    window = without_prose(policy_spec["windows"]["items"])
+    name = window["properties"].pop("name")
+    window["required"].remove("name")
+    assert window == without_prose(release_gates["items"]["properties"]["window"])
+    assert name == without_prose(release_gates["items"]["properties"]["name"])
+
+
+def test_policy_names_and_printer_columns(policy_crd: dict[str, Any]) -> None:
+    (version,) = policy_crd["spec"]["versions"]
+    columns = {c["name"]: (c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]}
+
+    assert policy_crd["metadata"]["name"] == "releasepolicies.shepherd.dev"
+    assert policy_crd["spec"]["scope"] == "Cluster"
+    assert policy_crd["spec"]["names"] == {
+        "kind": "ReleasePolicy",
+        "listKind": "ReleasePolicyList",
+        "plural": "releasepolicies",
+        "singular": "releasepolicy",
+        "shortNames": ["rpol"],
+        "categories": ["shepherd"],
+    }
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert columns == {
+        "Description": ("string", ".spec.description"),
+        "Age": ("date", ".metadata.creationTimestamp"),
+    }
+    assert list(columns) == ["Description", "Age"]
