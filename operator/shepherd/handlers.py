@@ -65,6 +65,10 @@ class Runtime:
         for other in releases:
             self._dependents.setdefault(ReleaseKey(*other), set()).add(key)
 
+    def wake_all(self) -> None:
+        for waker in self._wakers.values():
+            waker.set()
+
     def wake_dependents(self, key: ReleaseKey) -> None:
         for dependent in self._dependents.get(key, ()):
             self.waker(dependent).set()
@@ -148,6 +152,12 @@ async def release_changed(name: str, namespace: str | None, body: kopf.Body, mem
     if namespace:
         memo.runtime.wake(ReleaseKey(namespace, name), body.metadata.get("resourceVersion"))
         memo.runtime.wake_dependents(ReleaseKey(namespace, name))
+
+
+@kopf.on.event(GROUP, VERSION, "releasepolicies", registry=REGISTRY)
+async def policy_changed(memo: Any, **_: Any) -> None:
+    """A policy may concern any Release: wake them all (a freeze begins or ends, a gate appears)."""
+    memo.runtime.wake_all()
 
 
 @kopf.on.event(GROUP, VERSION, "releaseapprovals", registry=REGISTRY)

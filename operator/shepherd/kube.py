@@ -127,6 +127,29 @@ class KubeAPI:
             raise
         return list(listed.get("items") or [])
 
+    def policies(self) -> list[dict[str, Any]]:
+        """Every ReleasePolicy (cluster-scoped); none when the CRD is not installed."""
+        try:
+            listed = self._json(
+                self._custom.list_cluster_custom_object(
+                    GROUP, VERSION, "releasepolicies", _preload_content=False
+                )
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return []
+            raise
+        return list(listed.get("items") or [])
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        try:
+            found = self._json(self._core.read_namespace(namespace, _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return {}
+            raise
+        return dict((found.get("metadata") or {}).get("labels") or {})
+
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         """Only the Secrets a Release names for its Prometheus connection."""
         try:

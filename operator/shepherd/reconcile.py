@@ -11,6 +11,7 @@ from typing import Any
 
 from shepherd.core import Observations, ReleaseObject, decide, needed
 from shepherd.core.gates import Approval, dependencies
+from shepherd.core.policy import applicable, policy_gates
 from shepherd.core.spec import ApprovalGate, PrometheusSpec, SpecError, parse_spec
 from shepherd.core.timefmt import parse_time
 from shepherd.kube import KubeAPI, ReleaseKey
@@ -53,9 +54,14 @@ async def reconcile(
     )
     asked = needed(view, clock())
     measurements, checks = await gather(api, key, prometheus_spec(view.spec), asked, clock())
-    approvals, releases = await gate_observations(api, key, view.spec)
+    policies, labels = await asyncio.gather(
+        asyncio.to_thread(api.policies), asyncio.to_thread(api.namespace_labels, key.namespace)
+    )
+    approvals, releases = await gate_observations(api, key, view.spec, policies, labels)
     now = clock()
-    observed = Observations(deployments, revisions, measurements, checks, approvals, releases)
+    observed = Observations(
+        deployments, revisions, measurements, checks, approvals, releases, tuple(policies), labels
+    )
     decision = decide(view, observed, now)
     for action in decision.actions:
         await asyncio.to_thread(api.apply, key, action, deployments)
@@ -92,19 +98,24 @@ def prometheus_spec(spec: Mapping[str, Any]) -> PrometheusSpec | None:
 
 
 async def gate_observations(
-    api: KubeAPI, key: ReleaseKey, spec: Mapping[str, Any]
+    api: KubeAPI,
+    key: ReleaseKey,
+    spec: Mapping[str, Any],
+    policies: list[dict[str, Any]],
+    labels: Mapping[str, str],
 ) -> tuple[tuple[Approval, ...], dict[tuple[str, str], dict[str, Any] | None]]:
     """What gates look at: the namespace's approvals (if a gate asks) and the Releases depended on."""
     try:
-        parsed = parse_spec(spec)
+        own = parse_spec(spec).gates
     except SpecError:
         return (), {}
+    gates = (*own, *policy_gates(applicable(policies, labels)))
     approvals: tuple[Approval, ...] = ()
-    if any(isinstance(g.kind, ApprovalGate) for g in parsed.gates):
+    if any(isinstance(g.kind, ApprovalGate) for g in gates):
         raw = await asyncio.to_thread(api.approvals, key.namespace)
         approvals = tuple(approval_of(item) for item in raw)
     releases = {}
-    for namespace, name in dependencies(parsed, key.namespace):
+    for namespace, name in dependencies(gates, key.namespace):
         releases[(namespace, name)] = await asyncio.to_thread(api.get_release, ReleaseKey(namespace, name))
     return approvals, releases
 

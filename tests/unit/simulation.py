@@ -80,6 +80,8 @@ class World:
     queries: list[MeasurementRequest] = field(default_factory=list)
     approvals: list[Approval] = field(default_factory=list)
     others: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # other Releases, by key
+    policies: list[dict[str, Any]] = field(default_factory=list)  # ReleasePolicy objects
+    namespace_labels: dict[str, str] = field(default_factory=dict)
 
     def set_spec(self, spec: dict[str, Any]) -> None:
         self.spec = spec
@@ -110,7 +112,14 @@ class World:
             for check in asked.query_checks
         )
         observed = Observations(
-            self.deployments, self.revisions, measurements, checks, tuple(self.approvals), dict(self.others)
+            self.deployments,
+            self.revisions,
+            measurements,
+            checks,
+            tuple(self.approvals),
+            dict(self.others),
+            tuple(self.policies),
+            dict(self.namespace_labels),
         )
         decision = decide(release, observed, self.now)
         self.decisions.append(decision)

@@ -27,8 +27,9 @@ from shepherd.core.analysis import (
 )
 from shepherd.core.gates import GateResult
 from shepherd.core.model import Needed, Observations, QueryCheck, ReleaseObject
+from shepherd.core.policy import Freeze, Policy
 from shepherd.core.promql import render_query
-from shepherd.core.spec import ReleaseSpec, SpecError, parse_spec
+from shepherd.core.spec import Gate, ReleaseSpec, SpecError, parse_spec
 from shepherd.core.status import Condition, Phase, Rollout
 
 RECHECK_PROMETHEUS = timedelta(seconds=5)
@@ -73,7 +74,10 @@ class Evidence:
 
     run: AnalysisRun
     check: CheckState
-    gates: tuple[GateResult, ...] = ()
+    gates: tuple[GateResult, ...] = ()  # every gate's result, freezes included
+    gate_specs: tuple[Gate, ...] = ()  # the Release's own gates and its policies'
+    policies: tuple[Policy, ...] = ()
+    freezes: tuple[Freeze, ...] = ()  # active now
 
 
 def check_key(rollout: Rollout, spec: ReleaseSpec) -> str | None:

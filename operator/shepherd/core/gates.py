@@ -15,7 +15,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from shepherd.core.actions import Event
-from shepherd.core.spec import ApprovalGate, Gate, ReleaseGate, ReleaseSpec, WindowGate
+from shepherd.core.spec import ApprovalGate, Gate, ReleaseGate, WindowGate
 from shepherd.core.status import Condition, Phase, Rollout
 from shepherd.core.timefmt import format_seconds, format_time, parse_time
 
@@ -148,15 +148,13 @@ def _dependency(
     return GateResult(name, "Passed", f"{label} is Succeeded at {version}")
 
 
-def dependencies(spec: ReleaseSpec, namespace: str) -> list[tuple[str, str]]:
-    """The other Releases the shell must read for this spec's release gates."""
-    return [
-        (g.kind.namespace or namespace, g.kind.name) for g in spec.gates if isinstance(g.kind, ReleaseGate)
-    ]
+def dependencies(gates: Sequence[Gate], namespace: str) -> list[tuple[str, str]]:
+    """The other Releases the shell must read for these release gates."""
+    return [(g.kind.namespace or namespace, g.kind.name) for g in gates if isinstance(g.kind, ReleaseGate)]
 
 
-def closed_windows(spec: ReleaseSpec, now: datetime) -> list[Gate]:
-    return [g for g in spec.gates if isinstance(g.kind, WindowGate) and not window_open(g.kind, now)]
+def closed_windows(gates: Sequence[Gate], now: datetime) -> list[Gate]:
+    return [g for g in gates if isinstance(g.kind, WindowGate) and not window_open(g.kind, now)]
 
 
 def gate_status(

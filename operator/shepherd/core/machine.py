@@ -35,6 +35,7 @@ from shepherd.core.evidence import (
     stage_verdict,
 )
 from shepherd.core.gates import (
+    GateResult,
     audit,
     closed_windows,
     evaluate,
@@ -44,6 +45,7 @@ from shepherd.core.gates import (
     next_window_change,
 )
 from shepherd.core.model import Decision, Observations, ReleaseObject
+from shepherd.core.policy import active_freezes, applicable, freeze_changes, policy_gates
 from shepherd.core.report import describe, format_duration
 from shepherd.core.revisions import revision_records, select_revision
 from shepherd.core.spec import (
@@ -93,6 +95,9 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     rollout, consumed = _apply_commands(rollout, spec, release.annotations, now, events)
     run, records = fold_measurements(release, rollout, spec, observed, now, events)
     check = check_queries(release.status, rollout, spec, observed, events)
+    policies = tuple(applicable(observed.policies, observed.namespace_labels))
+    gate_specs = (*spec.gates, *policy_gates(policies))
+    freezes = tuple(active_freezes(policies, now))
     gate_results = tuple(
         evaluate(
             gate,
@@ -103,9 +108,9 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
             releases=observed.releases,
             now=now,
         )
-        for gate in spec.gates
-    )
-    evidence = Evidence(run, check, gate_results)
+        for gate in gate_specs
+    ) + tuple(GateResult(f"freeze/{f.policy}", "Pending", f.describe()) for f in freezes)
+    evidence = Evidence(run, check, gate_results, gate_specs, policies, freezes)
 
     plan = _plan(release, rollout, spec, content, observed)
     for _ in range(MAX_TRANSITIONS_PER_DECISION):
@@ -125,7 +130,7 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     if spec.analysis is not None:
         conditions.append(analysis_condition(rollout, spec, run))
     previous_gates = [g for g in release.status.get("gates") or [] if isinstance(g, Mapping)]
-    if spec.gates:
+    if gate_results or previous_gates:
         conditions.append(gates_condition(rollout, gate_results))
         events.extend(gate_events(previous_gates, gate_results))
     status = {
@@ -281,7 +286,7 @@ def _advance(
     if phase is Phase.PENDING:
         if spec.paused or not evidence.check.ready:
             return rollout
-        if spec.gates:
+        if evidence.gates:
             return _enter(rollout, Phase.GATING, "WaitingForGates", now, events)
         return _enter(rollout, Phase.PROGRESSING, "Started", now, events)
     if phase is Phase.GATING:
@@ -322,14 +327,14 @@ def _progress(
         if rollout.phase is Phase.PAUSED and rollout.reason == "SpecPaused":
             return rollout
         return _enter(rollout, Phase.PAUSED, "SpecPaused", now, events)
-    closed = closed_windows(spec, now)
-    if closed:
-        # A window that closes mid-rollout holds traffic where it is; only a rollback may still move it.
-        if rollout.phase is Phase.PAUSED and rollout.reason == "Window":
+    hold = _hold(evidence, now)
+    if hold is not None:
+        # A freeze or a closed window holds traffic where it is; only a rollback may still move it.
+        reason, record = hold
+        if rollout.phase is Phase.PAUSED and rollout.reason == reason:
             return rollout
-        hold = {"gate": closed[0].name, "at": format_time(now)}
-        held = rollout.update_current_entry(holds=(*_current_holds(rollout), hold))
-        return _enter(held, Phase.PAUSED, "Window", now, events, keep_clock=True)
+        held = rollout.update_current_entry(holds=(*_current_holds(rollout), record))
+        return _enter(held, Phase.PAUSED, reason, now, events, keep_clock=True)
     step = spec.steps[rollout.current_step] if rollout.current_step < len(spec.steps) else None
     at_manual_pause = isinstance(step, Pause) and step.duration is None and rollout.is_canary
     if rollout.phase is Phase.PAUSED:
@@ -377,7 +382,7 @@ def _gate(
         return _enter(
             rollout.update_current_entry(gates=passed), Phase.PROGRESSING, "GatesPassed", now, events
         )
-    timeouts = {gate.name: gate.timeout for gate in spec.gates if gate.timeout is not None}
+    timeouts = {gate.name: gate.timeout for gate in evidence.gate_specs if gate.timeout is not None}
     for result in waiting:
         timeout = timeouts.get(result.name)
         if timeout is not None and rollout.phase_since is not None and now >= rollout.phase_since + timeout:
@@ -388,6 +393,16 @@ def _gate(
             failed = rollout.finish("Failed", "GateFailed", now, message)
             return _enter(failed, Phase.FAILED, "GateFailed", now, events, message=message)
     return rollout
+
+
+def _hold(evidence: Evidence, now: datetime) -> tuple[str, dict[str, Any]] | None:
+    if evidence.freezes:
+        freeze = evidence.freezes[0]
+        return "Freeze", {"policy": freeze.policy, "freeze": freeze.reason, "at": format_time(now)}
+    closed = closed_windows(evidence.gate_specs, now)
+    if closed:
+        return "Window", {"gate": closed[0].name, "at": format_time(now)}
+    return None
 
 
 def _current_holds(rollout: Rollout) -> tuple[Mapping[str, Any], ...]:
@@ -508,9 +523,11 @@ def _wake_at(
     """The next moment the decision could change without any watch event."""
     moments: list[datetime] = []
     if rollout.phase in (Phase.GATING, Phase.PROGRESSING, Phase.PAUSED):
-        moments.extend(next_window_change(g.kind, now) for g in spec.gates if isinstance(g.kind, WindowGate))
+        gates = evidence.gate_specs
+        moments.extend(next_window_change(g.kind, now) for g in gates if isinstance(g.kind, WindowGate))
+        moments.extend(freeze_changes(evidence.policies, now))
     if rollout.phase is Phase.GATING and rollout.phase_since is not None:
-        moments.extend(rollout.phase_since + g.timeout for g in spec.gates if g.timeout is not None)
+        moments.extend(rollout.phase_since + g.timeout for g in evidence.gate_specs if g.timeout is not None)
     if rollout.phase is Phase.PENDING and not spec.paused and evidence.check.waiting:
         # Queries get checked on the next pass; if Prometheus could not be reached, try again shortly.
         unreachable = evidence.check.waiting.startswith("waiting for Prometheus")

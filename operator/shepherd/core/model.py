@@ -54,6 +54,8 @@ class Observations:
     query_checks: tuple[QueryCheckResult, ...] = ()
     approvals: tuple[Approval, ...] = ()  # ReleaseApprovals in the Release's namespace
     releases: Mapping[tuple[str, str], Mapping[str, Any] | None] = field(default_factory=dict)  # dependencies
+    policies: tuple[Mapping[str, Any], ...] = ()  # every ReleasePolicy
+    namespace_labels: Mapping[str, str] = field(default_factory=dict)  # for their namespaceSelectors
 
 
 @dataclass(frozen=True)

@@ -285,7 +285,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
         revision_history_limit=limit,
         analysis=analysis,
         bake_metrics=bake_metrics,
-        gates=_gates(spec.get("gates")),
+        gates=parse_gates(spec.get("gates")),
     )
 
 
@@ -527,14 +527,14 @@ def _compare(compare: Mapping[str, Any], field: str) -> Compare:
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 
-def _gates(raw: Any) -> tuple[Gate, ...]:
+def parse_gates(raw: Any, path: str = "spec.gates") -> tuple[Gate, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, Sequence) or isinstance(raw, str):
-        raise SpecError("spec.gates", "must be a list of gates")
+        raise SpecError(path, "must be a list of gates")
     gates: list[Gate] = []
     for index, item in enumerate(raw):
-        field = f"spec.gates[{index}]"
+        field = f"{path}[{index}]"
         item = _mapping(item, field)
         name = item.get("name")
         if not isinstance(name, str) or not _DNS_LABEL.match(name):
@@ -549,7 +549,7 @@ def _gates(raw: Any) -> tuple[Gate, ...]:
         if kinds == ["approval"]:
             kind = ApprovalGate(_count(body.get("count"), f"{field}.approval.count", 1, 1))
         elif kinds == ["window"]:
-            kind = _window(body, f"{field}.window")
+            kind = parse_window(body, f"{field}.window")
         else:
             kind = _release_gate(body, f"{field}.release")
         timeout = item.get("timeout")
@@ -559,7 +559,7 @@ def _gates(raw: Any) -> tuple[Gate, ...]:
     return tuple(gates)
 
 
-def _window(body: Mapping[str, Any], field: str) -> WindowGate:
+def parse_window(body: Mapping[str, Any], field: str) -> WindowGate:
     days = _strings(body.get("days"), f"{field}.days")
     unknown = [d for d in days if d not in DAYS]
     if unknown or not days:
