@@ -114,7 +114,7 @@ def apply(local: LocalAPIThread, manifest: str) -> None:
 
 def bench_live() -> None:
     with LocalAPIThread(validate_custom_object=crdschema.validate) as local:
-        install_crds(local.url, [REPO / "crds/release.yaml"])
+        install_crds(local.url, sorted((REPO / "crds").glob("*.yaml")))
         kubelet = KubeletSimulator(local.url)
         local.call(kubelet.start())
         configuration = load_configuration(str(local.kubeconfig_path))
@@ -157,19 +157,21 @@ def bench_live() -> None:
 
             count = 20
             calls_before, reconciles_before = runtime.api.calls, runtime.reconciles
+            manifests = "---\n".join(
+                quickstart(f"app{index}", "1.0.0", [{"setWeight": 50}, {"pause": {"duration": "1s"}}])
+                for index in range(count)
+            )
             started = time.monotonic()
-            for index in range(count):
-                apply(
-                    local,
-                    quickstart(f"app{index}", "1.0.0", [{"setWeight": 50}, {"pause": {"duration": "1s"}}]),
-                )
+            apply(local, manifests)  # one kubectl apply of all twenty, as a GitOps sync would
+            applied = time.monotonic()
             wait(lambda: all(phase(f"app{i}").get("phase") == "Succeeded" for i in range(count)), timeout=300)
-            elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - applied
             calls = runtime.api.calls - calls_before
             reconciles = runtime.reconciles - reconciles_before
             print(f"{count} first releases at once")
             print(
-                f"  all Succeeded in {elapsed:.1f}s; reconciles {reconciles}; "
+                f"  applied in {applied - started:.1f}s (the API's schema and CEL admission), all Succeeded "
+                f"{elapsed:.1f}s later; reconciles {reconciles}; "
                 f"{calls / max(reconciles, 1):.1f} API calls per reconcile"
             )
         reader.close()

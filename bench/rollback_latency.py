@@ -90,7 +90,7 @@ def main(runs: int) -> None:
         PrometheusServer([exporter.target]) as prometheus,
         LocalAPIThread(validate_custom_object=crdschema.validate) as local,
     ):
-        install_crds(local.url, [REPO / "crds/release.yaml"])
+        install_crds(local.url, sorted((REPO / "crds").glob("*.yaml")))
         kubelet = KubeletSimulator(local.url)
         local.call(kubelet.start())
         env = os.environ | {"KUBECONFIG": str(local.kubeconfig_path)}
