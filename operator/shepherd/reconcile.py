@@ -39,9 +39,11 @@ async def reconcile(
         return None
     meta = release["metadata"]
     uid = str(meta.get("uid", ""))
-    deployments, revisions = await asyncio.gather(
+    deployments, revisions, policies, labels = await asyncio.gather(
         asyncio.to_thread(api.owned_deployments, key, uid),
         asyncio.to_thread(api.recorded_revisions, key, uid),
+        asyncio.to_thread(api.policies),
+        asyncio.to_thread(api.namespace_labels, key.namespace),
     )
     view = ReleaseObject(
         name=key.name,
@@ -53,11 +55,10 @@ async def reconcile(
         status=release.get("status") or {},
     )
     asked = needed(view, clock())
-    measurements, checks = await gather(api, key, prometheus_spec(view.spec), asked, clock())
-    policies, labels = await asyncio.gather(
-        asyncio.to_thread(api.policies), asyncio.to_thread(api.namespace_labels, key.namespace)
+    (measurements, checks), (approvals, releases) = await asyncio.gather(
+        gather(api, key, prometheus_spec(view.spec), asked, clock()),
+        gate_observations(api, key, view.spec, policies, labels),
     )
-    approvals, releases = await gate_observations(api, key, view.spec, policies, labels)
     now = clock()
     observed = Observations(
         deployments, revisions, measurements, checks, approvals, releases, tuple(policies), labels
