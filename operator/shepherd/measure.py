@@ -12,6 +12,8 @@ import asyncio
 import base64
 import os
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from shepherd.core.analysis import Measurement, MeasurementRequest, QueryOutcome, sample_step
@@ -72,11 +74,18 @@ def _ca_file(pem: str) -> str:
     return path
 
 
+@dataclass(frozen=True)
+class Answers:
+    measurements: tuple[Measurement, ...] = ()
+    checks: tuple[QueryCheckResult, ...] = ()
+    gate_samples: Mapping[str, QueryOutcome] = field(default_factory=dict)
+
+
 async def gather(
     api: KubeAPI, key: ReleaseKey, spec: PrometheusSpec | None, needed: Needed, now: datetime
-) -> tuple[tuple[Measurement, ...], tuple[QueryCheckResult, ...]]:
-    if spec is None or not (needed.measurements or needed.query_checks):
-        return (), ()
+) -> Answers:
+    if spec is None or not (needed.measurements or needed.query_checks or needed.gate_queries):
+        return Answers()
     try:
         connection = await asyncio.to_thread(connection_for, api, key, spec)
     except SecretProblem as problem:
@@ -85,10 +94,17 @@ async def gather(
     try:
         measured = asyncio.gather(*(_measure(prometheus, request, now) for request in needed.measurements))
         checked = asyncio.gather(*(_check(prometheus, check) for check in needed.query_checks))
-        measurements, checks = await asyncio.gather(measured, checked)
+        sampled = asyncio.gather(*(_instant(prometheus, query) for _, query in needed.gate_queries))
+        measurements, checks, samples = await asyncio.gather(measured, checked, sampled)
     finally:
         prometheus.close()
-    return tuple(measurements), tuple(checks)
+    gate_samples = {name: sample for (name, _), sample in zip(needed.gate_queries, samples, strict=True)}
+    return Answers(tuple(measurements), tuple(checks), gate_samples)
+
+
+async def _instant(prometheus: Prometheus, query: str) -> QueryOutcome:
+    sample = await asyncio.to_thread(prometheus.instant, query)
+    return QueryOutcome(sample.outcome, sample.value, (), sample.message, query)
 
 
 async def _measure(prometheus: Prometheus, request: MeasurementRequest, now: datetime) -> Measurement:
@@ -115,9 +131,7 @@ async def _check(prometheus: Prometheus, check: QueryCheck) -> QueryCheckResult:
     return QueryCheckResult(check, error)
 
 
-def _all_failed(
-    needed: Needed, problem: str, now: datetime
-) -> tuple[tuple[Measurement, ...], tuple[QueryCheckResult, ...]]:
+def _all_failed(needed: Needed, problem: str, now: datetime) -> Answers:
     def failed(query: str) -> QueryOutcome:
         return QueryOutcome("error", message=problem, query=query)
 
@@ -126,4 +140,5 @@ def _all_failed(
         for request in needed.measurements
     )
     checks = tuple(QueryCheckResult(check, None, problem) for check in needed.query_checks)
-    return measurements, checks
+    gate_samples = {name: failed(query) for name, query in needed.gate_queries}
+    return Answers(measurements, checks, gate_samples)

@@ -54,14 +54,22 @@ async def reconcile(
         spec=release.get("spec") or {},
         status=release.get("status") or {},
     )
-    asked = needed(view, clock())
-    (measurements, checks), (approvals, releases) = await asyncio.gather(
+    asked = needed(view, clock(), policy_gates(applicable(policies, labels)))
+    answers, (approvals, releases) = await asyncio.gather(
         gather(api, key, prometheus_spec(view.spec), asked, clock()),
         gate_observations(api, key, view.spec, policies, labels),
     )
     now = clock()
     observed = Observations(
-        deployments, revisions, measurements, checks, approvals, releases, tuple(policies), labels
+        deployments,
+        revisions,
+        answers.measurements,
+        answers.checks,
+        approvals,
+        releases,
+        tuple(policies),
+        labels,
+        answers.gate_samples,
     )
     decision = decide(view, observed, now)
     for action in decision.actions:

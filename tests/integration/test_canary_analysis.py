@@ -240,3 +240,32 @@ def test_mann_whitney_compares_range_samples_of_canary_and_stable(
     assert "Mann-Whitney U" in measured["message"]
     assert measured["value"] == pytest.approx(0.13, rel=0.01)
     assert measured["baseline"] == pytest.approx(0.10, rel=0.01)
+
+
+def test_a_metric_gate_holds_the_release_until_production_is_healthy(
+    cluster: Cluster, prometheus: PrometheusServer, exporter: TrafficExporter, versions: Versions
+) -> None:
+    stable_release(cluster, prometheus, exporter, versions, [error_rate()], error_ratio=0.3)
+    healthy_production = {
+        "name": "healthy-production",
+        "metric": {
+            "query": (
+                f'sum(rate(http_requests_total{{namespace="{{{{namespace}}}}",version="{versions.stable}",'
+                f'code=~"5.."}}[5s])) or vector(0)'
+            ),
+            "max": 0,
+        },
+    }
+    serve(exporter, versions.canary, "canary")
+    cluster.apply(analysed(prometheus, versions.canary, [error_rate()], gates=[healthy_production]))
+    gate = cluster.wait_status(
+        "the gate to see the errors",
+        lambda s: "is above max 0" in ((s.get("gates") or [{}])[0].get("message", "")),
+    )["gates"][0]
+    assert gate["state"] == "Pending"
+    assert cluster.status()["phase"] == "Gating"
+    assert "shop-api-canary" not in cluster.replicas()
+
+    serve(exporter, versions.stable, "stable", error_ratio=0.0)
+    status = cluster.wait_phase("Succeeded", revision=2)
+    assert status["gates"][0]["state"] == "Passed"

@@ -120,6 +120,7 @@ class World:
             dict(self.others),
             tuple(self.policies),
             dict(self.namespace_labels),
+            {name: self._answer(name, "gate", None, query) for name, query in asked.gate_queries},
         )
         decision = decide(release, observed, self.now)
         self.decisions.append(decision)
@@ -178,19 +179,21 @@ class World:
 
     def _measure(self, request: MeasurementRequest) -> Measurement:
         self.queries.append(request)
-        outcomes = {}
-        for role, query in request.queries.items():
-            if self.prometheus_down or self.prometheus is None:
-                outcomes[role] = QueryOutcome("error", message="connection refused", query=query)
-                continue
-            answer = self.prometheus(request.metric, role, request.component)
-            if isinstance(answer, QueryOutcome):
-                outcomes[role] = replace(answer, query=query)
-            elif answer is None:
-                outcomes[role] = QueryOutcome("empty", query=query)
-            else:
-                outcomes[role] = QueryOutcome("value", float(answer), query=query)
+        outcomes = {
+            role: self._answer(request.metric, role, request.component, query)
+            for role, query in request.queries.items()
+        }
         return Measurement(request, outcomes, self.now)
+
+    def _answer(self, metric: str, role: str, component: str | None, query: str) -> QueryOutcome:
+        if self.prometheus_down or self.prometheus is None:
+            return QueryOutcome("error", message="connection refused", query=query)
+        answer = self.prometheus(metric, role, component)
+        if isinstance(answer, QueryOutcome):
+            return replace(answer, query=query)
+        if answer is None:
+            return QueryOutcome("empty", query=query)
+        return QueryOutcome("value", float(answer), query=query)
 
     def _apply(self, action: object) -> None:
         if isinstance(action, ApplyDeployment):

@@ -555,13 +555,27 @@ BAD_RELEASES = [
         "gate-with-two-kinds",
         with_gates(setting("spec.gates[0].window", GATES[1]["window"])),
         "spec.gates[0]",
-        "exactly one of approval, window or release",
+        "exactly one of approval, window, metric or release",
     ),
     BadRelease(
         "gate-with-no-kind",
         with_gates(removing(APPROVAL)),
         "spec.gates[0]",
-        "exactly one of approval, window or release",
+        "exactly one of approval, window, metric or release",
+    ),
+    BadRelease(
+        "metric-gate-without-bounds",
+        with_gates(setting("spec.gates[0]", {"name": "no-alerts", "metric": {"query": "vector(0)"}})),
+        "spec.gates[0].metric",
+        "sets min, max or both",
+    ),
+    BadRelease(
+        "metric-gate-min-above-max",
+        with_gates(
+            setting("spec.gates[0]", {"name": "budget", "metric": {"query": "vector(0)", "min": 2, "max": 1}})
+        ),
+        "spec.gates[0].metric.min",
+        "must not be above its max",
     ),
     BadRelease(
         "duplicate-gate-names",
@@ -914,7 +928,7 @@ def test_every_property_has_a_description(kind: str) -> None:
 
 
 # How many rules each CRD has: a rule added or lost shows up here.
-RULE_COUNTS = {"release": 21, "releaseapproval": 1, "releasepolicy": 10}
+RULE_COUNTS = {"release": 23, "releaseapproval": 1, "releasepolicy": 12}
 
 
 def test_every_crd_is_checked() -> None:
@@ -1262,13 +1276,13 @@ def selecting(*expressions: dict[str, Any]) -> Mutation:
         pytest.param(
             setting("spec.gates[0].window", OFFICE_HOURS),
             "spec.gates[0]",
-            "each gate must set exactly one of approval, window or release",
+            "each gate must set exactly one of approval, window, metric or release",
             id="gate-with-two-kinds",
         ),
         pytest.param(
             removing("spec.gates[0].approval"),
             "spec.gates[0]",
-            "each gate must set exactly one of approval, window or release",
+            "each gate must set exactly one of approval, window, metric or release",
             id="gate-with-no-kind",
         ),
         pytest.param(

@@ -216,3 +216,38 @@ def test_bad_gates_are_named(gate: dict[str, Any], field: str, fragment: str) ->
         parse_spec(gated("1.0.0", [gate]))
     assert caught.value.field == field
     assert fragment in caught.value.message
+
+
+ANALYSIS = {
+    "prometheus": {"address": "http://prometheus:9090"},
+    "metrics": [{"name": "e", "query": "x", "max": 1}],
+}
+NO_ALERTS = [
+    {"name": "no-alerts", "metric": {"query": 'sum(ALERTS{release="{{release}}"}) or vector(0)', "max": 0}}
+]
+
+
+def test_a_metric_gate_passes_only_on_a_value_within_its_bounds() -> None:
+    world = World(gated("1.0.0", [], analysis=ANALYSIS))
+    world.prometheus = lambda metric, role, component: 2.0 if metric == "no-alerts" else 0.0
+    world.run_until("Succeeded")
+    world.set_spec(gated("1.1.0", NO_ALERTS, analysis=ANALYSIS))
+    decision = world.settle()
+    assert world.phase == "Gating"
+    gate = world.status["gates"][0]
+    assert "2 is above max 0" in gate["message"] and 'release="shop"' in gate["message"]
+    assert decision.wake_at == world.now + timedelta(seconds=10), "Prometheus is asked again shortly"
+    world.prometheus_down = True
+    world.advance(timedelta(seconds=10))
+    assert world.phase == "Gating", "an unreachable Prometheus never passes a gate"
+    assert "connection refused" in world.status["gates"][0]["message"]
+    world.prometheus_down = False
+    world.prometheus = lambda metric, role, component: 0.0
+    world.advance(timedelta(seconds=10))
+    assert world.phase != "Gating"
+
+
+def test_a_metric_gate_needs_a_prometheus() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(gated("1.0.0", NO_ALERTS))
+    assert caught.value.field == "spec.gates[0].metric"

@@ -25,7 +25,7 @@ from shepherd.core.analysis import (
     record,
     verdict,
 )
-from shepherd.core.gates import GateResult
+from shepherd.core.gates import GateResult, metric_gate_queries
 from shepherd.core.model import Needed, Observations, QueryCheck, ReleaseObject
 from shepherd.core.policy import Freeze, Policy
 from shepherd.core.promql import render_query
@@ -35,7 +35,7 @@ from shepherd.core.status import Condition, Phase, Rollout
 RECHECK_PROMETHEUS = timedelta(seconds=5)
 
 
-def needed(release: ReleaseObject, now: datetime) -> Needed:
+def needed(release: ReleaseObject, now: datetime, policy_gates: tuple[Gate, ...] = ()) -> Needed:
     try:
         spec = parse_spec(release.spec)
     except SpecError:
@@ -49,7 +49,11 @@ def needed(release: ReleaseObject, now: datetime) -> Needed:
         if checked(release.status, rollout, spec) is not None
         else tuple(query_checks(rollout, spec, where))
     )
-    return Needed(measurements, checks)
+    gating = rollout.phase is Phase.GATING
+    gates = (*spec.gates, *policy_gates)
+    where_and_what = (release.namespace, release.name, rollout.version, rollout.revision)
+    gate_queries = metric_gate_queries(gates, *where_and_what) if gating else ()
+    return Needed(measurements, checks, gate_queries)
 
 
 @dataclass(frozen=True)

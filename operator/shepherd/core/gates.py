@@ -15,7 +15,9 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from shepherd.core.actions import Event
-from shepherd.core.spec import ApprovalGate, Gate, ReleaseGate, WindowGate
+from shepherd.core.analysis import QueryOutcome
+from shepherd.core.promql import render_query
+from shepherd.core.spec import ApprovalGate, Gate, MetricGate, ReleaseGate, WindowGate
 from shepherd.core.status import Condition, Phase, Rollout
 from shepherd.core.timefmt import format_seconds, format_time, parse_time
 
@@ -109,6 +111,7 @@ def evaluate(
     revision: int,
     approvals: Sequence[Approval],
     releases: Mapping[tuple[str, str], Mapping[str, Any] | None],
+    samples: Mapping[str, QueryOutcome],
     now: datetime,
 ) -> GateResult:
     kind = gate.kind
@@ -128,7 +131,40 @@ def evaluate(
             "Pending",
             f"outside the window {describe_window(kind)}; opens at {format_seconds(opens)}",
         )
+    if isinstance(kind, MetricGate):
+        return _metric(gate.name, kind, samples.get(gate.name))
     return _dependency(gate.name, kind, namespace, releases)
+
+
+def _metric(name: str, gate: MetricGate, sample: QueryOutcome | None) -> GateResult:
+    """Only a value within the bounds passes: no data, an error or an unreachable Prometheus never do."""
+    if sample is None:
+        return GateResult(name, "Pending", "waiting for Prometheus to answer the query")
+    if sample.outcome != "value" or sample.value is None:
+        problem = sample.message or sample.outcome
+        return GateResult(name, "Pending", f"query {sample.query!r} gave no single value: {problem}")
+    if gate.max is not None and sample.value > gate.max:
+        return GateResult(name, "Pending", f"{sample.value:.6g} is above max {gate.max:g} ({sample.query})")
+    if gate.min is not None and sample.value < gate.min:
+        return GateResult(name, "Pending", f"{sample.value:.6g} is below min {gate.min:g} ({sample.query})")
+    return GateResult(name, "Passed", f"{sample.value:.6g} within limits ({sample.query})")
+
+
+def metric_gate_queries(
+    gates: Sequence[Gate], namespace: str, release: str, version: str, revision: int
+) -> tuple[tuple[str, str], ...]:
+    """Each metric gate's query with the variables filled in, for the shell to run."""
+    values = {
+        "namespace": namespace,
+        "release": release,
+        "component": "",
+        "version": version,
+        "revision": str(revision),
+        "role": "canary",
+    }
+    return tuple(
+        (g.name, render_query(g.kind.query, values)) for g in gates if isinstance(g.kind, MetricGate)
+    )
 
 
 def _dependency(
@@ -193,18 +229,17 @@ def audit(result: GateResult, now: datetime) -> dict[str, Any]:
     return entry
 
 
-def gates_condition(rollout: Rollout, results: tuple[GateResult, ...]) -> Condition:
+def gates_condition(rollout: Rollout, gates: Sequence[Mapping[str, Any]]) -> Condition:
     if rollout.phase is Phase.FAILED and rollout.reason == "GateFailed":
         return Condition("GatesPassed", "False", "GateFailed", rollout.message)
-    waiting = [r for r in results if r.state != "Passed"]
+    waiting = [g for g in gates if g.get("state") != "Passed"]
     if not waiting:
         return Condition("GatesPassed", "True", "GatesPassed", "every gate passed")
-    return Condition(
-        "GatesPassed", "Unknown", "Waiting", "; ".join(f"{r.name}: {r.message}" for r in waiting)
-    )
+    message = "; ".join(f"{g.get('name')}: {g.get('message')}" for g in waiting)
+    return Condition("GatesPassed", "Unknown", "Waiting", message)
 
 
-def gate_events(previous: list[Mapping[str, Any]], results: tuple[GateResult, ...]) -> list[Event]:
+def gate_events(previous: Sequence[Mapping[str, Any]], results: tuple[GateResult, ...]) -> list[Event]:
     before = {str(g.get("name")): g.get("state") for g in previous}
     return [
         Event("Normal", f"Gate{result.state}", f"gate {result.name}: {result.message}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from shepherd.core.actions import Action, Event, RemoveAnnotations
@@ -50,6 +50,7 @@ from shepherd.core.report import describe, format_duration
 from shepherd.core.revisions import revision_records, select_revision
 from shepherd.core.spec import (
     AnalysisStep,
+    MetricGate,
     Pause,
     ReleaseSpec,
     RevisionContent,
@@ -78,6 +79,7 @@ ABORT = f"{GROUP}/abort"
 RETRY = f"{GROUP}/retry"
 COMMANDS = (ABORT, RETRY, PROMOTE)  # abort first: it wins over a promote given at the same time
 MAX_TRANSITIONS_PER_DECISION = 16
+METRIC_GATE_POLL = timedelta(seconds=10)
 ANALYSIS_REASONS = frozenset({"AnalysisFailed", "AnalysisInconclusive", "AnalysisError", "BakeFailed"})
 
 
@@ -106,12 +108,15 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
             revision=rollout.revision,
             approvals=observed.approvals,
             releases=observed.releases,
+            samples=observed.gate_samples,
             now=now,
         )
         for gate in gate_specs
     ) + tuple(GateResult(f"freeze/{f.policy}", "Pending", f.describe()) for f in freezes)
     evidence = Evidence(run, check, gate_results, gate_specs, policies, freezes)
 
+    # Gates are judged while gating; after that, status keeps the verdict that let the revision start.
+    judging_gates = rollout.phase is Phase.GATING
     plan = _plan(release, rollout, spec, content, observed)
     for _ in range(MAX_TRANSITIONS_PER_DECISION):
         following = _advance(_track_readiness(rollout, plan, now), spec, plan, evidence, now, events)
@@ -129,10 +134,15 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     conditions = rollout_conditions(rollout, check.error)
     if spec.analysis is not None:
         conditions.append(analysis_condition(rollout, spec, run))
-    previous_gates = [g for g in release.status.get("gates") or [] if isinstance(g, Mapping)]
-    if gate_results or previous_gates:
-        conditions.append(gates_condition(rollout, gate_results))
+    previous_gates = [dict(g) for g in release.status.get("gates") or [] if isinstance(g, Mapping)]
+    judging_gates = judging_gates or rollout.phase is Phase.GATING
+    if judging_gates:
         events.extend(gate_events(previous_gates, gate_results))
+        shown_gates = gate_status(gate_results, previous_gates, now)
+    else:
+        shown_gates = previous_gates
+    if shown_gates:
+        conditions.append(gates_condition(rollout, shown_gates))
     status = {
         **rollout.to_status(),
         "observedGeneration": release.generation,
@@ -142,7 +152,7 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
         "analysisRun": run.to_status() if run.stage else None,
         "analysis": records or None,
         "analysisCheck": check.to_status(),
-        "gates": gate_status(gate_results, previous_gates, now) or None,
+        "gates": shown_gates or None,
     }
     wake_at = _wake_at(release, rollout, spec, plan, evidence, now)
     return Decision(status, tuple(actions), tuple(events), wake_at)
@@ -528,6 +538,13 @@ def _wake_at(
         moments.extend(freeze_changes(evidence.policies, now))
     if rollout.phase is Phase.GATING and rollout.phase_since is not None:
         moments.extend(rollout.phase_since + g.timeout for g in evidence.gate_specs if g.timeout is not None)
+        metric_gates = [g.name for g in evidence.gate_specs if isinstance(g.kind, MetricGate)]
+        if metric_gates:
+            # Prometheus changes without telling anyone: ask again soon, at once for a first answer.
+            unanswered = any(
+                r.name in metric_gates and r.message.startswith("waiting for") for r in evidence.gates
+            )
+            moments.append(now if unanswered else now + METRIC_GATE_POLL)
     if rollout.phase is Phase.PENDING and not spec.paused and evidence.check.waiting:
         # Queries get checked on the next pass; if Prometheus could not be reached, try again shortly.
         unreachable = evidence.check.waiting.startswith("waiting for Prometheus")

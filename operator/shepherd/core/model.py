@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from shepherd.core.actions import Action, Event
-from shepherd.core.analysis import Measurement, MeasurementRequest
+from shepherd.core.analysis import Measurement, MeasurementRequest, QueryOutcome
 from shepherd.core.gates import Approval
 from shepherd.core.spec import RevisionContent
 from shepherd.core.workloads import ReleaseRef
@@ -56,6 +56,7 @@ class Observations:
     releases: Mapping[tuple[str, str], Mapping[str, Any] | None] = field(default_factory=dict)  # dependencies
     policies: tuple[Mapping[str, Any], ...] = ()  # every ReleasePolicy
     namespace_labels: Mapping[str, str] = field(default_factory=dict)  # for their namespaceSelectors
+    gate_samples: Mapping[str, QueryOutcome] = field(default_factory=dict)  # metric gates' answers, by gate
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Needed:
 
     measurements: tuple[MeasurementRequest, ...] = ()
     query_checks: tuple[QueryCheck, ...] = ()
+    gate_queries: tuple[tuple[str, str], ...] = ()  # (metric gate, rendered query) while gating
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,15 @@ class WindowGate:
 
 
 @dataclass(frozen=True)
+class MetricGate:
+    """Pass while a Prometheus query returns one sample within the bounds."""
+
+    query: str
+    min: float | None
+    max: float | None
+
+
+@dataclass(frozen=True)
 class ReleaseGate:
     name: str
     namespace: str | None
@@ -146,7 +155,7 @@ class ReleaseGate:
 @dataclass(frozen=True)
 class Gate:
     name: str
-    kind: ApprovalGate | WindowGate | ReleaseGate
+    kind: ApprovalGate | WindowGate | MetricGate | ReleaseGate
     timeout: timedelta | None
 
 
@@ -262,6 +271,10 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
     post = _mapping(spec.get("postRelease"), "spec.postRelease")
     bake = None if post.get("bake") is None else parse_duration(post["bake"], "spec.postRelease.bake")
     analysis = None if spec.get("analysis") is None else _analysis(spec["analysis"])
+    gates = parse_gates(spec.get("gates"))
+    for index, gate in enumerate(gates):
+        if isinstance(gate.kind, MetricGate) and analysis is None:
+            raise SpecError(f"spec.gates[{index}].metric", "needs spec.analysis.prometheus to query")
     bake_metrics = _metric_names(post.get("metrics"), "spec.postRelease.metrics", analysis)
     for index, step in enumerate(steps):
         if isinstance(step, AnalysisStep):
@@ -285,7 +298,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
         revision_history_limit=limit,
         analysis=analysis,
         bake_metrics=bake_metrics,
-        gates=parse_gates(spec.get("gates")),
+        gates=gates,
     )
 
 
@@ -541,15 +554,17 @@ def parse_gates(raw: Any, path: str = "spec.gates") -> tuple[Gate, ...]:
             raise SpecError(f"{field}.name", f"{name!r} must be a DNS label: lowercase a-z 0-9 and -")
         if any(g.name == name for g in gates):
             raise SpecError(f"{field}.name", f"duplicate gate name {name!r}")
-        kinds = [k for k in ("approval", "window", "release") if k in item]
+        kinds = [k for k in ("approval", "window", "metric", "release") if k in item]
         if len(kinds) != 1:
-            raise SpecError(field, "each gate sets exactly one of approval, window, release")
+            raise SpecError(field, "each gate sets exactly one of approval, window, metric, release")
         body = _mapping(item[kinds[0]], f"{field}.{kinds[0]}")
-        kind: ApprovalGate | WindowGate | ReleaseGate
+        kind: ApprovalGate | WindowGate | MetricGate | ReleaseGate
         if kinds == ["approval"]:
             kind = ApprovalGate(_count(body.get("count"), f"{field}.approval.count", 1, 1))
         elif kinds == ["window"]:
             kind = parse_window(body, f"{field}.window")
+        elif kinds == ["metric"]:
+            kind = _metric_gate(body, f"{field}.metric")
         else:
             kind = _release_gate(body, f"{field}.release")
         timeout = item.get("timeout")
@@ -590,3 +605,20 @@ def _release_gate(body: Mapping[str, Any], field: str) -> ReleaseGate:
         raise SpecError(f"{field}.name", f"{name!r} must be the name of a Release")
     namespace, version = body.get("namespace"), body.get("version")
     return ReleaseGate(name, str(namespace) if namespace else None, str(version) if version else None)
+
+
+def _metric_gate(body: Mapping[str, Any], field: str) -> MetricGate:
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise SpecError(f"{field}.query", "a PromQL query is required")
+    unknown = sorted(template_variables(query) - set(VARIABLES))
+    if unknown:
+        raise SpecError(
+            f"{field}.query", f"unknown variable {{{{{unknown[0]}}}}}; allowed: {', '.join(VARIABLES)}"
+        )
+    low, high = _number(body.get("min"), f"{field}.min"), _number(body.get("max"), f"{field}.max")
+    if low is None and high is None:
+        raise SpecError(field, "set min, max or both, or the gate could never fail")
+    if low is not None and high is not None and low > high:
+        raise SpecError(f"{field}.min", f"min {low:g} is above max {high:g}")
+    return MetricGate(query, low, high)
