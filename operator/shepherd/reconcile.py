@@ -39,12 +39,13 @@ async def reconcile(
         return None
     meta = release["metadata"]
     uid = str(meta.get("uid", ""))
-    deployments, revisions, policies, labels = await asyncio.gather(
+    deployments, revisions, policies = await asyncio.gather(
         asyncio.to_thread(api.owned_deployments, key, uid),
         asyncio.to_thread(api.recorded_revisions, key, uid),
         asyncio.to_thread(api.policies),
-        asyncio.to_thread(api.namespace_labels, key.namespace),
     )
+    # Namespace labels matter only to policy selectors: no policy, no extra read.
+    labels = await asyncio.to_thread(api.namespace_labels, key.namespace) if policies else {}
     view = ReleaseObject(
         name=key.name,
         namespace=key.namespace,
