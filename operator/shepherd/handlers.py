@@ -1,6 +1,6 @@
 """The Kopf shell: one long-lived loop per Release, woken by watch events or when due.
 
-Kopf watches Releases and owned Deployments; each watch event only sets the
+Kopf watches Releases, owned Deployments and Jobs, approvals and policies; each watch event only sets the
 Release's wake-up flag. The loop reconciles, then sleeps until the next change,
 the decision's own due time (a pause ends, a deadline passes), or the resync.
 """
@@ -169,6 +169,14 @@ async def approval_changed(namespace: str | None, spec: kopf.Spec, memo: Any, **
 
 @kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=REGISTRY)
 async def deployment_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    release = labels.get(INSTANCE_LABEL)
+    if release and namespace:
+        memo.runtime.wake(ReleaseKey(namespace, release))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=REGISTRY)
+async def job_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    """A job gate's Job finished: its Release may go on (or fail) at once."""
     release = labels.get(INSTANCE_LABEL)
     if release and namespace:
         memo.runtime.wake(ReleaseKey(namespace, release))

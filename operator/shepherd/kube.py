@@ -21,7 +21,9 @@ from kubernetes.client.exceptions import ApiException
 from shepherd.core.actions import (
     Action,
     ApplyDeployment,
+    CreateJob,
     DeleteDeployment,
+    DeleteJob,
     DeleteRevision,
     Event,
     RecordRevision,
@@ -73,6 +75,7 @@ class KubeAPI:
         self._custom: Any = kubernetes.client.CustomObjectsApi(self._client)
         self._apps: Any = kubernetes.client.AppsV1Api(self._client)
         self._core: Any = kubernetes.client.CoreV1Api(self._client)
+        self._batch: Any = kubernetes.client.BatchV1Api(self._client)
         self.calls = 0  # API requests made, for the benchmarks
 
     def close(self) -> None:
@@ -100,6 +103,14 @@ class KubeAPI:
             )
         )["items"]
         return {d["metadata"]["name"]: d for d in items if _owned_by(d, uid)}
+
+    def owned_jobs(self, key: ReleaseKey, uid: str) -> dict[str, dict[str, Any]]:
+        items = self._json(
+            self._batch.list_namespaced_job(
+                key.namespace, label_selector=_owned_selector(key), _preload_content=False
+            )
+        )["items"]
+        return {j["metadata"]["name"]: j for j in items if _owned_by(j, uid)}
 
     def recorded_revisions(self, key: ReleaseKey, uid: str) -> dict[int, RevisionContent]:
         items = self._json(
@@ -151,7 +162,7 @@ class KubeAPI:
         return dict((found.get("metadata") or {}).get("labels") or {})
 
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """Only the Secrets a Release names for its Prometheus connection."""
+        """Only the Secrets a Release names: its Prometheus connection's, its webhook gates' headers."""
         try:
             secret: dict[str, Any] = self._json(
                 self._core.read_namespaced_secret(name, namespace, _preload_content=False)
@@ -183,6 +194,18 @@ class KubeAPI:
             self._ignore_missing(
                 lambda: self._apps.delete_namespaced_controller_revision(
                     action.name, key.namespace, _preload_content=False
+                )
+            )
+        elif isinstance(action, CreateJob):
+            self._ignore_existing(
+                lambda: self._batch.create_namespaced_job(
+                    key.namespace, dict(action.manifest), _preload_content=False
+                )
+            )
+        elif isinstance(action, DeleteJob):
+            self._ignore_missing(
+                lambda: self._batch.delete_namespaced_job(
+                    action.name, key.namespace, propagation_policy="Background", _preload_content=False
                 )
             )
         elif isinstance(action, RemoveAnnotations):

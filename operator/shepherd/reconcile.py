@@ -18,6 +18,7 @@ from shepherd.kube import KubeAPI, ReleaseKey
 from shepherd.measure import gather
 from shepherd.metrics import OperatorMetrics
 from shepherd.telemetry import observe
+from shepherd.webhooks import call_webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +40,10 @@ async def reconcile(
         return None
     meta = release["metadata"]
     uid = str(meta.get("uid", ""))
-    deployments, revisions, policies = await asyncio.gather(
+    deployments, revisions, jobs, policies = await asyncio.gather(
         asyncio.to_thread(api.owned_deployments, key, uid),
         asyncio.to_thread(api.recorded_revisions, key, uid),
+        asyncio.to_thread(api.owned_jobs, key, uid),
         asyncio.to_thread(api.policies),
     )
     # Namespace labels matter only to policy selectors: no policy, no extra read.
@@ -56,8 +58,9 @@ async def reconcile(
         status=release.get("status") or {},
     )
     asked = needed(view, clock(), policy_gates(applicable(policies, labels)))
-    answers, (approvals, releases) = await asyncio.gather(
+    answers, webhooks, (approvals, releases) = await asyncio.gather(
         gather(api, key, prometheus_spec(view.spec), asked, clock()),
+        call_webhooks(api, key.namespace, asked.webhook_calls),
         gate_observations(api, key, view.spec, policies, labels),
     )
     now = clock()
@@ -71,6 +74,8 @@ async def reconcile(
         tuple(policies),
         labels,
         answers.gate_samples,
+        webhooks,
+        jobs,
     )
     decision = decide(view, observed, now)
     for action in decision.actions:

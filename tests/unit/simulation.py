@@ -15,7 +15,9 @@ from typing import Any
 from shepherd.core import Decision, Observations, ReleaseObject, decide
 from shepherd.core.actions import (
     ApplyDeployment,
+    CreateJob,
     DeleteDeployment,
+    DeleteJob,
     DeleteRevision,
     Event,
     RecordRevision,
@@ -23,7 +25,7 @@ from shepherd.core.actions import (
 )
 from shepherd.core.analysis import Measurement, MeasurementRequest, QueryOutcome
 from shepherd.core.evidence import needed
-from shepherd.core.gates import Approval
+from shepherd.core.gates import Approval, WebhookAnswer, WebhookCall
 from shepherd.core.model import QueryCheckResult
 from shepherd.core.spec import RevisionContent
 
@@ -82,6 +84,12 @@ class World:
     others: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # other Releases, by key
     policies: list[dict[str, Any]] = field(default_factory=list)  # ReleasePolicy objects
     namespace_labels: dict[str, str] = field(default_factory=dict)
+    # Webhook gates' endpoints, by gate: what they answer; every call made is kept in `calls`.
+    webhooks: dict[str, WebhookAnswer] = field(default_factory=dict)
+    calls: list[WebhookCall] = field(default_factory=list)
+    # Jobs the Release owns, and how the job controller finishes them: "succeed", "fail" or "running".
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    job_outcomes: dict[str, str] = field(default_factory=dict)  # by Job name; unlisted Jobs keep running
 
     def set_spec(self, spec: dict[str, Any]) -> None:
         self.spec = spec
@@ -121,6 +129,8 @@ class World:
             tuple(self.policies),
             dict(self.namespace_labels),
             {name: self._answer(name, "gate", None, query) for name, query in asked.gate_queries},
+            {call.gate: self._call(call) for call in asked.webhook_calls},
+            copy.deepcopy(self.jobs),
         )
         decision = decide(release, observed, self.now)
         self.decisions.append(decision)
@@ -195,6 +205,10 @@ class World:
             return QueryOutcome("empty", query=query)
         return QueryOutcome("value", float(answer), query=query)
 
+    def _call(self, call: WebhookCall) -> WebhookAnswer:
+        self.calls.append(call)
+        return self.webhooks.get(call.gate, WebhookAnswer(None, error="cannot connect: Connection refused"))
+
     def _apply(self, action: object) -> None:
         if isinstance(action, ApplyDeployment):
             manifest = copy.deepcopy(dict(action.manifest))
@@ -214,11 +228,24 @@ class World:
         elif isinstance(action, DeleteRevision):
             number = int(action.name.rsplit("-", 1)[1])
             self.revisions.pop(number, None)
+        elif isinstance(action, CreateJob):
+            self.jobs.setdefault(action.name, {**copy.deepcopy(dict(action.manifest)), "status": {}})
+        elif isinstance(action, DeleteJob):
+            self.jobs.pop(action.name, None)
         elif isinstance(action, RemoveAnnotations):
             for key in action.keys:
                 self.annotations.pop(key, None)
 
     def _kubelet(self) -> None:
+        for name, job in self.jobs.items():
+            outcome = self.job_outcomes.get(name)
+            if outcome == "succeed":
+                job["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+            elif outcome == "fail":
+                failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
+                job["status"] = {"failed": 1, "conditions": [failed]}
+            else:
+                job["status"] = {"active": 1}
         for name, deployment in self.deployments.items():
             replicas = deployment["spec"]["replicas"]
             healthy = name not in self.unready and name not in self.crashing

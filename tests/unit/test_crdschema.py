@@ -133,6 +133,32 @@ GATES = [
         },
     },
     {"name": "after-backend", "release": {"name": "backend", "namespace": "prod", "version": "3.1.0"}},
+    {
+        "name": "ci-green",
+        "webhook": {
+            "url": "https://ci.example/status/{{release}}/{{version}}",
+            "method": "POST",
+            "headersSecretRef": {"name": "ci-token"},
+            "timeout": "5s",
+            "interval": "1m",
+        },
+    },
+    {
+        "name": "smoke",
+        "job": {
+            "template": {
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "smoke", "image": "curlimages/curl:8.10.1"}],
+                        }
+                    },
+                }
+            }
+        },
+    },
 ]
 
 
@@ -156,6 +182,8 @@ COMPARE = "spec.analysis.metrics[1].compare"
 APPROVAL = "spec.gates[0].approval"
 WINDOW = "spec.gates[1].window"
 DEPENDENCY = "spec.gates[2].release"
+WEBHOOK = "spec.gates[3].webhook"
+JOB = "spec.gates[4].job"
 
 BAD_RELEASES = [
     BadRelease("missing-version", removing("spec.version"), "spec.version", "Required value"),
@@ -555,13 +583,13 @@ BAD_RELEASES = [
         "gate-with-two-kinds",
         with_gates(setting("spec.gates[0].window", GATES[1]["window"])),
         "spec.gates[0]",
-        "exactly one of approval, window, metric or release",
+        "exactly one of approval, window, metric, webhook, job or release",
     ),
     BadRelease(
         "gate-with-no-kind",
         with_gates(removing(APPROVAL)),
         "spec.gates[0]",
-        "exactly one of approval, window, metric or release",
+        "exactly one of approval, window, metric, webhook, job or release",
     ),
     BadRelease(
         "metric-gate-without-bounds",
@@ -606,6 +634,42 @@ BAD_RELEASES = [
         with_gates(setting("spec.gates[0].approvers", ["alice"])),
         "spec.gates[0].approvers",
         'unknown field "spec.gates[0].approvers"',
+    ),
+    BadRelease(
+        "webhook-url-without-scheme",
+        with_gates(setting(f"{WEBHOOK}.url", "ci.example/status")),
+        f"{WEBHOOK}.url",
+        "must match",
+    ),
+    BadRelease(
+        "webhook-method-put",
+        with_gates(setting(f"{WEBHOOK}.method", "PUT")),
+        f"{WEBHOOK}.method",
+        'Unsupported value: "PUT": supported values: "GET", "POST"',
+    ),
+    BadRelease(
+        "webhook-interval-zero",
+        with_gates(setting(f"{WEBHOOK}.interval", "0")),
+        f"{WEBHOOK}.interval",
+        "must match",
+    ),
+    BadRelease(
+        "webhook-secret-without-name",
+        with_gates(setting(f"{WEBHOOK}.headersSecretRef", {})),
+        f"{WEBHOOK}.headersSecretRef.name",
+        "Required value",
+    ),
+    BadRelease(
+        "job-without-template",
+        with_gates(setting(JOB, {})),
+        f"{JOB}.template",
+        "Required value",
+    ),
+    BadRelease(
+        "job-without-containers",
+        with_gates(setting(f"{JOB}.template.spec.template.spec.containers", [])),
+        f"{JOB}.template.spec.template.spec.containers",
+        "at least 1 items",
     ),
     BadRelease(
         "approval-count-0",
@@ -1276,13 +1340,13 @@ def selecting(*expressions: dict[str, Any]) -> Mutation:
         pytest.param(
             setting("spec.gates[0].window", OFFICE_HOURS),
             "spec.gates[0]",
-            "each gate must set exactly one of approval, window, metric or release",
+            "each gate must set exactly one of approval, window, metric, webhook, job or release",
             id="gate-with-two-kinds",
         ),
         pytest.param(
             removing("spec.gates[0].approval"),
             "spec.gates[0]",
-            "each gate must set exactly one of approval, window, metric or release",
+            "each gate must set exactly one of approval, window, metric, webhook, job or release",
             id="gate-with-no-kind",
         ),
         pytest.param(

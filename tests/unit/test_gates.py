@@ -6,10 +6,18 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
-from simulation import ABORT, World, release_spec, succeeded
+from simulation import ABORT, PROMOTE, RETRY, World, release_spec, succeeded
 
-from shepherd.core.gates import Approval, counted_approvals, next_window_change, window_open
-from shepherd.core.spec import SpecError, WindowGate, parse_spec
+from shepherd.core.gates import (
+    Approval,
+    WebhookAnswer,
+    counted_approvals,
+    next_window_change,
+    webhook_url,
+    window_open,
+)
+from shepherd.core.jobs import job_name
+from shepherd.core.spec import SpecError, WebhookGate, WindowGate, parse_spec
 
 OFFICE = WindowGate(frozenset({0, 1, 2, 3}), time(9, 0), time(16, 0), "Europe/Berlin")
 NIGHT = WindowGate(frozenset({4, 5}), time(22, 0), time(2, 0), "UTC")
@@ -209,6 +217,32 @@ def test_a_release_gate_waits_for_the_other_release() -> None:
             "HH:MM",
         ),
         ({"name": "g", "approval": {"count": 0}}, "spec.gates[0].approval.count", "1..100"),
+        ({"name": "g", "webhook": {"url": "ci.example/status"}}, "spec.gates[0].webhook.url", "absolute"),
+        (
+            {"name": "g", "webhook": {"url": "https://ci.example/{{role}}"}},
+            "spec.gates[0].webhook.url",
+            "unknown variable {{role}}; allowed: namespace, release, version, revision",
+        ),
+        (
+            {"name": "g", "webhook": {"url": "https://ci.example", "method": "PUT"}},
+            "spec.gates[0].webhook.method",
+            "GET, POST",
+        ),
+        (
+            {"name": "g", "webhook": {"url": "https://ci.example", "interval": "0s"}},
+            "spec.gates[0].webhook.interval",
+            "longer than 0s",
+        ),
+        (
+            {"name": "g", "webhook": {"url": "https://ci.example", "headersSecretRef": {}}},
+            "spec.gates[0].webhook.headersSecretRef.name",
+            "Secret",
+        ),
+        (
+            {"name": "g", "job": {"template": {"spec": {"template": {"spec": {"containers": []}}}}}},
+            "spec.gates[0].job.template.spec.template.spec.containers",
+            "at least one container",
+        ),
     ],
 )
 def test_bad_gates_are_named(gate: dict[str, Any], field: str, fragment: str) -> None:
@@ -251,3 +285,156 @@ def test_a_metric_gate_needs_a_prometheus() -> None:
     with pytest.raises(SpecError) as caught:
         parse_spec(gated("1.0.0", NO_ALERTS))
     assert caught.value.field == "spec.gates[0].metric"
+
+
+CI_GREEN = [
+    {
+        "name": "ci-green",
+        "webhook": {
+            "url": "https://ci.example/status/{{release}}/{{version}}?ns={{namespace}}",
+            "headersSecretRef": {"name": "ci-token"},
+            "interval": "20s",
+        },
+        "timeout": "1h",
+    }
+]
+
+
+def test_a_webhook_gate_passes_on_2xx_only_and_shows_the_first_line() -> None:
+    world = succeeded(gated("1.0.0", []))
+    world.set_spec(gated("1.1.0", CI_GREEN))
+    world.webhooks["ci-green"] = WebhookAnswer(503, "pipeline 42 still running")
+    decision = world.settle()
+    assert world.phase == "Gating"
+    assert world.status["gates"][0]["message"] == "HTTP 503: pipeline 42 still running"
+    assert decision.wake_at == world.now + timedelta(seconds=20), "asked again every interval"
+    call = world.calls[-1]
+    assert call.url == "https://ci.example/status/shop/1.1.0?ns=prod"
+    assert (call.method, call.headers_secret) == ("GET", "ci-token")
+    assert call.body == {
+        "namespace": "prod",
+        "release": "shop",
+        "version": "1.1.0",
+        "revision": 2,
+        "gate": "ci-green",
+    }
+    world.webhooks["ci-green"] = WebhookAnswer(200, "pipeline 42 passed")
+    world.advance(timedelta(seconds=20))
+    assert world.phase == "Progressing"
+    assert world.status["history"][-1]["gates"][0]["message"] == "HTTP 200: pipeline 42 passed"
+    asked = len(world.calls)
+    world.advance(timedelta(minutes=1))
+    assert len(world.calls) == asked, "a passed gate is not asked again"
+
+
+def test_webhook_url_variables_are_url_encoded() -> None:
+    gate = parse_spec(gated("1.0.0", CI_GREEN)).gates[0].kind
+    assert isinstance(gate, WebhookGate)
+    url = webhook_url(gate, "a&b=c", "shop", "1.0/rc?", 3)
+    assert url == "https://ci.example/status/shop/1.0%2Frc%3F?ns=a%26b%3Dc"
+
+
+def test_an_unreachable_webhook_never_passes_and_fails_at_its_timeout() -> None:
+    world = succeeded(gated("1.0.0", []))
+    world.set_spec(gated("1.1.0", CI_GREEN))
+    world.webhooks["ci-green"] = WebhookAnswer(None, error="no answer within 10s")
+    world.settle()
+    message = world.status["gates"][0]["message"]
+    assert message == "GET https://ci.example/status/shop/1.1.0?ns=prod: no answer within 10s"
+    world.advance(timedelta(minutes=59))
+    assert world.phase == "Gating" and world.replicas("shop-api-canary") in (None, 0)
+    world.advance(timedelta(minutes=1))
+    assert (world.phase, world.status["reason"]) == ("Failed", "GateFailed")
+    assert "gate ci-green did not pass within its timeout 1h" in world.status["message"]
+
+
+SMOKE = [
+    {
+        "name": "smoke",
+        "job": {
+            "template": {
+                "metadata": {"labels": {"team": "shop"}},
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "smoke", "image": "shop/smoke:1"}],
+                        }
+                    },
+                },
+            }
+        },
+    }
+]
+
+
+def test_a_job_gate_runs_an_owned_job_and_passes_when_it_succeeds() -> None:
+    world = succeeded(gated("1.0.0", []))
+    world.set_spec(gated("1.1.0", SMOKE))
+    world.settle()
+    assert world.phase == "Gating"
+    (name,) = world.jobs
+    assert name == "shop-gate-smoke-r2"
+    job = world.jobs[name]
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "shop/smoke:1"
+    labels = job["metadata"]["labels"]
+    assert labels["team"] == "shop" and labels["shepherd.dev/revision"] == "2"
+    assert labels["app.kubernetes.io/instance"] == "shop"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert world.status["gates"][0]["message"] == f"job/{name} is running; kubectl logs job/{name}"
+    assert "shop-api-canary" not in world.deployments
+    world.job_outcomes[name] = "succeed"
+    world.settle()
+    assert world.phase == "Progressing"
+    assert world.status["history"][-1]["gates"][0]["message"] == f"job/{name} succeeded"
+    assert list(world.jobs) == [name], "the Job is created once"
+
+
+def test_a_failed_job_fails_the_revision_and_a_retry_runs_it_again() -> None:
+    world = succeeded(gated("1.0.0", []))
+    world.set_spec(gated("1.1.0", SMOKE))
+    world.settle()
+    world.job_outcomes["shop-gate-smoke-r2"] = "fail"
+    world.settle()
+    assert (world.phase, world.status["reason"]) == ("Failed", "GateFailed")
+    assert "gate smoke failed: job/shop-gate-smoke-r2 failed: BackoffLimitExceeded" in world.status["message"]
+    assert "kubectl logs job/shop-gate-smoke-r2" in world.status["message"]
+    assert world.replicas("shop-api") == 4 and "shop-api-canary" not in world.deployments
+    world.annotations[RETRY] = "true"
+    world.settle()
+    assert world.phase == "Gating"
+    assert set(world.jobs) == {"shop-gate-smoke-r2", "shop-gate-smoke-r2-a2"}, "the failed run stays readable"
+    world.job_outcomes["shop-gate-smoke-r2-a2"] = "succeed"
+    world.settle()
+    assert world.phase == "Progressing"
+
+
+def test_no_job_starts_while_the_release_is_paused() -> None:
+    world = succeeded(gated("1.0.0", []))
+    world.set_spec(gated("1.1.0", SMOKE, paused=True))
+    world.settle()
+    assert world.jobs == {}
+    world.set_spec(gated("1.1.0", SMOKE))
+    world.settle()
+    assert list(world.jobs) == ["shop-gate-smoke-r2"]
+
+
+def test_jobs_of_revisions_beyond_the_history_limit_are_deleted() -> None:
+    limit = {"rollback": {"revisionHistoryLimit": 2}}
+    world = World(gated("1.0.0", SMOKE, **limit))
+    world.job_outcomes = {f"shop-gate-smoke-r{number}": "succeed" for number in range(1, 5)}
+    for version in ("1.0.0", "1.1.0", "1.2.0", "1.3.0"):
+        world.set_spec(gated(version, SMOKE, **limit))
+        world.settle()
+        world.annotations[PROMOTE] = "full"
+        world.run_until("Succeeded")
+    assert sorted(world.jobs) == ["shop-gate-smoke-r3", "shop-gate-smoke-r4"]
+    assert sorted(world.revisions) == [3, 4]
+
+
+def test_a_long_job_name_is_shortened_to_a_label_value_and_stays_unique() -> None:
+    first = job_name("a" * 40, "gate-" + "b" * 30, 12, 3)
+    second = job_name("a" * 40, "gate-" + "b" * 30, 13, 3)
+    assert len(first) == 63 and len(second) == 63 and first != second
+    assert first.startswith("a" * 40 + "-gate-bbb")

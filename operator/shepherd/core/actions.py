@@ -37,13 +37,39 @@ class DeleteRevision:
 
 
 @dataclass(frozen=True)
+class CreateJob:
+    """Run a Job; one that exists already is left as it is (Jobs are named per revision and attempt)."""
+
+    manifest: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["metadata"]["name"])
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    """Delete a Job and its pods."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class RemoveAnnotations:
     """Consume manual commands; done before the status write so a command acts at most once."""
 
     keys: tuple[str, ...]
 
 
-Action = ApplyDeployment | DeleteDeployment | RecordRevision | DeleteRevision | RemoveAnnotations
+Action = (
+    ApplyDeployment
+    | DeleteDeployment
+    | RecordRevision
+    | DeleteRevision
+    | CreateJob
+    | DeleteJob
+    | RemoveAnnotations
+)
 
 
 @dataclass(frozen=True)

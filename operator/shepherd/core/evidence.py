@@ -25,7 +25,7 @@ from shepherd.core.analysis import (
     record,
     verdict,
 )
-from shepherd.core.gates import GateResult, metric_gate_queries
+from shepherd.core.gates import GateResult, metric_gate_queries, webhook_calls
 from shepherd.core.model import Needed, Observations, QueryCheck, ReleaseObject
 from shepherd.core.policy import Freeze, Policy
 from shepherd.core.promql import render_query
@@ -52,8 +52,10 @@ def needed(release: ReleaseObject, now: datetime, policy_gates: tuple[Gate, ...]
     gating = rollout.phase is Phase.GATING
     gates = (*spec.gates, *policy_gates)
     where_and_what = (release.namespace, release.name, rollout.version, rollout.revision)
-    gate_queries = metric_gate_queries(gates, *where_and_what) if gating else ()
-    return Needed(measurements, checks, gate_queries)
+    if not gating:
+        return Needed(measurements, checks)
+    queries, calls = metric_gate_queries(gates, *where_and_what), webhook_calls(gates, *where_and_what)
+    return Needed(measurements, checks, queries, calls)
 
 
 @dataclass(frozen=True)

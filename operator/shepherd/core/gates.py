@@ -9,17 +9,28 @@ the canary where it is; a rollback is never held.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from shepherd.core.actions import Event
+from shepherd.core.actions import CreateJob, Event
 from shepherd.core.analysis import QueryOutcome
-from shepherd.core.promql import render_query
-from shepherd.core.spec import ApprovalGate, Gate, MetricGate, ReleaseGate, WindowGate
+from shepherd.core.jobs import job_manifest, job_name, job_outcome
+from shepherd.core.promql import render_query, substitute
+from shepherd.core.spec import (
+    ApprovalGate,
+    Gate,
+    JobGate,
+    MetricGate,
+    ReleaseGate,
+    WebhookGate,
+    WindowGate,
+)
 from shepherd.core.status import Condition, Phase, Rollout
 from shepherd.core.timefmt import format_seconds, format_time, parse_time
+from shepherd.core.workloads import ReleaseRef
 
 GateState = Literal["Pending", "Passed", "Failed"]
 
@@ -34,6 +45,40 @@ class Approval:
     approver: str
     created: datetime | None
     comment: str = ""
+
+
+@dataclass(frozen=True)
+class WebhookCall:
+    """One request the shell makes for a webhook gate; header values come from the Secret, never here."""
+
+    gate: str
+    url: str
+    method: str
+    headers_secret: str | None
+    timeout_seconds: float
+    body: Mapping[str, Any]  # sent as JSON with POST
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    status: int | None  # HTTP status; None when no answer came
+    first_line: str = ""  # of the response body
+    error: str | None = None  # why there was no answer: refused, timed out, TLS, a missing Secret
+
+
+@dataclass(frozen=True)
+class GateInputs:
+    """What the shell observed for the gates of one revision."""
+
+    release: ReleaseRef
+    revision: int
+    attempt: int
+    version: str
+    approvals: Sequence[Approval] = ()
+    releases: Mapping[tuple[str, str], Mapping[str, Any] | None] = field(default_factory=dict)
+    samples: Mapping[str, QueryOutcome] = field(default_factory=dict)  # metric gates' answers
+    webhooks: Mapping[str, WebhookAnswer] = field(default_factory=dict)  # by gate
+    jobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # owned Jobs, by name
 
 
 @dataclass(frozen=True)
@@ -103,20 +148,11 @@ def _creation_order(approval: Approval) -> tuple[bool, datetime, str]:
     return approval.created is None, created, approval.name
 
 
-def evaluate(
-    gate: Gate,
-    *,
-    release: str,
-    namespace: str,
-    revision: int,
-    approvals: Sequence[Approval],
-    releases: Mapping[tuple[str, str], Mapping[str, Any] | None],
-    samples: Mapping[str, QueryOutcome],
-    now: datetime,
-) -> GateResult:
+def evaluate(gate: Gate, inputs: GateInputs, now: datetime) -> GateResult:
     kind = gate.kind
     if isinstance(kind, ApprovalGate):
-        given = counted_approvals(approvals, release, revision)
+        release, revision = inputs.release.name, inputs.revision
+        given = counted_approvals(inputs.approvals, release, revision)
         who = ", ".join(a.approver for a in given) or "nobody yet"
         state: GateState = "Passed" if len(given) >= kind.count else "Pending"
         return GateResult(
@@ -132,8 +168,15 @@ def evaluate(
             f"outside the window {describe_window(kind)}; opens at {format_seconds(opens)}",
         )
     if isinstance(kind, MetricGate):
-        return _metric(gate.name, kind, samples.get(gate.name))
-    return _dependency(gate.name, kind, namespace, releases)
+        return _metric(gate.name, kind, inputs.samples.get(gate.name))
+    if isinstance(kind, WebhookGate):
+        url = webhook_url(
+            kind, inputs.release.namespace, inputs.release.name, inputs.version, inputs.revision
+        )
+        return _webhook(gate.name, kind.method, url, inputs.webhooks.get(gate.name))
+    if isinstance(kind, JobGate):
+        return _job(gate.name, gate_job_name(gate, inputs), inputs)
+    return _dependency(gate.name, kind, inputs.release.namespace, inputs.releases)
 
 
 def _metric(name: str, gate: MetricGate, sample: QueryOutcome | None) -> GateResult:
@@ -148,6 +191,72 @@ def _metric(name: str, gate: MetricGate, sample: QueryOutcome | None) -> GateRes
     if gate.min is not None and sample.value < gate.min:
         return GateResult(name, "Pending", f"{sample.value:.6g} is below min {gate.min:g} ({sample.query})")
     return GateResult(name, "Passed", f"{sample.value:.6g} within limits ({sample.query})")
+
+
+def _webhook(name: str, method: str, url: str, answer: WebhookAnswer | None) -> GateResult:
+    """Only a 2xx passes; an error, a timeout or any other status leaves the gate pending."""
+    if answer is None:
+        return GateResult(name, "Pending", f"waiting for {method} {url} to answer")
+    if answer.status is None:
+        return GateResult(name, "Pending", f"{method} {url}: {answer.error or 'no answer'}")
+    said = f"HTTP {answer.status}" + (f": {answer.first_line}" if answer.first_line else "")
+    return GateResult(name, "Passed" if 200 <= answer.status < 300 else "Pending", said)
+
+
+def _job(name: str, job: str, inputs: GateInputs) -> GateResult:
+    outcome = job_outcome(inputs.jobs.get(job))
+    logs = f"kubectl logs job/{job}"
+    if outcome.state == "Missing":
+        return GateResult(name, "Pending", f"starting job/{job}")
+    if outcome.state == "Running":
+        return GateResult(name, "Pending", f"job/{job} is running; {logs}")
+    if outcome.state == "Succeeded":
+        return GateResult(name, "Passed", f"job/{job} succeeded")
+    return GateResult(name, "Failed", f"job/{job} failed: {outcome.detail or 'no reason given'}; {logs}")
+
+
+def gate_job_name(gate: Gate, inputs: GateInputs) -> str:
+    return job_name(inputs.release.name, f"gate-{gate.name}", inputs.revision, inputs.attempt)
+
+
+def gate_jobs(gates: Sequence[Gate], inputs: GateInputs) -> list[CreateJob]:
+    """The job gates' Jobs not created yet for this attempt of the revision."""
+    creations = []
+    for gate in gates:
+        name = gate_job_name(gate, inputs)
+        if isinstance(gate.kind, JobGate) and name not in inputs.jobs:
+            purpose = f"gate-{gate.name}"
+            manifest = job_manifest(inputs.release, name, purpose, inputs.revision, gate.kind.template)
+            creations.append(CreateJob(manifest))
+    return creations
+
+
+def webhook_calls(
+    gates: Sequence[Gate], namespace: str, release: str, version: str, revision: int
+) -> tuple[WebhookCall, ...]:
+    """Each webhook gate's request with the variables filled in, for the shell to make."""
+    body = {"namespace": namespace, "release": release, "version": version, "revision": revision}
+    return tuple(
+        WebhookCall(
+            g.name,
+            webhook_url(g.kind, namespace, release, version, revision),
+            g.kind.method,
+            g.kind.headers_secret,
+            g.kind.timeout.total_seconds(),
+            {**body, "gate": g.name},
+        )
+        for g in gates
+        if isinstance(g.kind, WebhookGate)
+    )
+
+
+def webhook_url(gate: WebhookGate, namespace: str, release: str, version: str, revision: int) -> str:
+    values = {"namespace": namespace, "release": release, "version": version, "revision": str(revision)}
+    return substitute(gate.url, values, _url_component)
+
+
+def _url_component(value: str) -> str:
+    return quote(value, safe="")
 
 
 def metric_gate_queries(

@@ -23,7 +23,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from shepherd.core.actions import Action, Event, RemoveAnnotations
+from shepherd.core.actions import Action, DeleteJob, Event, RemoveAnnotations
 from shepherd.core.analysis import current_stage, due_measurements, next_measurement_at
 from shepherd.core.evidence import (
     RECHECK_PROMETHEUS,
@@ -35,19 +35,22 @@ from shepherd.core.evidence import (
     stage_verdict,
 )
 from shepherd.core.gates import (
+    GateInputs,
     GateResult,
     audit,
     closed_windows,
     evaluate,
     gate_events,
+    gate_jobs,
     gate_status,
     gates_condition,
     next_window_change,
 )
+from shepherd.core.jobs import stale_jobs
 from shepherd.core.model import Decision, Observations, ReleaseObject
 from shepherd.core.policy import active_freezes, applicable, freeze_changes, policy_gates
 from shepherd.core.report import describe, format_duration
-from shepherd.core.revisions import revision_records, select_revision
+from shepherd.core.revisions import retained_revisions, revision_records, select_revision
 from shepherd.core.spec import (
     AnalysisStep,
     MetricGate,
@@ -56,6 +59,7 @@ from shepherd.core.spec import (
     RevisionContent,
     SetWeight,
     SpecError,
+    WebhookGate,
     WindowGate,
     content_of,
     parse_release_name,
@@ -100,19 +104,20 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     policies = tuple(applicable(observed.policies, observed.namespace_labels))
     gate_specs = (*spec.gates, *policy_gates(policies))
     freezes = tuple(active_freezes(policies, now))
-    gate_results = tuple(
-        evaluate(
-            gate,
-            release=release.name,
-            namespace=release.namespace,
-            revision=rollout.revision,
-            approvals=observed.approvals,
-            releases=observed.releases,
-            samples=observed.gate_samples,
-            now=now,
-        )
-        for gate in gate_specs
-    ) + tuple(GateResult(f"freeze/{f.policy}", "Pending", f.describe()) for f in freezes)
+    gate_inputs = GateInputs(
+        release.ref,
+        rollout.revision,
+        rollout.attempt,
+        rollout.version,
+        observed.approvals,
+        observed.releases,
+        observed.gate_samples,
+        observed.webhooks,
+        observed.jobs,
+    )
+    gate_results = tuple(evaluate(gate, gate_inputs, now) for gate in gate_specs) + tuple(
+        GateResult(f"freeze/{f.policy}", "Pending", f.describe()) for f in freezes
+    )
     evidence = Evidence(run, check, gate_results, gate_specs, policies, freezes)
 
     # Gates are judged while gating; after that, status keeps the verdict that let the revision start.
@@ -130,6 +135,10 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     if consumed:
         actions.append(RemoveAnnotations(consumed))
     actions.extend(revision_records(release, rollout, spec, content, observed))
+    if rollout.phase is Phase.GATING and not spec.paused:
+        actions.extend(gate_jobs(gate_specs, gate_inputs))
+    retained = retained_revisions(rollout, spec, observed)
+    actions.extend(DeleteJob(name) for name in stale_jobs(observed.jobs, retained))
     actions.extend(plan.actions)
     conditions = rollout_conditions(rollout, check.error)
     if spec.analysis is not None:
@@ -385,7 +394,8 @@ def _progress(
 def _gate(
     rollout: Rollout, spec: ReleaseSpec, evidence: Evidence, now: datetime, events: list[Event]
 ) -> Rollout:
-    """All gates pass together before any traffic moves; a gate past its timeout fails the revision."""
+    """All gates pass together before any traffic moves; a gate that fails, or is still pending past
+    its timeout, fails the revision."""
     waiting = [result for result in evidence.gates if result.state != "Passed"]
     if not waiting:
         passed = tuple(audit(result, now) for result in evidence.gates)
@@ -395,11 +405,16 @@ def _gate(
     timeouts = {gate.name: gate.timeout for gate in evidence.gate_specs if gate.timeout is not None}
     for result in waiting:
         timeout = timeouts.get(result.name)
-        if timeout is not None and rollout.phase_since is not None and now >= rollout.phase_since + timeout:
-            message = (
-                f"revision {rollout.revision} ({rollout.version}) failed: gate {result.name} did not pass "
-                f"within its timeout {format_duration(timeout)}: {result.message}"
+        why = None
+        if result.state == "Failed":
+            why = f"gate {result.name} failed: {result.message}"
+        elif timeout is not None and rollout.phase_since is not None and now >= rollout.phase_since + timeout:
+            why = (
+                f"gate {result.name} did not pass within its timeout {format_duration(timeout)}: "
+                f"{result.message}"
             )
+        if why is not None:
+            message = f"revision {rollout.revision} ({rollout.version}) failed: {why}"
             failed = rollout.finish("Failed", "GateFailed", now, message)
             return _enter(failed, Phase.FAILED, "GateFailed", now, events, message=message)
     return rollout
@@ -522,6 +537,24 @@ def _enter(
 # --- reporting ---------------------------------------------------------------------------------
 
 
+def _polled_gates(evidence: Evidence, now: datetime) -> list[datetime]:
+    """Prometheus and webhooks change without telling anyone: ask again soon, at once for a first
+    answer. A gate that passed is not asked again."""
+    pending = {r.name: r.message for r in evidence.gates if r.state == "Pending"}
+    moments = []
+    for gate in evidence.gate_specs:
+        if gate.name not in pending:
+            continue
+        if isinstance(gate.kind, MetricGate):
+            interval = METRIC_GATE_POLL
+        elif isinstance(gate.kind, WebhookGate):
+            interval = gate.kind.interval
+        else:
+            continue
+        moments.append(now if pending[gate.name].startswith("waiting for") else now + interval)
+    return moments
+
+
 def _wake_at(
     release: ReleaseObject,
     rollout: Rollout,
@@ -538,13 +571,7 @@ def _wake_at(
         moments.extend(freeze_changes(evidence.policies, now))
     if rollout.phase is Phase.GATING and rollout.phase_since is not None:
         moments.extend(rollout.phase_since + g.timeout for g in evidence.gate_specs if g.timeout is not None)
-        metric_gates = [g.name for g in evidence.gate_specs if isinstance(g.kind, MetricGate)]
-        if metric_gates:
-            # Prometheus changes without telling anyone: ask again soon, at once for a first answer.
-            unanswered = any(
-                r.name in metric_gates and r.message.startswith("waiting for") for r in evidence.gates
-            )
-            moments.append(now if unanswered else now + METRIC_GATE_POLL)
+        moments.extend(_polled_gates(evidence, now))
     if rollout.phase is Phase.PENDING and not spec.paused and evidence.check.waiting:
         # Queries get checked on the next pass; if Prometheus could not be reached, try again shortly.
         unreachable = evidence.check.waiting.startswith("waiting for Prometheus")

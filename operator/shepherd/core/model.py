@@ -9,7 +9,7 @@ from typing import Any
 
 from shepherd.core.actions import Action, Event
 from shepherd.core.analysis import Measurement, MeasurementRequest, QueryOutcome
-from shepherd.core.gates import Approval
+from shepherd.core.gates import Approval, WebhookAnswer, WebhookCall
 from shepherd.core.spec import RevisionContent
 from shepherd.core.workloads import ReleaseRef
 
@@ -57,15 +57,18 @@ class Observations:
     policies: tuple[Mapping[str, Any], ...] = ()  # every ReleasePolicy
     namespace_labels: Mapping[str, str] = field(default_factory=dict)  # for their namespaceSelectors
     gate_samples: Mapping[str, QueryOutcome] = field(default_factory=dict)  # metric gates' answers, by gate
+    webhooks: Mapping[str, WebhookAnswer] = field(default_factory=dict)  # webhook gates' answers, by gate
+    jobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # live Jobs owned by the Release
 
 
 @dataclass(frozen=True)
 class Needed:
-    """What the shell must ask Prometheus before calling decide."""
+    """What the shell must ask Prometheus and webhooks before calling decide."""
 
     measurements: tuple[MeasurementRequest, ...] = ()
     query_checks: tuple[QueryCheck, ...] = ()
     gate_queries: tuple[tuple[str, str], ...] = ()  # (metric gate, rendered query) while gating
+    webhook_calls: tuple[WebhookCall, ...] = ()  # webhook gates' requests while gating
 
 
 @dataclass(frozen=True)

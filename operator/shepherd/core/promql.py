@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 VARIABLES = ("namespace", "release", "component", "version", "revision", "role")
 
@@ -76,13 +76,18 @@ def render_query(template: str, values: Mapping[str, str]) -> str:
 
     Raises UnknownVariable for a name outside VARIABLES, MissingVariable for one without a value.
     """
+    return substitute(template, values, escape_string_literal)
 
-    def substitute(match: re.Match[str]) -> str:
+
+def substitute(template: str, values: Mapping[str, str], escape: Callable[[str], str]) -> str:
+    """The template with each `{{name}}` replaced by `escape` of its value (a URL needs other escaping)."""
+
+    def replacement(match: re.Match[str]) -> str:
         name = match.group(1).strip()
         if name not in VARIABLES:
             raise UnknownVariable(name)
         if name not in values:
             raise MissingVariable(name)
-        return escape_string_literal(values[name])
+        return escape(values[name])
 
-    return _PLACEHOLDER.sub(substitute, template)
+    return _PLACEHOLDER.sub(replacement, template)

@@ -83,12 +83,17 @@ def revision_records(
         and rollout.revision_hash == content.hash
     ):
         actions.append(RecordRevision(revision_record(release, rollout.revision, content)))
-    keep = sorted(observed.revisions, reverse=True)[: spec.revision_history_limit]
-    protected = {rollout.revision, rollout.stable_revision}
+    retained = retained_revisions(rollout, spec, observed)
     for number in sorted(observed.revisions):
-        if number not in keep and number not in protected:
+        if number not in retained:
             actions.append(DeleteRevision(revision_record_name(release.name, number)))
     return actions
+
+
+def retained_revisions(rollout: Rollout, spec: ReleaseSpec, observed: Observations) -> set[int]:
+    """The newest revisionHistoryLimit recorded revisions, and always the current and stable ones."""
+    newest = sorted(observed.revisions, reverse=True)[: spec.revision_history_limit]
+    return {*newest, rollout.revision, rollout.stable_revision}
 
 
 def revision_record_name(release: str, number: int) -> str:

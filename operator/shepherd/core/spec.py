@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import time, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import durationpy
@@ -153,9 +154,31 @@ class ReleaseGate:
 
 
 @dataclass(frozen=True)
+class WebhookGate:
+    """Pass while an HTTP endpoint (a CI status, a change ticket) answers 2xx."""
+
+    url: str  # may hold {{namespace}}, {{release}}, {{version}}, {{revision}}
+    method: str  # GET or POST
+    headers_secret: str | None  # a Secret whose keys are header names and values header values
+    timeout: timedelta  # of one request
+    interval: timedelta  # between requests while the gate is pending
+
+
+@dataclass(frozen=True)
+class JobGate:
+    """Pass when a Job the operator runs for the revision succeeds; fail when it fails."""
+
+    template: Mapping[str, Any]  # JobTemplateSpec
+
+
+GateKind = ApprovalGate | WindowGate | MetricGate | WebhookGate | JobGate | ReleaseGate
+GATE_KINDS = ("approval", "window", "metric", "webhook", "job", "release")
+
+
+@dataclass(frozen=True)
 class Gate:
     name: str
-    kind: ApprovalGate | WindowGate | MetricGate | ReleaseGate
+    kind: GateKind
     timeout: timedelta | None
 
 
@@ -554,17 +577,21 @@ def parse_gates(raw: Any, path: str = "spec.gates") -> tuple[Gate, ...]:
             raise SpecError(f"{field}.name", f"{name!r} must be a DNS label: lowercase a-z 0-9 and -")
         if any(g.name == name for g in gates):
             raise SpecError(f"{field}.name", f"duplicate gate name {name!r}")
-        kinds = [k for k in ("approval", "window", "metric", "release") if k in item]
+        kinds = [k for k in GATE_KINDS if k in item]
         if len(kinds) != 1:
-            raise SpecError(field, "each gate sets exactly one of approval, window, metric, release")
+            raise SpecError(field, f"each gate sets exactly one of {', '.join(GATE_KINDS)}")
         body = _mapping(item[kinds[0]], f"{field}.{kinds[0]}")
-        kind: ApprovalGate | WindowGate | MetricGate | ReleaseGate
+        kind: GateKind
         if kinds == ["approval"]:
             kind = ApprovalGate(_count(body.get("count"), f"{field}.approval.count", 1, 1))
         elif kinds == ["window"]:
             kind = parse_window(body, f"{field}.window")
         elif kinds == ["metric"]:
             kind = _metric_gate(body, f"{field}.metric")
+        elif kinds == ["webhook"]:
+            kind = _webhook_gate(body, f"{field}.webhook")
+        elif kinds == ["job"]:
+            kind = JobGate(job_template(body.get("template"), f"{field}.job.template"))
         else:
             kind = _release_gate(body, f"{field}.release")
         timeout = item.get("timeout")
@@ -622,3 +649,56 @@ def _metric_gate(body: Mapping[str, Any], field: str) -> MetricGate:
     if low is not None and high is not None and low > high:
         raise SpecError(f"{field}.min", f"min {low:g} is above max {high:g}")
     return MetricGate(query, low, high)
+
+
+WEBHOOK_METHODS = ("GET", "POST")
+WEBHOOK_VARIABLES = ("namespace", "release", "version", "revision")
+DEFAULT_WEBHOOK_TIMEOUT = timedelta(seconds=10)
+DEFAULT_WEBHOOK_INTERVAL = timedelta(seconds=30)
+
+
+def _webhook_gate(body: Mapping[str, Any], field: str) -> WebhookGate:
+    url = body.get("url")
+    parsed = urlsplit(url) if isinstance(url, str) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise SpecError(f"{field}.url", f"must be an absolute http:// or https:// URL, not {url!r}")
+    unknown = sorted(template_variables(str(url)) - set(WEBHOOK_VARIABLES))
+    if unknown:
+        raise SpecError(
+            f"{field}.url",
+            f"unknown variable {{{{{unknown[0]}}}}}; allowed: {', '.join(WEBHOOK_VARIABLES)}",
+        )
+    method = body.get("method", "GET")
+    if method not in WEBHOOK_METHODS:
+        raise SpecError(f"{field}.method", f"must be one of {', '.join(WEBHOOK_METHODS)}, not {method!r}")
+    secret_ref = _mapping(body.get("headersSecretRef"), f"{field}.headersSecretRef")
+    secret = secret_ref.get("name")
+    referenced = body.get("headersSecretRef") is not None
+    if referenced and (not isinstance(secret, str) or not secret):
+        raise SpecError(f"{field}.headersSecretRef.name", "must name a Secret in the Release's namespace")
+    timeout, interval = (
+        _positive_duration(body.get(key), f"{field}.{key}", default)
+        for key, default in (("timeout", DEFAULT_WEBHOOK_TIMEOUT), ("interval", DEFAULT_WEBHOOK_INTERVAL))
+    )
+    return WebhookGate(str(url), str(method), str(secret) if referenced else None, timeout, interval)
+
+
+def _positive_duration(value: Any, field: str, default: timedelta) -> timedelta:
+    if value is None:
+        return default
+    parsed = parse_duration(value, field)
+    if parsed <= timedelta(0):
+        raise SpecError(field, "must be longer than 0s")
+    return parsed
+
+
+def job_template(raw: Any, field: str) -> Mapping[str, Any]:
+    """A JobTemplateSpec with at least one container; the API server checks the rest on create."""
+    template = _mapping(raw, field)
+    job_spec = _mapping(template.get("spec"), f"{field}.spec")
+    pod_template = _mapping(job_spec.get("template"), f"{field}.spec.template")
+    pod = _mapping(pod_template.get("spec"), f"{field}.spec.template.spec")
+    containers = pod.get("containers")
+    if not isinstance(containers, Sequence) or isinstance(containers, str) or not containers:
+        raise SpecError(f"{field}.spec.template.spec.containers", "a Job needs at least one container")
+    return template
