@@ -12,6 +12,7 @@ Run it with `serve()` inside an event loop, or with `LocalAPIThread` from synchr
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import copy
@@ -61,6 +62,7 @@ INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
 CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
+SECRETS = kmock.resource("", "v1", "secrets")
 # What a client cannot change in an update: the identity, the versions and the deletion mark.
 SERVER_OWNED_METADATA = (
     "name",
@@ -955,6 +957,12 @@ class LocalKubernetes(kmock.KubernetesEmulator):
                 raise api_error(422, "Invalid", f"{message}: spec: Required value: {error}") from error
         if resource == NAMESPACES:
             obj["status"] = {"phase": "Active"}
+        if resource == SECRETS and "stringData" in obj:
+            # Gap: a real server merges a Secret's write-only stringData into data, base64-encoded.
+            encoded = {
+                k: base64.b64encode(str(v).encode()).decode() for k, v in obj.pop("stringData").items()
+            }
+            obj["data"] = {**(obj.get("data") or {}), **encoded}
         crd_name = self._crd_names.get(resource)
         if crd_name is not None and self.validate_custom_object is not None:
             crd = self._live((CRDS, None, crd_name))

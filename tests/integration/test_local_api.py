@@ -796,3 +796,17 @@ def test_built_in_resources_print_as_name_and_age(local_api, core):
 
     assert [c["name"] for c in printed["columnDefinitions"]] == ["Name", "Age"]
     assert printed["rows"][0]["cells"][0] == "a"
+
+
+def test_a_secret_written_with_string_data_stores_it_base64_encoded_in_data(kubectl, core):
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "token"},
+        "data": {"user": "YWxpY2U="},
+        "stringData": {"password": "s3cret"},
+    }
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(secret))
+    stored = json.loads(kubectl("get", "secret", "token", "-o", "json").stdout)
+    assert stored["data"] == {"user": "YWxpY2U=", "password": "czNjcmV0"}
+    assert "stringData" not in stored
