@@ -102,6 +102,7 @@ def test_the_cluster_role_grants_only_what_the_operator_uses(chart: helm.Chart) 
         ("shepherd.dev", "releasepolicies"): {"get", "list", "watch"},
         ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
         ("apps", "controllerrevisions"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("batch", "jobs"): {"list", "watch", "create", "delete"},
         ("", "events"): {"create", "patch"},
         ("", "secrets"): {"get"},
         # What Kopf itself needs: peering, and observing CRDs and namespaces (list, watch); Shepherd reads a
