@@ -23,6 +23,7 @@ import os
 import pathlib
 import random
 import re
+import ssl
 import tempfile
 import threading
 import urllib.error
@@ -37,6 +38,7 @@ import attrs
 import jsonpatch
 import jsonpointer
 import kmock
+import trustme
 import yaml
 
 Json = dict[str, Any]
@@ -58,11 +60,15 @@ Violation = tuple[str, str] | FieldViolation
 CustomObjectValidator = Callable[[Mapping[str, Any], Mapping[str, Any]], Iterable[Violation]]
 
 CONTEXT_NAME = "shepherd-local"
+# The user of the default context, and of requests without a token, as kind names its cluster admin.
+ADMIN_USER = "kubernetes-admin"
+ADMIN_TOKEN = "shepherd-local-token"
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
 CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 SECRETS = kmock.resource("", "v1", "secrets")
+SELF_SUBJECT_REVIEWS = kmock.resource("authentication.k8s.io", "v1", "selfsubjectreviews")
 # What a client cannot change in an update: the identity, the versions and the deletion mark.
 SERVER_OWNED_METADATA = (
     "name",
@@ -631,10 +637,12 @@ class LocalKubernetes(kmock.KubernetesEmulator):
 
     `validate_custom_object(crd, obj)` is the schema admission of custom resources: it returns the
     violations (field path and message) of `obj` against its CRD; any violation rejects the write with 422.
+    `users` maps bearer tokens to user names, for SelfSubjectReview (`kubectl auth whoami`).
     """
 
     validate_custom_object: CustomObjectValidator | None = None
     retained_changes: int = 1_000
+    users: Mapping[str, str] = attrs.field(factory=dict)
     _revision: int = attrs.field(default=0, init=False)
     _changes: collections.deque[Change] = attrs.field(init=False)
     _watchers: set[asyncio.Queue[Change | None]] = attrs.field(factory=set, init=False)
@@ -760,6 +768,8 @@ class LocalKubernetes(kmock.KubernetesEmulator):
     async def _serve_resource(
         self, request: aiohttp.web.BaseRequest, target: Target
     ) -> aiohttp.web.StreamResponse:
+        if target.resource == SELF_SUBJECT_REVIEWS and target.name is None and request.method == "POST":
+            return aiohttp.web.json_response(self._self_subject_review(request.headers), status=201)
         if target.resource not in self._resources or (
             target.namespace is not None and not self._resources[target.resource].namespaced
         ):
@@ -790,6 +800,26 @@ class LocalKubernetes(kmock.KubernetesEmulator):
             case "DELETE", str():
                 return 200, self._delete(*self._existing(target))
         raise api_error(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    def _self_subject_review(self, headers: Mapping[str, str]) -> Json:
+        # Gap: kmock authenticates nobody and has no authentication.k8s.io. Here a bearer token names its
+        # user (`users`, plus the default kubeconfig's admin token), no token is the admin (as kind's client
+        # certificate is), and an unknown token is 401. Only this review authenticates: other requests
+        # are served to anyone, as before. The request body is not read: kubectl may send it as protobuf.
+        scheme, _, token = headers.get("Authorization", "").partition(" ")
+        users = {ADMIN_TOKEN: ADMIN_USER} | dict(self.users)
+        if not token:
+            username = ADMIN_USER
+        elif scheme.lower() == "bearer" and token in users:
+            username = users[token]
+        else:
+            raise api_error(401, "Unauthorized", "Unauthorized")
+        return {
+            "kind": "SelfSubjectReview",
+            "apiVersion": api_version(SELF_SUBJECT_REVIEWS),
+            "metadata": {"creationTimestamp": now_rfc3339()},
+            "status": {"userInfo": {"username": username, "groups": ["system:authenticated"]}},
+        }
 
     # Reads.
 
@@ -1175,9 +1205,26 @@ async def next_change(queue: asyncio.Queue[Change | None], deadline: float | Non
 
 
 @dataclasses.dataclass(frozen=True)
+class SecureEndpoint:
+    """The same API over HTTPS, with the PEM certificate of the throwaway CA that signed its certificate."""
+
+    url: str
+    certificate_authority: bytes
+
+
+@dataclasses.dataclass(frozen=True)
 class LocalAPI:
     url: str
     emulator: LocalKubernetes
+    secure: SecureEndpoint | None = None
+
+
+def server_tls(host: str) -> tuple[ssl.SSLContext, bytes]:
+    """A server TLS context for `host`, and the PEM certificate of the CA that signed it."""
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert(host).configure_cert(context)
+    return context, authority.cert_pem.bytes()
 
 
 @contextlib.asynccontextmanager
@@ -1187,13 +1234,16 @@ async def serve(
     port: int = 0,
     validate_custom_object: CustomObjectValidator | None = None,
     retained_changes: int = 1_000,
+    users: Mapping[str, str] | None = None,
 ) -> AsyncIterator[LocalAPI]:
     """Serve a fresh local API over HTTP in the running event loop until the context exits.
 
-    `retained_changes` is how many changes a watch can resume from (older: 410 Expired).
+    `retained_changes` is how many changes a watch can resume from (older: 410 Expired). `users` maps
+    bearer tokens to the user names they authenticate (besides the admin of the default context); with
+    users, the API is also served over HTTPS (`LocalAPI.secure`), where kubectl sends them.
     """
     emulator = LocalKubernetes(
-        validate_custom_object=validate_custom_object, retained_changes=retained_changes
+        validate_custom_object=validate_custom_object, retained_changes=retained_changes, users=users or {}
     )
     # aiohttp's own server, not kmock.Server: that one patches aiohttp's resolver process-wide.
     runner = aiohttp.web.ServerRunner(aiohttp.web.Server(emulator, handler_cancellation=True))
@@ -1201,7 +1251,14 @@ async def serve(
         await runner.setup()
         try:
             await aiohttp.web.TCPSite(runner, host, port).start()
-            yield LocalAPI(url=f"http://{host}:{runner.addresses[0][1]}", emulator=emulator)
+            url, secure = f"http://{host}:{runner.addresses[0][1]}", None
+            if users:
+                # Gap: kubectl sends credentials only to an https:// server (client-go's clientcmd reads a
+                # user's token only for TLS), so the users' tokens need the API over TLS as well.
+                context, certificate_authority = server_tls(host)
+                await aiohttp.web.TCPSite(runner, host, 0, ssl_context=context).start()
+                secure = SecureEndpoint(f"https://{host}:{runner.addresses[1][1]}", certificate_authority)
+            yield LocalAPI(url=url, emulator=emulator, secure=secure)
         finally:
             emulator.close_watches()
             await runner.cleanup()
@@ -1212,6 +1269,7 @@ class LocalAPIThread:
 
     Usable from synchronous code: `with LocalAPIThread() as api: subprocess.run(["kubectl", ...],
     env={"KUBECONFIG": str(api.kubeconfig_path)})`. `call(coroutine)` runs a coroutine in the API's loop.
+    With `users={"token-alice": "alice"}`, the kubeconfig also has a context `alice` that uses that token.
     """
 
     def __init__(
@@ -1222,12 +1280,15 @@ class LocalAPIThread:
         validate_custom_object: CustomObjectValidator | None = None,
         retained_changes: int = 1_000,
         kubeconfig_path: str | os.PathLike[str] | None = None,
+        users: Mapping[str, str] | None = None,
     ) -> None:
+        self._users = dict(users or {})
         self._server = serve(
             host=host,
             port=port,
             validate_custom_object=validate_custom_object,
             retained_changes=retained_changes,
+            users=self._users,
         )
         self._kubeconfig_path = pathlib.Path(kubeconfig_path) if kubeconfig_path is not None else None
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
@@ -1249,7 +1310,7 @@ class LocalAPIThread:
         if self._kubeconfig_path is None:
             self._temporary = tempfile.TemporaryDirectory(prefix="shepherd-local-api-")
             self._kubeconfig_path = pathlib.Path(self._temporary.name) / "kubeconfig"
-        write_kubeconfig(self._kubeconfig_path, self.url)
+        write_kubeconfig(self._kubeconfig_path, self.url, users=self._users, secure=self._running().secure)
         return self
 
     def __exit__(
@@ -1300,19 +1361,48 @@ class LocalAPIThread:
         return self._api
 
 
-def write_kubeconfig(path: str | os.PathLike[str], url: str, *, namespace: str = "default") -> pathlib.Path:
-    """A kubeconfig whose current context `shepherd-local` points at `url` with a token user."""
+def write_kubeconfig(
+    path: str | os.PathLike[str],
+    url: str,
+    *,
+    namespace: str = "default",
+    users: Mapping[str, str] | None = None,
+    secure: SecureEndpoint | None = None,
+) -> pathlib.Path:
+    """A kubeconfig whose current context `shepherd-local` points at `url` as the admin.
+
+    Each token of `users` (token -> user name) gets a user and a context, both named after its user, on
+    the `secure` endpoint if given (kubectl sends tokens only over TLS), else on `url`.
+    """
+    clusters = [{"name": CONTEXT_NAME, "cluster": {"server": url, "insecure-skip-tls-verify": True}}]
+    if secure is not None:
+        authority = base64.b64encode(secure.certificate_authority).decode()
+        clusters.append(
+            {
+                "name": f"{CONTEXT_NAME}-tls",
+                "cluster": {"server": secure.url, "certificate-authority-data": authority},
+            }
+        )
+    tokens = {CONTEXT_NAME: ADMIN_TOKEN} | {username: token for token, username in (users or {}).items()}
+    # The admin's context on the plain URL as before; the users' on TLS if there is one.
+    users_cluster = clusters[-1]["name"]
+    contexts = [
+        {
+            "name": name,
+            "context": {
+                "cluster": CONTEXT_NAME if name == CONTEXT_NAME else users_cluster,
+                "user": name,
+                "namespace": namespace,
+            },
+        }
+        for name in tokens
+    ]
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": CONTEXT_NAME, "cluster": {"server": url, "insecure-skip-tls-verify": True}}],
-        "users": [{"name": CONTEXT_NAME, "user": {"token": "shepherd-local-token"}}],
-        "contexts": [
-            {
-                "name": CONTEXT_NAME,
-                "context": {"cluster": CONTEXT_NAME, "user": CONTEXT_NAME, "namespace": namespace},
-            }
-        ],
+        "clusters": clusters,
+        "users": [{"name": name, "user": {"token": token}} for name, token in tokens.items()],
+        "contexts": contexts,
         "current-context": CONTEXT_NAME,
     }
     target = pathlib.Path(path)

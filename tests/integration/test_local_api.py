@@ -9,6 +9,7 @@ import json
 import re
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -238,6 +239,69 @@ def test_kubectl_delete_removes_the_object(kubectl, widgets):
 
     assert missing.returncode == 1
     assert missing.stderr.strip() == f'Error from server (NotFound): {PLURAL}.{GROUP} "x" not found'
+
+
+# Who a request comes from.
+
+USERS = {"token-alice": "alice@example.com", "token-bob": "bob"}
+SELF_SUBJECT_REVIEWS = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+
+
+@pytest.mark.local_api(users=USERS)
+def test_kubectl_auth_whoami_names_the_user_of_each_context(kubectl):
+    def whoami(*context: str) -> str:
+        return kubectl("auth", "whoami", *context, "-o", "jsonpath={.status.userInfo.username}").stdout
+
+    assert whoami("--context", "alice@example.com") == "alice@example.com"
+    assert whoami("--context", "bob") == "bob"
+    assert whoami() == "kubernetes-admin"
+    as_table = kubectl("auth", "whoami", "--context", "bob").stdout.split()
+    assert as_table == ["ATTRIBUTE", "VALUE", "Username", "bob", "Groups", "[system:authenticated]"]
+
+
+@pytest.mark.local_api(users=USERS)
+def test_the_users_contexts_reach_the_api_over_verified_tls(local_api):
+    config = yaml.safe_load(local_api.kubeconfig_path.read_text())
+    clusters = {c["name"]: c["cluster"] for c in config["clusters"]}
+    contexts = {c["name"]: c["context"] for c in config["contexts"]}
+
+    secure = clusters[contexts["bob"]["cluster"]]
+    assert secure["server"].startswith("https://") and "certificate-authority-data" in secure
+    assert clusters[contexts[config["current-context"]]["cluster"]]["server"] == local_api.url
+    path = str(local_api.kubeconfig_path)
+    client = kubernetes.config.new_client_from_config(config_file=path, context="bob")
+    with client:
+        assert CoreV1Api(client).read_namespace("default").metadata.name == "default"
+
+
+@pytest.mark.parametrize(
+    ("authorization", "code", "username"),
+    [
+        ({"Authorization": "Bearer token-bob"}, 201, "bob"),
+        ({"Authorization": "Bearer shepherd-local-token"}, 201, "kubernetes-admin"),
+        ({}, 201, "kubernetes-admin"),
+        ({"Authorization": "Bearer stolen"}, 401, None),
+    ],
+)
+@pytest.mark.local_api(users=USERS)
+def test_a_self_subject_review_answers_the_user_of_the_bearer_token(local_api, authorization, code, username):
+    request = urllib.request.Request(
+        local_api.url + SELF_SUBJECT_REVIEWS,
+        data=json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", **authorization},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answered, body = response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        answered, body = error.code, json.load(error)
+
+    assert answered == code
+    if username is None:
+        assert body["reason"] == "Unauthorized"
+    else:
+        assert body["kind"] == "SelfSubjectReview" and body["status"]["userInfo"]["username"] == username
 
 
 # Schema admission.
