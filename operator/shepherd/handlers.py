@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 
 from shepherd.core.workloads import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
-from shepherd.kube import GROUP, PLURAL, VERSION, KubeAPI, ReleaseKey
+from shepherd.kube import APPROVALS, GROUP, PLURAL, VERSION, KubeAPI, ReleaseKey
 from shepherd.metrics import OperatorMetrics
 from shepherd.reconcile import reconcile
 
@@ -160,7 +160,7 @@ async def policy_changed(memo: Any, **_: Any) -> None:
     memo.runtime.wake_all()
 
 
-@kopf.on.event(GROUP, VERSION, "releaseapprovals", registry=REGISTRY)
+@kopf.on.event(GROUP, VERSION, APPROVALS, registry=REGISTRY)
 async def approval_changed(namespace: str | None, spec: kopf.Spec, memo: Any, **_: Any) -> None:
     release = spec.get("release")
     if namespace and release:

@@ -36,6 +36,7 @@ from shepherd.core.workloads import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 GROUP = "shepherd.dev"
 VERSION = "v1alpha1"
 PLURAL = "releases"
+APPROVALS = "releaseapprovals"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
@@ -129,7 +130,7 @@ class KubeAPI:
         try:
             listed = self._json(
                 self._custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "releaseapprovals", _preload_content=False
+                    GROUP, VERSION, namespace, APPROVALS, _preload_content=False
                 )
             )
         except ApiException as error:

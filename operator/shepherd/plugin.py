@@ -6,7 +6,9 @@ are the same annotations `kubectl annotate` would set, so both ways are equal.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,16 +25,22 @@ from rich.markup import escape
 from rich.table import Table
 from urllib3.exceptions import HTTPError
 
-from shepherd.kube import GROUP, MERGE_PATCH, PLURAL, VERSION, load_configuration
+from shepherd.kube import APPROVALS, GROUP, MERGE_PATCH, PLURAL, VERSION, load_configuration
 
 console = Console(highlight=False)
 SETTLED = frozenset({"Succeeded", "RolledBack", "Failed"})
 WATCH_INTERVAL_SECONDS = 1.0
 MEASUREMENTS_SHOWN = 5
+# Phases in which an approval of the current revision can still let it through: before and while gating,
+# and after a failure (a retry gates the revision again).
+APPROVAL_MATTERS = frozenset({"", "Pending", "Gating", "RolledBack", "Failed"})
+NAME_LIMIT = 63  # A DNS-1123 label: the name also fits a label value.
+HASH_LENGTH = 8
 
 
 @dataclass
 class Target:
+    client: kubernetes.client.ApiClient
     custom: Any
     namespace: str
 
@@ -59,8 +67,9 @@ def main(ctx: click.Context, namespace: str | None, context: str | None, kubecon
         configuration = load_configuration(kubeconfig, context)
     except (kubernetes.config.ConfigException, FileNotFoundError) as error:
         raise click.ClickException(f"no cluster configured: {error}") from None
-    custom = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(configuration))
-    ctx.obj = Target(custom, namespace or _namespace_of_context(kubeconfig, context))
+    client = kubernetes.client.ApiClient(configuration)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    ctx.obj = Target(client, custom, namespace or _namespace_of_context(kubeconfig, context))
 
 
 def _get(target: Target, name: str) -> dict[str, Any]:
@@ -252,3 +261,142 @@ def abort(target: Target, name: str) -> None:
 def retry(target: Target, name: str) -> None:
     """Start a RolledBack or Failed revision again."""
     _annotate(target, name, "retry", "true")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--comment", default="", help='Why you approve, e.g. "dashboards look fine".')
+@click.option(
+    "--revision",
+    type=click.IntRange(min=1),
+    help="The revision you reviewed: refused if the Release is at another one (default: its current one).",
+)
+@click.pass_obj
+def approve(target: Target, name: str, comment: str, revision: int | None) -> None:
+    """Approve the Release's current revision as yourself (a ReleaseApproval naming you)."""
+    state = _get(target, name).get("status") or {}
+    try:
+        approved = revision_to_approve(name, state.get("revision"), revision)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    user = _whoami(target)
+    approval = approval_manifest(target.namespace, name, approved, user, comment)
+    phase = str(state.get("phase") or "")
+    if phase not in APPROVAL_MATTERS:
+        click.echo(
+            f"warning: revision {approved} of release {name} is past its gates ({phase}): "
+            "the approval changes nothing",
+            err=True,
+        )
+    _create_approval(target, approval)
+
+
+def approval_manifest(namespace: str, release: str, revision: int, user: str, comment: str) -> dict[str, Any]:
+    """The ReleaseApproval of `user` for one revision, with its deterministic name."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ReleaseApproval",
+        "metadata": {"name": approval_name(release, revision, user), "namespace": namespace},
+        "spec": {"release": release, "revision": revision, "approver": user}
+        | ({"comment": comment} if comment else {}),
+    }
+
+
+def revision_to_approve(release: str, current: object, requested: int | None) -> int:
+    """The revision an approval names: the Release's current one, which `requested` must equal if given.
+
+    An approval counts only for the revision it names: an older one never gates again, and a newer one does
+    not exist yet (its content unknown), so approving either would approve nothing anyone reviewed.
+    """
+    if not isinstance(current, int) or isinstance(current, bool):
+        raise ValueError(
+            f"release {release} has no revision yet: the operator has not handled it (see kubectl release "
+            f"status {release})"
+        )
+    if requested is not None and requested != current:
+        raise ValueError(
+            f"release {release} is at revision {current}, not {requested}: an approval counts only for the "
+            f"revision it names; review revision {current} (kubectl release status {release}) and approve it"
+        )
+    return current
+
+
+def approval_name(release: str, revision: int, user: str) -> str:
+    """`<release>-r<revision>-<user>` as a DNS-1123 label, one per release, revision and user.
+
+    A user name that is not a label already (`alice@example.com`, `system:serviceaccount:ci:deploy`,
+    `Alice`) gets a hash of the whole identity appended, so two users never share a name; a name over 63
+    characters is cut, keeping that hash.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", user.lower()).strip("-")
+    name = f"{release}-r{revision}-{slug}".rstrip("-")
+    if slug == user and len(name) <= NAME_LIMIT:
+        return name
+    digest = hashlib.sha256(f"{release}/{revision}/{user}".encode()).hexdigest()[:HASH_LENGTH]
+    return f"{name[: NAME_LIMIT - HASH_LENGTH - 1].rstrip('-')}-{digest}"
+
+
+def _whoami(target: Target) -> str:
+    """The requesting user as the API server authenticates it, asked the way `kubectl auth whoami` does."""
+    review = kubernetes.client.V1SelfSubjectReview(
+        api_version="authentication.k8s.io/v1", kind="SelfSubjectReview"
+    )
+    try:
+        answer = kubernetes.client.AuthenticationV1Api(target.client).create_self_subject_review(review)
+    except ApiException as error:
+        if error.status == 404:
+            raise click.ClickException(
+                "the cluster does not serve SelfSubjectReview (authentication.k8s.io/v1, Kubernetes 1.28 or "
+                "later), so it cannot say who you are; approvals need it"
+            ) from None
+        raise click.ClickException(f"cannot tell who you are: {_api_message(error)}") from None
+    except HTTPError as error:
+        raise click.ClickException(f"cannot reach the cluster: {error}") from None
+    user = answer.status.user_info if answer.status else None
+    if user is None or not user.username:
+        raise click.ClickException("the cluster did not say who you are (no user name in SelfSubjectReview)")
+    return str(user.username)
+
+
+def _create_approval(target: Target, approval: dict[str, Any]) -> None:
+    name, spec = approval["metadata"]["name"], approval["spec"]
+    shown = f"releaseapproval.{GROUP}/{name}"
+    what = f"revision {spec['revision']} of release {spec['release']}"
+    try:
+        target.custom.create_namespaced_custom_object(GROUP, VERSION, target.namespace, APPROVALS, approval)
+    except ApiException as error:
+        if error.status != 409:
+            raise click.ClickException(f"cannot create {shown}: {_api_message(error)}") from None
+        existing = _existing_approval(target, name)
+        given = {key: existing.get("spec", {}).get(key) for key in ("release", "revision", "approver")}
+        if given != {key: spec[key] for key in given}:
+            raise click.ClickException(
+                f"{shown} already exists and approves something else: {json.dumps(given)}"
+            ) from None
+        created = existing.get("metadata", {}).get("creationTimestamp", "earlier")
+        click.echo(f"{shown} unchanged: {spec['approver']} already approved {what} at {created}")
+        return
+    except HTTPError as error:
+        raise click.ClickException(f"cannot reach the cluster: {error}") from None
+    click.echo(f"{shown} created: {spec['approver']} approves {what}")
+
+
+def _existing_approval(target: Target, name: str) -> dict[str, Any]:
+    try:
+        existing: dict[str, Any] = target.custom.get_namespaced_custom_object(
+            GROUP, VERSION, target.namespace, APPROVALS, name
+        )
+    except ApiException as error:
+        raise click.ClickException(
+            f"releaseapproval.{GROUP}/{name} already exists, but cannot be read: {_api_message(error)}"
+        ) from None
+    return existing
+
+
+def _api_message(error: ApiException) -> str:
+    """The API server's own message (an admission denial, a schema violation), else its status line."""
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message) if message else f"the API server answered {error.status}: {error.reason}"

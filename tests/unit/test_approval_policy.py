@@ -16,6 +16,8 @@ from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 
+from shepherd.plugin import approval_manifest
+
 CHART = Path(__file__).resolve().parents[2] / "charts" / "shepherd"
 ALICE = "alice@example.com"
 MALLORY = "mallory@example.com"
@@ -81,6 +83,13 @@ def denials(
 
 def test_an_approval_by_its_approver_is_admitted(policy: dict[str, Any]) -> None:
     assert denials(policy, "CREATE", ALICE, approval(ALICE)) == []
+
+
+def test_the_approval_of_kubectl_release_approve_is_admitted_for_its_user(policy: dict[str, Any]) -> None:
+    created = approval_manifest("prod", "shop", 3, ALICE, "dashboards are quiet")
+
+    assert denials(policy, "CREATE", ALICE, created) == []
+    assert denials(policy, "CREATE", MALLORY, created) != []
 
 
 def test_an_approval_in_someone_elses_name_is_denied_naming_both(policy: dict[str, Any]) -> None:

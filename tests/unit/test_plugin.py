@@ -1,0 +1,81 @@
+"""The pure parts of `kubectl release approve`: which revision it approves, and the approval's name."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shepherd.plugin import approval_name, revision_to_approve
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+RELEASE_NAMES = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+REVISIONS = st.integers(min_value=1, max_value=10**12)
+
+
+def test_a_plain_user_name_is_kept_as_it_is() -> None:
+    assert approval_name("shop", 2, "alice") == "shop-r2-alice"
+
+
+@pytest.mark.parametrize(
+    ("user", "readable"),
+    [
+        ("alice@example.com", "shop-r2-alice-example-com-"),
+        ("system:serviceaccount:ci:deployer", "shop-r2-system-serviceaccount-ci-deployer-"),
+        ("Alice", "shop-r2-alice-"),
+        ("oidc:https://id.example.com#bob", "shop-r2-oidc-https-id-example-com-bob-"),
+    ],
+)
+def test_other_user_names_are_made_dns_safe_with_a_hash(user: str, readable: str) -> None:
+    name = approval_name("shop", 2, user)
+
+    assert name.startswith(readable) and len(name) == len(readable) + 8
+    assert DNS_LABEL.match(name), name
+
+
+def test_users_that_read_alike_get_different_names() -> None:
+    names = {approval_name("shop", 2, user) for user in ("alice", "Alice", "alice.", "ALICE", "a-l-i-c-e")}
+    assert len(names) == 5
+
+
+def test_a_long_name_is_cut_to_63_characters_keeping_the_hash() -> None:
+    release = "a" * 63
+    first, second = approval_name(release, 7, "alice"), approval_name(release, 7, "bob")
+
+    assert len(first) == len(second) == 63
+    assert first != second, "the cut part is still told apart by the hash"
+    assert first.startswith("a" * 54)
+
+
+@given(release=RELEASE_NAMES, revision=REVISIONS, user=st.text(min_size=1, max_size=300))
+def test_every_name_is_a_dns_label_and_the_same_every_time(release: str, revision: int, user: str) -> None:
+    name = approval_name(release, revision, user)
+
+    assert DNS_LABEL.match(name), name
+    assert approval_name(release, revision, user) == name
+
+
+@given(
+    release=RELEASE_NAMES, revision=REVISIONS, users=st.lists(st.text(min_size=1), min_size=2, unique=True)
+)
+def test_distinct_users_get_distinct_names(release: str, revision: int, users: list[str]) -> None:
+    assert len({approval_name(release, revision, user) for user in users}) == len(users)
+
+
+def test_the_current_revision_is_approved_by_default() -> None:
+    assert revision_to_approve("shop", 3, None) == 3
+    assert revision_to_approve("shop", 3, 3) == 3
+
+
+@pytest.mark.parametrize("requested", [2, 4])
+def test_another_revision_than_the_current_one_is_refused(requested: int) -> None:
+    with pytest.raises(ValueError, match=f"release shop is at revision 3, not {requested}"):
+        revision_to_approve("shop", 3, requested)
+
+
+@pytest.mark.parametrize("current", [None, "3", True])
+def test_a_release_without_a_revision_cannot_be_approved(current: object) -> None:
+    with pytest.raises(ValueError, match="release shop has no revision yet"):
+        revision_to_approve("shop", current, None)
