@@ -56,7 +56,39 @@ def _namespace_of_context(kubeconfig: str | None, context: str | None) -> str:
     return str((chosen or {}).get("context", {}).get("namespace") or "default")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+CONNECTION_OPTIONS = ("-n", "--namespace", "--context", "--kubeconfig")
+
+
+def hoist_connection_options(args: list[str]) -> list[str]:
+    """kubectl takes -n, --context and --kubeconfig anywhere on the line; click only before the
+    subcommand. Moving them to the front lets `kubectl release status shop -n prod` work as typed."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest.extend(args[index:])
+            break
+        if arg in CONNECTION_OPTIONS and index + 1 < len(args):
+            hoisted.extend(args[index : index + 2])
+            index += 2
+            continue
+        joined = arg.startswith(tuple(f"{o}=" for o in CONNECTION_OPTIONS if o.startswith("--")))
+        if joined or (arg.startswith("-n") and not arg.startswith("--") and len(arg) > 2):
+            hoisted.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return hoisted + rest
+
+
+class KubectlStyleGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_connection_options(args))
+
+
+@click.group(cls=KubectlStyleGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-n", "--namespace", help="Namespace of the Release (default: the context's).")
 @click.option("--context", help="Kubeconfig context.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file (default: $KUBECONFIG).")

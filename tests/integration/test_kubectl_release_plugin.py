@@ -27,8 +27,8 @@ def test_status_promote_and_history_through_kubectl(cluster: Cluster) -> None:
     shown = cluster.kubectl("release", "status", "shop").stdout
     assert "Paused" in shown and "50%" in shown
     assert "> 2." in shown, "the current step is marked"
-    as_json = json.loads(cluster.kubectl("release", "status", "shop", "-o", "json").stdout)
-    assert as_json["phase"] == "Paused"
+    as_json = json.loads(cluster.kubectl("release", "status", "shop", "-o", "json", "-n", "default").stdout)
+    assert as_json["phase"] == "Paused", "-n is taken after the subcommand, as kubectl does"
     listed = cluster.kubectl("release", "list").stdout
     assert "shop" in listed and "Paused" in listed
 
@@ -43,6 +43,8 @@ def test_missing_release_is_a_clear_error(cluster: Cluster) -> None:
     result = cluster.kubectl("release", "abort", "nope", check=False)
     assert result.returncode != 0
     assert 'release "nope" not found in namespace "default"' in result.stderr
+    elsewhere = cluster.kubectl("release", "abort", "nope", "--namespace=staging", check=False)
+    assert 'release "nope" not found in namespace "staging"' in elsewhere.stderr
 
 
 def test_pause_resume_and_watch_until_settled(cluster: Cluster) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shepherd.plugin import approval_name, revision_to_approve
+from shepherd.plugin import approval_name, hoist_connection_options, revision_to_approve
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 RELEASE_NAMES = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
@@ -79,3 +79,23 @@ def test_another_revision_than_the_current_one_is_refused(requested: int) -> Non
 def test_a_release_without_a_revision_cannot_be_approved(current: object) -> None:
     with pytest.raises(ValueError, match="release shop has no revision yet"):
         revision_to_approve("shop", current, None)
+
+
+@pytest.mark.parametrize(
+    ("typed", "parsed"),
+    [
+        (["status", "shop", "-n", "prod"], ["-n", "prod", "status", "shop"]),
+        (["-n", "prod", "status", "shop"], ["-n", "prod", "status", "shop"]),
+        (["list", "-nprod", "-A"], ["-nprod", "list", "-A"]),
+        (
+            ["approve", "shop", "--context=staging", "--comment", "ok", "--kubeconfig", "/k"],
+            ["--context=staging", "--kubeconfig", "/k", "approve", "shop", "--comment", "ok"],
+        ),
+        (["approve", "shop", "--", "-n"], ["approve", "shop", "--", "-n"]),
+        (["status", "shop", "-o", "json"], ["status", "shop", "-o", "json"]),
+    ],
+)
+def test_connection_options_are_taken_anywhere_on_the_line_like_kubectl(
+    typed: list[str], parsed: list[str]
+) -> None:
+    assert hoist_connection_options(typed) == parsed
