@@ -167,6 +167,23 @@ def with_gates(*mutations: Mutation) -> Mutation:
     return applying(setting("spec.gates", GATES), *mutations)
 
 
+NOTIFICATIONS = [
+    {
+        "webhook": {"urlSecretRef": {"name": "slack-webhook", "key": "url"}, "format": "slack"},
+        "events": ["RolledBack"],
+    },
+    {
+        "webhook": {"urlSecretRef": {"name": "deploy-log", "key": "url"}},
+        "events": ["NewRevision", "Succeeded"],
+    },
+]
+
+
+def with_notifications(*mutations: Mutation) -> Mutation:
+    """The quickstart with spec.notifications (a slack and a json webhook), then `mutations`."""
+    return applying(setting("spec.notifications", NOTIFICATIONS), *mutations)
+
+
 class BadRelease(NamedTuple):
     id: str
     mutate: Mutation
@@ -184,6 +201,7 @@ WINDOW = "spec.gates[1].window"
 DEPENDENCY = "spec.gates[2].release"
 WEBHOOK = "spec.gates[3].webhook"
 JOB = "spec.gates[4].job"
+HOOK = "spec.notifications[0]"
 
 BAD_RELEASES = [
     BadRelease("missing-version", removing("spec.version"), "spec.version", "Required value"),
@@ -765,6 +783,85 @@ BAD_RELEASES = [
         "spec.gates",
         "names this Release itself",
     ),
+    # spec.notifications
+    BadRelease(
+        "notification-without-webhook",
+        with_notifications(removing(f"{HOOK}.webhook")),
+        f"{HOOK}.webhook",
+        "Required value",
+    ),
+    BadRelease(
+        "notification-without-events",
+        with_notifications(removing(f"{HOOK}.events")),
+        f"{HOOK}.events",
+        "Required value",
+    ),
+    BadRelease(
+        "notification-with-no-events",
+        with_notifications(setting(f"{HOOK}.events", [])),
+        f"{HOOK}.events",
+        "at least 1 items",
+    ),
+    BadRelease(
+        "notification-on-an-unknown-event",
+        with_notifications(setting(f"{HOOK}.events", ["RolledBack", "Done"])),
+        f"{HOOK}.events[1]",
+        'Unsupported value: "Done": supported values: "Pending"',
+    ),
+    BadRelease(
+        "notification-repeating-an-event",
+        with_notifications(setting(f"{HOOK}.events", ["Failed", "Failed"])),
+        f"{HOOK}.events",
+        "notification events must not repeat",
+    ),
+    BadRelease(
+        "notification-in-an-unknown-format",
+        with_notifications(setting(f"{HOOK}.webhook.format", "teams")),
+        f"{HOOK}.webhook.format",
+        'supported values: "json", "slack"',
+    ),
+    BadRelease(
+        "notification-url-in-the-spec",
+        with_notifications(setting(f"{HOOK}.webhook.url", "https://hooks.example/T000")),
+        f"{HOOK}.webhook.url",
+        "unknown field",
+    ),
+    BadRelease(
+        "notification-secret-without-key",
+        with_notifications(removing(f"{HOOK}.webhook.urlSecretRef.key")),
+        f"{HOOK}.webhook.urlSecretRef.key",
+        "Required value",
+    ),
+    BadRelease(
+        "notification-secret-in-another-namespace",
+        with_notifications(setting(f"{HOOK}.webhook.urlSecretRef.namespace", "kube-system")),
+        f"{HOOK}.webhook.urlSecretRef.namespace",
+        "unknown field",
+    ),
+    BadRelease(
+        "notification-secret-name-uppercase",
+        with_notifications(setting(f"{HOOK}.webhook.urlSecretRef.name", "Slack")),
+        f"{HOOK}.webhook.urlSecretRef.name",
+        "must match",
+    ),
+    BadRelease(
+        "two-notifications-to-one-secret-key",
+        with_notifications(setting("spec.notifications[1].webhook.urlSecretRef.name", "slack-webhook")),
+        "spec.notifications",
+        "names the same Secret key twice",
+    ),
+    BadRelease(
+        "11-notifications",
+        setting(
+            "spec.notifications",
+            [
+                {"webhook": {"urlSecretRef": {"name": f"s{i}", "key": "url"}}, "events": ["Failed"]}
+                for i in range(11)
+            ],
+        ),
+        "spec.notifications",
+        "at most 10 items",
+    ),
     BadRelease(
         "name-longer-than-63", setting("metadata.name", "s" * 64), "metadata.name", "at most 63 characters"
     ),
@@ -943,6 +1040,25 @@ def test_an_empty_gate_list_is_valid(crd: dict[str, Any]) -> None:
     assert validate(crd, release) == []
 
 
+def test_notifications_default_to_json_and_every_event_is_valid(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    events = ["Pending", "Gating", "Progressing", "Paused", "Promoting", "Baking", "Succeeded"]
+    events += [
+        "RollingBack",
+        "RolledBack",
+        "Failed",
+        "NewRevision",
+        "AnalysisFailed",
+        "GateFailed",
+        "InvalidSpec",
+    ]
+    with_notifications(setting("spec.notifications[1].events", events))(release)
+
+    assert validate(crd, release) == []
+    stored = apply_defaults(crd, release)["spec"]["notifications"]
+    assert [n["webhook"]["format"] for n in stored] == ["slack", "json"]
+
+
 def test_a_window_names_a_time_zone_the_operator_can_load(crd: dict[str, Any]) -> None:
     window = openapi_schema(crd)["properties"]["spec"]["properties"]["gates"]["items"]["properties"]["window"]
     zones = window["properties"]["timeZone"]["enum"]
@@ -992,7 +1108,7 @@ def test_every_property_has_a_description(kind: str) -> None:
 
 
 # How many rules each CRD has: a rule added or lost shows up here.
-RULE_COUNTS = {"release": 23, "releaseapproval": 1, "releasepolicy": 12}
+RULE_COUNTS = {"release": 25, "releaseapproval": 1, "releasepolicy": 14}
 
 
 def test_every_crd_is_checked() -> None:
@@ -1181,6 +1297,7 @@ FREEZE = "spec.freezes[0]"
 EXPRESSION = "spec.namespaceSelector.matchExpressions[0]"
 POLICY_WINDOW = "spec.windows[0]"
 OFFICE_HOURS = {"days": ["Mon"], "start": "09:00", "end": "17:00", "timeZone": "Europe/Berlin"}
+POLICY_HOOK = {"name": "sre-incidents", "namespace": "shepherd-system", "key": "url"}
 
 
 def selecting(*expressions: dict[str, Any]) -> Mutation:
@@ -1391,6 +1508,26 @@ def selecting(*expressions: dict[str, Any]) -> Mutation:
             "unknown field",
             id="unknown-field-in-freeze",
         ),
+        pytest.param(
+            removing("spec.notifications[0].webhook.urlSecretRef.namespace"),
+            "spec.notifications[0].webhook.urlSecretRef.namespace",
+            "Required value",
+            id="notification-secret-without-namespace",
+        ),
+        pytest.param(
+            setting("spec.notifications[0].events", ["Failed", "Failed"]),
+            "spec.notifications[0].events",
+            "notification events must not repeat",
+            id="notification-repeating-an-event",
+        ),
+        pytest.param(
+            appending(
+                "spec.notifications", {"webhook": {"urlSecretRef": POLICY_HOOK}, "events": ["Succeeded"]}
+            ),
+            "spec.notifications",
+            "names the same Secret key twice",
+            id="two-notifications-to-one-secret-key",
+        ),
         pytest.param(removing("spec"), "spec", "Required value", id="missing-spec"),
     ],
 )
@@ -1478,6 +1615,23 @@ def test_policy_windows_and_gates_accept_exactly_what_release_gates_accept(
     window["required"].remove("name")
     assert window == without_prose(release_gates["items"]["properties"]["window"])
     assert name == without_prose(release_gates["items"]["properties"]["name"])
+
+
+def test_policy_notifications_accept_what_release_notifications_accept_with_a_secret_namespace(
+    crd: dict[str, Any], policy_crd: dict[str, Any]
+) -> None:
+    release_notifications = without_prose(
+        openapi_schema(crd)["properties"]["spec"]["properties"]["notifications"]
+    )
+    policy_notifications = without_prose(
+        openapi_schema(policy_crd)["properties"]["spec"]["properties"]["notifications"]
+    )
+    ref = policy_notifications["items"]["properties"]["webhook"]["properties"]["urlSecretRef"]
+    namespace = ref["properties"].pop("namespace")
+    ref["required"].remove("namespace")
+
+    assert policy_notifications == release_notifications
+    assert namespace["pattern"] == "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
 def test_policy_names_and_printer_columns(policy_crd: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """ReleasePolicies: org-wide rules for every Release in the namespaces they select.
 
-A policy adds its windows and gates to each matched Release's own and declares
-freezes. A freeze blocks every forward move (start, weight increase, promotion)
+A policy adds its windows, gates and notifications to each matched Release's own
+and declares freezes. A freeze blocks every forward move (start, weight increase, promotion)
 but never a rollback. A matched policy the operator cannot read fails closed:
 it holds Releases like a freeze, so a broken freeze never lets a release through.
 """
@@ -13,7 +13,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from shepherd.core.spec import Gate, SpecError, parse_gates, parse_window
+from shepherd.core.spec import (
+    Gate,
+    NotificationSpec,
+    SpecError,
+    parse_gates,
+    parse_notifications,
+    parse_window,
+)
 from shepherd.core.timefmt import format_seconds, parse_time
 
 
@@ -39,6 +46,7 @@ class Policy:
     name: str
     freezes: tuple[Freeze, ...] = ()
     gates: tuple[Gate, ...] = ()  # its windows and gates, named "<policy>/<name>"
+    notifications: tuple[NotificationSpec, ...] = ()
 
 
 def applicable(policies: Iterable[Mapping[str, Any]], namespace_labels: Mapping[str, str]) -> list[Policy]:
@@ -101,7 +109,8 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> Policy:
     gates = [
         replace(gate, name=f"{name}/{gate.name}") for gate in parse_gates(spec.get("gates"), "spec.gates")
     ]
-    return Policy(name, tuple(freezes), (*windows, *gates))
+    notifications = parse_notifications(spec.get("notifications"), policy=name)
+    return Policy(name, tuple(freezes), (*windows, *gates), notifications)
 
 
 def policy_gates(policies: Sequence[Policy]) -> tuple[Gate, ...]:

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import durationpy
 
 from shepherd.core.promql import VARIABLES, template_variables
+from shepherd.core.status import Phase
 
 DEFAULT_PROGRESS_DEADLINE = timedelta(minutes=10)
 DEFAULT_ANALYSIS_INTERVAL = timedelta(seconds=30)
@@ -195,6 +196,7 @@ class ReleaseSpec:
     analysis: AnalysisSpec | None = None
     bake_metrics: tuple[str, ...] | None = None  # None: every metric of spec.analysis
     gates: tuple[Gate, ...] = ()
+    notifications: tuple[NotificationSpec, ...] = ()
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -322,6 +324,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
         analysis=analysis,
         bake_metrics=bake_metrics,
         gates=gates,
+        notifications=parse_notifications(spec.get("notifications")),
     )
 
 
@@ -702,3 +705,88 @@ def job_template(raw: Any, field: str) -> Mapping[str, Any]:
     if not isinstance(containers, Sequence) or isinstance(containers, str) or not containers:
         raise SpecError(f"{field}.spec.template.spec.containers", "a Job needs at least one container")
     return template
+
+
+# --- notifications -----------------------------------------------------------------------------
+
+# What a notification can be sent on: a phase entered, or one of these events (core/notifications.py).
+NOTIFICATION_EVENTS = (
+    *(phase.value for phase in Phase),
+    "NewRevision",
+    "AnalysisFailed",
+    "GateFailed",
+    "InvalidSpec",
+)
+NOTIFICATION_FORMATS = ("json", "slack")
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+    namespace: str | None  # None: the Release's own namespace
+
+    def describe(self, default_namespace: str) -> str:
+        """How logs and Events name the Secret: never its value."""
+        return f"Secret {self.namespace or default_namespace}/{self.name} key {self.key}"
+
+
+@dataclass(frozen=True)
+class NotificationSpec:
+    """A webhook to POST to on some transitions; its URL stays in the Secret until sending."""
+
+    url: SecretKeyRef
+    format: str  # json | slack
+    events: frozenset[str]
+    source: str  # where it is declared, e.g. "spec.notifications[0]" or "ReleasePolicy prod-rules ..."
+
+
+def parse_notifications(
+    raw: Any, path: str = "spec.notifications", *, policy: str | None = None
+) -> tuple[NotificationSpec, ...]:
+    """A Release's notifications use Secrets of its own namespace; a policy's name the namespace."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise SpecError(path, "must be a list of notifications")
+    parsed: list[NotificationSpec] = []
+    for index, item in enumerate(raw):
+        field = f"{path}[{index}]"
+        item = _mapping(item, field)
+        if item.get("webhook") is None:
+            raise SpecError(f"{field}.webhook", "is required: the webhook to send to")
+        webhook = _mapping(item["webhook"], f"{field}.webhook")
+        ref = _mapping(webhook.get("urlSecretRef"), f"{field}.webhook.urlSecretRef")
+        name, key, namespace = ref.get("name"), ref.get("key"), ref.get("namespace")
+        if not isinstance(name, str) or len(name) > 253 or not _SECRET_NAME.match(name):
+            raise SpecError(f"{field}.webhook.urlSecretRef.name", f"{name!r} must be the name of a Secret")
+        if not isinstance(key, str) or len(key) > 253 or not _SECRET_KEY.match(key):
+            raise SpecError(f"{field}.webhook.urlSecretRef.key", f"{key!r} must be a key of the Secret")
+        if policy is None and namespace is not None:
+            raise SpecError(
+                f"{field}.webhook.urlSecretRef.namespace", "a Release reads Secrets of its own namespace only"
+            )
+        if policy is not None and (not isinstance(namespace, str) or not _DNS_LABEL.match(namespace)):
+            raise SpecError(
+                f"{field}.webhook.urlSecretRef.namespace", f"{namespace!r} must be the Secret's namespace"
+            )
+        form = webhook.get("format", "json")
+        if form not in NOTIFICATION_FORMATS:
+            raise SpecError(f"{field}.webhook.format", f"must be json or slack, not {form!r}")
+        events = _strings(item.get("events"), f"{field}.events")
+        unknown = [event for event in events if event not in NOTIFICATION_EVENTS]
+        if unknown or not events:
+            raise SpecError(
+                f"{field}.events",
+                f"must list events among {', '.join(NOTIFICATION_EVENTS)}, not {unknown or events}",
+            )
+        url = SecretKeyRef(name, key, namespace if policy is not None else None)
+        if any(other.url == url for other in parsed):
+            raise SpecError(
+                f"{field}.webhook.urlSecretRef", f"{name}/{key} is already notified: merge the lists"
+            )
+        source = field if policy is None else f"ReleasePolicy {policy} {field}"
+        parsed.append(NotificationSpec(url, str(form), frozenset(events), source))
+    return tuple(parsed)
