@@ -20,6 +20,7 @@ import kopf
 from shepherd.core.workloads import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from shepherd.kube import APPROVALS, GROUP, PLURAL, VERSION, KubeAPI, ReleaseKey
 from shepherd.metrics import OperatorMetrics
+from shepherd.notifier import DeliveryPolicy, Notifier
 from shepherd.reconcile import reconcile
 
 REGISTRY = kopf.OperatorRegistry()
@@ -38,6 +39,7 @@ class Runtime:
     resync_seconds: float
     clock: Callable[[], datetime] = utc_now
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     started: int = 0  # reconciles begun, and finished: lets a test wait for one that began after a change
     reconciles: int = 0
     own_writes: dict[ReleaseKey, str] = field(
@@ -45,6 +47,10 @@ class Runtime:
     )  # resourceVersion of our last status write
     _wakers: dict[ReleaseKey, asyncio.Event] = field(default_factory=dict)
     _dependents: dict[ReleaseKey, set[ReleaseKey]] = field(default_factory=dict)
+    notifier: Notifier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.notifier = Notifier(self.api, self.metrics, self.delivery, self.clock)
 
     def waker(self, key: ReleaseKey) -> asyncio.Event:
         return self._wakers.setdefault(key, asyncio.Event())
@@ -109,6 +115,11 @@ def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
     )
 
 
+@kopf.on.cleanup(registry=REGISTRY)
+async def send_last_notifications(memo: Any, **_: Any) -> None:
+    await memo.runtime.notifier.drain()
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, registry=REGISTRY, cancellation_timeout=10.0)
 async def rollout_loop(
     name: str, namespace: str | None, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
@@ -123,7 +134,9 @@ async def rollout_loop(
             runtime.started += 1
             try:
                 with runtime.metrics.reconcile_duration.time():
-                    outcome = await reconcile(runtime.api, key, runtime.clock, runtime.metrics)
+                    outcome = await reconcile(
+                        runtime.api, key, runtime.clock, runtime.metrics, runtime.notifier
+                    )
             except Exception as error:  # one bad object or a flaky API must not stop the others
                 runtime.metrics.reconcile_errors.inc()
                 failures += 1

@@ -163,7 +163,8 @@ class KubeAPI:
         return dict((found.get("metadata") or {}).get("labels") or {})
 
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """Only the Secrets a Release names: its Prometheus connection's, its webhook gates' headers."""
+        """Only the Secrets a Release (or its policy) names: its Prometheus connection's, its webhook gates'
+        headers, its notifications' URLs."""
         try:
             secret: dict[str, Any] = self._json(
                 self._core.read_namespaced_secret(name, namespace, _preload_content=False)

@@ -97,6 +97,12 @@ class OperatorMetrics:
             [*labels, "metric", "role"],
             registry=self.registry,
         )
+        self.notifications = Counter(
+            "shepherd_notifications_total",
+            "Webhook notifications, by result: delivered, or failed once its retries ran out",
+            [*labels, "result"],
+            registry=self.registry,
+        )
         self.reconcile_duration = Histogram(
             "shepherd_reconcile_duration_seconds",
             "Time one reconcile took, queries and writes included",

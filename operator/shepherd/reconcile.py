@@ -11,12 +11,14 @@ from typing import Any
 
 from shepherd.core import Observations, ReleaseObject, decide, needed
 from shepherd.core.gates import Approval, dependencies
+from shepherd.core.notifications import select
 from shepherd.core.policy import applicable, policy_gates
 from shepherd.core.spec import ApprovalGate, PrometheusSpec, SpecError, parse_spec
 from shepherd.core.timefmt import parse_time
 from shepherd.kube import KubeAPI, ReleaseKey
 from shepherd.measure import gather
 from shepherd.metrics import OperatorMetrics
+from shepherd.notifier import Notifier
 from shepherd.telemetry import observe
 from shepherd.webhooks import call_webhooks
 
@@ -31,7 +33,11 @@ class Outcome:
 
 
 async def reconcile(
-    api: KubeAPI, key: ReleaseKey, clock: Callable[[], datetime], metrics: OperatorMetrics | None = None
+    api: KubeAPI,
+    key: ReleaseKey,
+    clock: Callable[[], datetime],
+    metrics: OperatorMetrics | None = None,
+    notifier: Notifier | None = None,
 ) -> Outcome | None:
     """Returns None when the Release is gone or being deleted."""
     # A fresh read, not the watch's copy: the decision must never run on a status older than our last write.
@@ -92,6 +98,9 @@ async def reconcile(
     patch = status_patch(old_status, decision.status)
     if patch:
         written = await asyncio.to_thread(api.patch_status, key, patch)
+        if notifier is not None:
+            # Only now is the transition recorded: sent once, in the background, never holding the rollout.
+            notifier.send(release, select(view, decision.status, applicable(policies, labels), now))
     if metrics is not None:
         metrics.record(key.namespace, key.name, observe(old_status, decision.status, view.annotations))
     return Outcome(decision.wake_at, written, tuple(releases))
