@@ -14,7 +14,7 @@ What a notification can be sent on (its `events`):
 - NewRevision: an attempt at a revision started (new content, or a retry);
 - AnalysisFailed: the attempt failed its analysis or bake (reason AnalysisFailed,
   AnalysisInconclusive, AnalysisError or BakeFailed), once, as it rolls back or fails;
-- GateFailed: a gate did not pass within its timeout (phase Failed, reason GateFailed);
+- GateFailed: a gate failed, or did not pass within its timeout (phase Failed, reason GateFailed);
 - InvalidSpec: the spec became invalid, or invalid in another way.
 """
 
