@@ -10,6 +10,8 @@ strict field validation does), then evaluate the `x-kubernetes-validations` CEL 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import datetime
 import functools
@@ -60,6 +62,7 @@ _SHARED_KEYWORDS = (
     "maxItems",
     "minLength",
     "maxLength",
+    "maxProperties",
 )
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -226,9 +229,20 @@ def _is_rfc3339(value: object) -> bool:
     return True
 
 
-# The API server checks date-time; without a checker registered jsonschema would accept any string.
+def _is_base64(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    try:
+        base64.b64decode(value, validate=True)
+    except binascii.Error:
+        return False
+    return True
+
+
+# The API server checks date-time and byte; without a checker registered jsonschema would accept any string.
 _FORMAT_CHECKER = jsonschema.FormatChecker(formats=())
 _FORMAT_CHECKER.checks("date-time")(_is_rfc3339)
+_FORMAT_CHECKER.checks("byte")(_is_base64)
 
 
 def _violations_of(error: jsonschema.ValidationError, schema: Schema) -> Iterator[Violation]:
@@ -259,6 +273,8 @@ def _describe(keyword: str, value: Any, expected: Any) -> str:
             return f"Unsupported value: {shown}: supported values: {', '.join(_show(v) for v in expected)}"
         case "pattern":
             return f"Invalid value: {shown}: must match the regular expression '{expected}'"
+        case "format" if expected == "byte":
+            return f"Invalid value: {shown}: must be base64-encoded bytes (format byte)"
         case "format":
             return f"Invalid value: {shown}: must be an RFC 3339 {expected}, e.g. 2024-05-01T12:00:00Z"
         case "minimum":
@@ -267,7 +283,7 @@ def _describe(keyword: str, value: Any, expected: Any) -> str:
             return f"Invalid value: {shown}: must be less than or equal to {expected}"
         case "minItems":
             return f"Invalid value: {len(value)} items: must have at least {expected} items"
-        case "maxItems":
+        case "maxItems" | "maxProperties":
             return f"Too many: {len(value)}: must have at most {expected} items"
         case "minLength":
             return f"Invalid value: {shown}: must be at least {expected} characters long"

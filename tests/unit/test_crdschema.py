@@ -184,6 +184,17 @@ def with_notifications(*mutations: Mutation) -> Mutation:
     return applying(setting("spec.notifications", NOTIFICATIONS), *mutations)
 
 
+CONFIG = [
+    {"name": "shop-config", "data": {"LOG_LEVEL": "info", "app.yaml": "port: 8080\n"}},
+    {"name": "shop.certs", "binaryData": {"cert": "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A"}},
+]
+
+
+def with_config(*mutations: Mutation) -> Mutation:
+    """The quickstart with spec.config (a data and a binaryData entry), then `mutations`."""
+    return applying(setting("spec.config", CONFIG), *mutations)
+
+
 class BadRelease(NamedTuple):
     id: str
     mutate: Mutation
@@ -594,6 +605,67 @@ BAD_RELEASES = [
         "unknown-field-in-metric",
         with_analysis(setting(f"{METRIC}.threshold", 0.01)),
         f"{METRIC}.threshold",
+        "unknown field",
+    ),
+    # spec.config
+    BadRelease(
+        "duplicate-config-names",
+        with_config(setting("spec.config[1].name", "shop-config")),
+        "spec.config",
+        "names must be unique",
+    ),
+    BadRelease(
+        "config-name-uppercase",
+        with_config(setting("spec.config[0].name", "Shop-Config")),
+        "spec.config[0].name",
+        "must match",
+    ),
+    BadRelease(
+        "config-name-243-chars",
+        with_config(setting("spec.config[0].name", "c" * 243)),
+        "spec.config[0].name",
+        "at most 242 characters",
+    ),
+    BadRelease(
+        "config-without-name",
+        with_config(removing("spec.config[0].name")),
+        "spec.config[0].name",
+        "Required value",
+    ),
+    BadRelease(
+        "config-value-not-a-string",
+        with_config(setting("spec.config[0].data.PORT", 8080)),
+        "spec.config[0].data[PORT]",
+        "must be of type string",
+    ),
+    BadRelease(
+        "binary-data-not-base64",
+        with_config(setting("spec.config[1].binaryData.cert", "not base64!")),
+        "spec.config[1].binaryData[cert]",
+        "must be base64-encoded",
+    ),
+    BadRelease(
+        "key-in-data-and-binaryData",
+        with_config(setting("spec.config[1].data", {"cert": "text"})),
+        "spec.config[1].binaryData",
+        "a key may be in data or in binaryData, not in both",
+    ),
+    BadRelease(
+        "1001-config-keys",
+        with_config(setting("spec.config[0].data", {f"k{i}": "v" for i in range(1001)})),
+        "spec.config[0].data",
+        "at most 1000 items",
+    ),
+    BadRelease(
+        "21-config-entries",
+        setting("spec.config", [{"name": f"c{i}"} for i in range(21)]),
+        "spec.config",
+        "at most 20 items",
+    ),
+    BadRelease(
+        "unknown-field-in-config",
+        with_config(setting("spec.config[0].immutable", True)),
+        "spec.config[0].immutable",
         "unknown field",
     ),
     # spec.gates
@@ -1033,6 +1105,12 @@ def test_gates_of_every_kind_are_valid(crd: dict[str, Any]) -> None:
     assert validate(crd, release) == []
 
 
+def test_config_with_data_and_binary_data_is_valid(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    with_config()(release)
+    assert validate(crd, release) == []
+
+
 def test_an_empty_gate_list_is_valid(crd: dict[str, Any]) -> None:
     release = quickstart_release()
     setting("spec.gates", [])(release)
@@ -1108,7 +1186,7 @@ def test_every_property_has_a_description(kind: str) -> None:
 
 
 # How many rules each CRD has: a rule added or lost shows up here.
-RULE_COUNTS = {"release": 25, "releaseapproval": 1, "releasepolicy": 14}
+RULE_COUNTS = {"release": 27, "releaseapproval": 1, "releasepolicy": 14}
 
 
 def test_every_crd_is_checked() -> None:
