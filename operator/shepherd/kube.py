@@ -20,8 +20,10 @@ from kubernetes.client.exceptions import ApiException
 
 from shepherd.core.actions import (
     Action,
+    ApplyConfigMap,
     ApplyDeployment,
     CreateJob,
+    DeleteConfigMap,
     DeleteDeployment,
     DeleteJob,
     DeleteRevision,
@@ -38,6 +40,9 @@ VERSION = "v1alpha1"
 PLURAL = "releases"
 APPROVALS = "releaseapprovals"
 MERGE_PATCH = "application/merge-patch+json"
+# Names, labels and owners are all a list of ConfigMaps needs: ask for their metadata only (their data can
+# be a MiB each), and take whole objects from a server that cannot answer so.
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 JSON_PATCH = "application/json-patch+json"
 
 logger = logging.getLogger(__name__)
@@ -113,6 +118,18 @@ class KubeAPI:
         )["items"]
         return {j["metadata"]["name"]: j for j in items if _owned_by(j, uid)}
 
+    def owned_config_maps(self, key: ReleaseKey, uid: str) -> dict[str, dict[str, Any]]:
+        """The Release's ConfigMaps, metadata only."""
+        items = self._json(
+            self._core.list_namespaced_config_map(
+                key.namespace,
+                label_selector=_owned_selector(key),
+                _headers={"Accept": METADATA_ONLY},
+                _preload_content=False,
+            )
+        )["items"]
+        return {c["metadata"]["name"]: {"metadata": c["metadata"]} for c in items if _owned_by(c, uid)}
+
     def recorded_revisions(self, key: ReleaseKey, uid: str) -> dict[int, RevisionContent]:
         items = self._json(
             self._apps.list_namespaced_controller_revision(
@@ -184,6 +201,19 @@ class KubeAPI:
             self._ignore_missing(
                 lambda: self._apps.delete_namespaced_deployment(
                     action.name, key.namespace, propagation_policy="Background", _preload_content=False
+                )
+            )
+        elif isinstance(action, ApplyConfigMap):
+            # Immutable and named by its content: one that exists already is this one.
+            self._ignore_existing(
+                lambda: self._core.create_namespaced_config_map(
+                    key.namespace, dict(action.manifest), _preload_content=False
+                )
+            )
+        elif isinstance(action, DeleteConfigMap):
+            self._ignore_missing(
+                lambda: self._core.delete_namespaced_config_map(
+                    action.name, key.namespace, _preload_content=False
                 )
             )
         elif isinstance(action, RecordRevision):

@@ -54,6 +54,9 @@ async def reconcile(
     )
     # Namespace labels matter only to policy selectors: no policy, no extra read.
     labels = await asyncio.to_thread(api.namespace_labels, key.namespace) if policies else {}
+    # ConfigMaps exist only for config in the spec or a recorded revision: none, no extra read.
+    uses_config = (release.get("spec") or {}).get("config") or any(r.config for r in revisions.values())
+    config_maps = await asyncio.to_thread(api.owned_config_maps, key, uid) if uses_config else {}
     view = ReleaseObject(
         name=key.name,
         namespace=key.namespace,
@@ -82,6 +85,7 @@ async def reconcile(
         answers.gate_samples,
         webhooks,
         jobs,
+        config_maps=config_maps,
     )
     decision = decide(view, observed, now)
     for action in decision.actions:

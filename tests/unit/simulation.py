@@ -1,6 +1,7 @@
 """Drive the pure core through time: apply its actions to plain dicts, as the shell would.
 
-Deployments become ready at the next reconcile unless listed in `unready`; a
+Deployments become ready at the next reconcile unless listed in `unready`, or their
+pods name a ConfigMap that does not exist (the kubelet's CreateContainerConfigError); a
 `crashing` one reports ProgressDeadlineExceeded like the deployment controller does.
 """
 
@@ -14,8 +15,10 @@ from typing import Any
 
 from shepherd.core import Decision, Observations, ReleaseObject, decide
 from shepherd.core.actions import (
+    ApplyConfigMap,
     ApplyDeployment,
     CreateJob,
+    DeleteConfigMap,
     DeleteDeployment,
     DeleteJob,
     DeleteRevision,
@@ -24,6 +27,7 @@ from shepherd.core.actions import (
     RemoveAnnotations,
 )
 from shepherd.core.analysis import Measurement, MeasurementRequest, QueryOutcome
+from shepherd.core.config import referenced_config_maps
 from shepherd.core.evidence import needed
 from shepherd.core.gates import Approval, WebhookAnswer, WebhookCall
 from shepherd.core.model import QueryCheckResult
@@ -71,6 +75,7 @@ class World:
     status: dict[str, Any] = field(default_factory=dict)
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     revisions: dict[int, RevisionContent] = field(default_factory=dict)
+    config_maps: dict[str, dict[str, Any]] = field(default_factory=dict)  # the namespace's, anyone's
     unready: set[str] = field(default_factory=set)
     crashing: set[str] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
@@ -131,6 +136,7 @@ class World:
             {name: self._answer(name, "gate", None, query) for name, query in asked.gate_queries},
             {call.gate: self._call(call) for call in asked.webhook_calls},
             copy.deepcopy(self.jobs),
+            config_maps=self.config_maps,
         )
         decision = decide(release, observed, self.now)
         self.decisions.append(decision)
@@ -221,6 +227,10 @@ class World:
             self.deployments[action.name] = manifest
         elif isinstance(action, DeleteDeployment):
             self.deployments.pop(action.name, None)
+        elif isinstance(action, ApplyConfigMap):
+            self.config_maps.setdefault(action.name, copy.deepcopy(dict(action.manifest)))
+        elif isinstance(action, DeleteConfigMap):
+            self.config_maps.pop(action.name, None)
         elif isinstance(action, RecordRevision):
             self.revisions[int(action.manifest["revision"])] = RevisionContent.from_dict(
                 action.manifest["data"]
@@ -248,7 +258,10 @@ class World:
                 job["status"] = {"active": 1}
         for name, deployment in self.deployments.items():
             replicas = deployment["spec"]["replicas"]
-            healthy = name not in self.unready and name not in self.crashing
+            missing = referenced_config_maps(deployment["spec"]["template"], required_only=True) - set(
+                self.config_maps
+            )
+            healthy = name not in self.unready and name not in self.crashing and not missing
             ready = replicas if healthy else 0
             status: dict[str, Any] = {
                 "observedGeneration": deployment["metadata"]["generation"],

@@ -25,6 +25,22 @@ class DeleteDeployment:
 
 
 @dataclass(frozen=True)
+class ApplyConfigMap:
+    """Create a revision's immutable ConfigMap; one that exists already holds the same content (its name)."""
+
+    manifest: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["metadata"]["name"])
+
+
+@dataclass(frozen=True)
+class DeleteConfigMap:
+    name: str
+
+
+@dataclass(frozen=True)
 class RecordRevision:
     """Store a revision's content as an apps/v1 ControllerRevision owned by the Release."""
 
@@ -64,6 +80,8 @@ class RemoveAnnotations:
 Action = (
     ApplyDeployment
     | DeleteDeployment
+    | ApplyConfigMap
+    | DeleteConfigMap
     | RecordRevision
     | DeleteRevision
     | CreateJob

@@ -18,13 +18,14 @@ Revisions live in revisions.py, analysis evidence in evidence.py, the message in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from shepherd.core.actions import Action, DeleteJob, Event, RemoveAnnotations
+from shepherd.core.actions import Action, DeleteConfigMap, DeleteJob, Event, RemoveAnnotations
 from shepherd.core.analysis import current_stage, due_measurements, next_measurement_at
+from shepherd.core.config import contents_in_use, rendered, unused_config_maps, with_config
 from shepherd.core.evidence import (
     RECHECK_PROMETHEUS,
     Evidence,
@@ -134,10 +135,13 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     actions: list[Action] = []
     if consumed:
         actions.append(RemoveAnnotations(consumed))
+    retained = retained_revisions(rollout, spec, observed)
+    # ConfigMaps before the records that name them: a record outlives its ConfigMaps, so a pass cut short
+    # leaves nothing that no later pass would find.
+    actions.extend(_unused_config(retained, content, observed))
     actions.extend(revision_records(release, rollout, spec, content, observed))
     if rollout.phase is Phase.GATING and not spec.paused:
         actions.extend(gate_jobs(gate_specs, gate_inputs))
-    retained = retained_revisions(rollout, spec, observed)
     actions.extend(DeleteJob(name) for name in stale_jobs(observed.jobs, retained))
     actions.extend(plan.actions)
     conditions = rollout_conditions(rollout, check.error)
@@ -281,9 +285,23 @@ def _plan(
     stable = (
         content if rollout.stable_hash == content.hash else observed.revisions.get(rollout.stable_revision)
     )
-    desired = desired_deployments(rollout, spec, content, stable)
+    # Each revision's templates name its own hashed ConfigMaps: the stable keeps its config, the canary
+    # gets the new one.
+    desired = desired_deployments(
+        rollout, spec, rendered(content), rendered(stable) if stable is not None else None
+    )
     deadline_seconds = max(1, int(spec.progress_deadline.total_seconds()))
-    return plan_workloads(release.ref, desired, observed.deployments, deadline_seconds)
+    plan = plan_workloads(release.ref, desired, observed.deployments, deadline_seconds)
+    in_use = contents_in_use(desired or (), {rollout.revision: content, rollout.stable_revision: stable})
+    return with_config(plan, release.ref, in_use, observed.config_maps)
+
+
+def _unused_config(
+    retained: Collection[int], content: RevisionContent, observed: Observations
+) -> list[DeleteConfigMap]:
+    """ConfigMaps go with the last revision that names them: deleted in the pass that trims its record."""
+    kept = [content, *(c for number, c in observed.revisions.items() if number in retained)]
+    return unused_config_maps(kept, observed.config_maps, observed.deployments)
 
 
 def _track_readiness(rollout: Rollout, plan: WorkloadPlan, now: datetime) -> Rollout:

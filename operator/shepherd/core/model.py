@@ -59,6 +59,7 @@ class Observations:
     gate_samples: Mapping[str, QueryOutcome] = field(default_factory=dict)  # metric gates' answers, by gate
     webhooks: Mapping[str, WebhookAnswer] = field(default_factory=dict)  # webhook gates' answers, by gate
     jobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # live Jobs owned by the Release
+    config_maps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # owned ConfigMaps, by name
 
 
 @dataclass(frozen=True)

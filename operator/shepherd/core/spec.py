@@ -7,6 +7,8 @@ client that skipped validation), and it names the offending field.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import math
@@ -14,6 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import time, timedelta
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -28,9 +31,16 @@ DEFAULT_ANALYSIS_INTERVAL = timedelta(seconds=30)
 DEFAULT_QUERY_TIMEOUT = timedelta(seconds=10)
 DEFAULT_REVISION_HISTORY_LIMIT = 10
 MAX_COMPONENTS = 20
+MAX_CONFIG_ENTRIES = 20
+MAX_CONFIG_BYTES = 1024 * 1024  # what the API server allows in one ConfigMap's data and binaryData together
+CONFIG_HASH_LENGTH = 10
+# A ConfigMap's name is a DNS subdomain of at most 253 characters, "-<hash>" included.
+MAX_CONFIG_NAME = 253 - 1 - CONFIG_HASH_LENGTH
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
 class SpecError(ValueError):
@@ -47,6 +57,38 @@ class Component:
     name: str
     replicas: int
     template: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ConfigEntry:
+    """Versioned configuration: rolled out as the immutable ConfigMap `<name>-<content hash>`."""
+
+    name: str
+    data: Mapping[str, str]
+    binary_data: Mapping[str, str]  # base64, re-encoded canonically so equal bytes hash equally
+
+    @cached_property  # up to a MiB to hash, asked for on every reconcile
+    def content_hash(self) -> str:
+        canonical = json.dumps(
+            {"data": self.data, "binaryData": self.binary_data}, sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:CONFIG_HASH_LENGTH]
+
+    @property
+    def hashed_name(self) -> str:
+        return f"{self.name}-{self.content_hash}"
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"name": self.name}
+        if self.data:
+            record["data"] = dict(self.data)
+        if self.binary_data:
+            record["binaryData"] = dict(self.binary_data)
+        return record
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConfigEntry:
+        return cls(str(data["name"]), dict(data.get("data") or {}), dict(data.get("binaryData") or {}))
 
 
 @dataclass(frozen=True)
@@ -197,6 +239,7 @@ class ReleaseSpec:
     bake_metrics: tuple[str, ...] | None = None  # None: every metric of spec.analysis
     gates: tuple[Gate, ...] = ()
     notifications: tuple[NotificationSpec, ...] = ()
+    config: tuple[ConfigEntry, ...] = ()
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -218,20 +261,27 @@ class RevisionContent:
     """
 
     version: str
-    templates: Mapping[str, Mapping[str, Any]]  # component name -> PodTemplateSpec
+    templates: Mapping[str, Mapping[str, Any]]  # component name -> PodTemplateSpec, as written
+    config: tuple[ConfigEntry, ...] = ()  # sorted by name: their order in the spec is not content
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "version": self.version,
             "components": [{"name": n, "template": t} for n, t in sorted(self.templates.items())],
         }
+        # Absent rather than empty: content without config keeps the hash it had before config existed.
+        if self.config:
+            record["config"] = [entry.to_dict() for entry in self.config]
+        return record
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RevisionContent:
         components = data.get("components") or []
+        config = (ConfigEntry.from_dict(c) for c in data.get("config") or [])
         return cls(
             version=str(data.get("version", "")),
             templates={str(c["name"]): c.get("template") or {} for c in components},
+            config=tuple(sorted(config, key=lambda entry: entry.name)),
         )
 
     @property
@@ -241,7 +291,8 @@ class RevisionContent:
 
 
 def content_of(spec: ReleaseSpec) -> RevisionContent:
-    return RevisionContent(spec.version, {c.name: c.template for c in spec.components})
+    config = tuple(sorted(spec.config, key=lambda entry: entry.name))
+    return RevisionContent(spec.version, {c.name: c.template for c in spec.components}, config)
 
 
 def canary_replicas(replicas: int, weight: int) -> int:
@@ -290,6 +341,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
     if deadline <= timedelta(0):
         raise SpecError("spec.progressDeadline", "must be longer than 0s")
     components = _components(spec.get("components"))
+    config = _config(spec.get("config"))
     strategy = _mapping(spec.get("strategy"), "spec.strategy")
     canary = _mapping(strategy.get("canary"), "spec.strategy.canary")
     steps = _steps(canary.get("steps"))
@@ -325,6 +377,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
         bake_metrics=bake_metrics,
         gates=gates,
         notifications=parse_notifications(spec.get("notifications")),
+        config=config,
     )
 
 
@@ -367,6 +420,73 @@ def _components(raw: Any) -> tuple[Component, ...]:
             raise SpecError(f"{field}.template.spec.containers", "must list at least one container")
         components.append(Component(name=name, replicas=replicas, template=template))
     return tuple(components)
+
+
+def _config(raw: Any) -> tuple[ConfigEntry, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise SpecError("spec.config", "must be a list of config entries, each with a name and data")
+    if len(raw) > MAX_CONFIG_ENTRIES:
+        raise SpecError("spec.config", f"must list at most {MAX_CONFIG_ENTRIES} entries, not {len(raw)}")
+    entries: list[ConfigEntry] = []
+    for index, item in enumerate(raw):
+        field = f"spec.config[{index}]"
+        item = _mapping(item, field)
+        name = item.get("name")
+        if not isinstance(name, str) or len(name) > MAX_CONFIG_NAME or not _DNS_SUBDOMAIN.match(name):
+            raise SpecError(
+                f"{field}.name",
+                f"{name!r} must be a DNS subdomain of at most {MAX_CONFIG_NAME} characters "
+                "(lowercase a-z 0-9, - and .): the ConfigMap is named <name>-<content hash>",
+            )
+        if any(e.name == name for e in entries):
+            raise SpecError(f"{field}.name", f"duplicate config name {name!r}: names must be unique")
+        data = _config_data(item.get("data"), f"{field}.data")
+        binary = {
+            key: _base64(value, f"{field}.binaryData[{key}]")
+            for key, value in _config_data(item.get("binaryData"), f"{field}.binaryData").items()
+        }
+        both = sorted(set(data) & set(binary))
+        if both:
+            raise SpecError(
+                f"{field}.binaryData[{both[0]}]", "is also in data: a key may be in one of them only"
+            )
+        size = sum(len(k) + len(v.encode()) for k, v in data.items()) + sum(
+            len(k) + len(base64.b64decode(v)) for k, v in binary.items()
+        )
+        if size > MAX_CONFIG_BYTES:
+            raise SpecError(
+                field, f"data and binaryData hold {size} bytes; a ConfigMap holds at most {MAX_CONFIG_BYTES}"
+            )
+        entries.append(ConfigEntry(name, data, binary))
+    return tuple(entries)
+
+
+def _config_data(raw: Any, field: str) -> dict[str, str]:
+    data = _mapping(raw, field)
+    for key, value in data.items():
+        if not isinstance(key, str) or not _is_config_key(key):
+            raise SpecError(
+                f"{field}[{key}]",
+                "a key must be at most 253 of a-z A-Z 0-9 - _ . (not . or .., nor starting with ..)",
+            )
+        if not isinstance(value, str):
+            raise SpecError(f"{field}[{key}]", f"must be a string, not {type(value).__name__}")
+    return dict(data)
+
+
+def _is_config_key(key: str) -> bool:
+    """As the API server checks a ConfigMap key: a file name in the volume, never . or .. or under them."""
+    return len(key) <= 253 and bool(_CONFIG_KEY.match(key)) and key != "." and not key.startswith("..")
+
+
+def _base64(value: str, field: str) -> str:
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise SpecError(field, "must be base64-encoded bytes") from None
+    return base64.b64encode(decoded).decode()
 
 
 def _steps(raw: Any) -> tuple[Step, ...]:
