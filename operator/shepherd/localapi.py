@@ -69,6 +69,11 @@ CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 SECRETS = kmock.resource("", "v1", "secrets")
 SELF_SUBJECT_REVIEWS = kmock.resource("authentication.k8s.io", "v1", "selfsubjectreviews")
+# What `immutable: true` freezes, besides that field itself.
+IMMUTABLE_FIELDS = {
+    kmock.resource("", "v1", "configmaps"): ("data", "binaryData"),
+    SECRETS: ("data",),
+}
 # What a client cannot change in an update: the identity, the versions and the deletion mark.
 SERVER_OWNED_METADATA = (
     "name",
@@ -457,7 +462,8 @@ def invalid(kind: str, group: str, obj: Json, violations: list[Violation]) -> km
     ]
     summary = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
     name = obj["metadata"]["name"]
-    message = f'{kind}.{group} "{name}" is invalid: {summary}'
+    qualified = f"{kind}.{group}" if group else kind  # the core group has no name
+    message = f'{qualified} "{name}" is invalid: {summary}'
     return api_error(422, "Invalid", message, name=name, group=group, kind=kind, causes=causes)
 
 
@@ -993,6 +999,13 @@ class LocalKubernetes(kmock.KubernetesEmulator):
                 k: base64.b64encode(str(v).encode()).decode() for k, v in obj.pop("stringData").items()
             }
             obj["data"] = {**(obj.get("data") or {}), **encoded}
+        if old is not None and old.get("immutable") is True and resource in IMMUTABLE_FIELDS:
+            # Gap: kmock lets an immutable ConfigMap or Secret change; kube-apiserver forbids it.
+            forbidden = "Forbidden: field is immutable when `immutable` is set"
+            frozen = (*IMMUTABLE_FIELDS[resource], "immutable")
+            changed: list[Violation] = [(f, forbidden) for f in frozen if obj.get(f) != old.get(f)]
+            if changed:
+                raise invalid(obj["kind"], resource.group or "", obj, changed)
         crd_name = self._crd_names.get(resource)
         if crd_name is not None and self.validate_custom_object is not None:
             crd = self._live((CRDS, None, crd_name))

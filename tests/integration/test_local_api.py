@@ -570,6 +570,24 @@ def test_put_replaces_the_whole_object(core):
     assert replaced.metadata.uid == core.read_namespaced_config_map("a", "default").metadata.uid
 
 
+def test_an_immutable_configmap_keeps_its_data_but_not_its_labels(core):
+    core.create_namespaced_config_map("default", configmap("a") | {"immutable": True})
+
+    with pytest.raises(ApiException) as changed:
+        core.patch_namespaced_config_map("a", "default", {"data": {"k": "other"}})
+    with pytest.raises(ApiException) as unfrozen:
+        core.patch_namespaced_config_map("a", "default", {"immutable": False})
+    labelled = core.patch_namespaced_config_map("a", "default", {"metadata": {"labels": {"team": "shop"}}})
+
+    assert (changed.value.status, error_reason(changed.value)) == (422, "Invalid")
+    assert json.loads(changed.value.body)["message"] == (
+        'ConfigMap "a" is invalid: data: Forbidden: field is immutable when `immutable` is set'
+    )
+    assert json.loads(unfrozen.value.body)["details"]["causes"][0]["field"] == "immutable"
+    assert labelled.data == {"k": "v"} and labelled.metadata.labels == {"team": "shop"}
+    core.delete_namespaced_config_map("a", "default")
+
+
 def test_creating_an_existing_object_or_in_a_missing_namespace_fails(core):
     core.create_namespaced_config_map("default", configmap("a"))
 
