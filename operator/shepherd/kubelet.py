@@ -7,7 +7,9 @@ would for pods that start fine, never get ready, crash-loop, complete or fail.
 
 What each workload does is, in order of precedence: an override set at runtime with `set_behaviour()`,
 the pod template annotation `kubelet.shepherd.dev/behaviour` (so a manifest can ask for a broken version),
-or the default: `ready` for Deployments, `succeed` for Jobs.
+or the default: `ready` for Deployments, `succeed` for Jobs. Whatever is asked, the pods of a Deployment
+that names a ConfigMap its namespace lacks (not `optional`) never get ready, as a real kubelet leaves them
+in CreateContainerConfigError; so the simulator also follows ConfigMaps, keeping only their names.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from typing import Any, Self
 
 import aiohttp
 
+from shepherd.core.config import referenced_config_maps
+
 Json = dict[str, Any]
-WorkloadKey = tuple[str, str, str]  # kind, namespace, name
+WorkloadKey = tuple[str, str, str]  # kind, namespace, name (ConfigMaps are keyed the same way)
 
 BEHAVIOUR_ANNOTATION = "kubelet.shepherd.dev/behaviour"
 DEPLOYMENT_BEHAVIOURS = ("ready", "never-ready", "crash")
@@ -149,6 +153,11 @@ WORKLOADS = {
 }
 
 
+# Followed for their names only: what the pods of a Deployment need to start.
+CONFIG_MAPS = "/api/v1/configmaps"
+FOLLOWED = {**{kind: workload.collection for kind, workload in WORKLOADS.items()}, "ConfigMap": CONFIG_MAPS}
+
+
 def differs(desired: Json, current: Json) -> bool:
     """Whether the status needs writing: its managed fields differ, timestamps aside."""
 
@@ -247,9 +256,10 @@ class KubeletSimulator:
             self._loop, self._dirty = asyncio.get_running_loop(), asyncio.Queue()
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         async with aiohttp.ClientSession(base_url=self.url, timeout=timeout) as session:
-            listings = [asyncio.Event() for _ in WORKLOADS]
+            listings = [asyncio.Event() for _ in FOLLOWED]
             watchers = [
-                self._follow(session, w, done) for w, done in zip(WORKLOADS.values(), listings, strict=True)
+                self._follow(session, kind, collection, done)
+                for (kind, collection), done in zip(FOLLOWED.items(), listings, strict=True)
             ]
             async with asyncio.TaskGroup() as group:
                 for watcher in watchers:
@@ -263,30 +273,32 @@ class KubeletSimulator:
     # Following the API: list, then watch from the listed version; list again when that is too old.
 
     async def _follow(
-        self, session: aiohttp.ClientSession, workload: Workload, listed: asyncio.Event
+        self, session: aiohttp.ClientSession, kind: str, collection: str, listed: asyncio.Event
     ) -> None:
         while True:
             try:
-                version: str | None = await self._list(session, workload)
+                version: str | None = await self._list(session, kind, collection)
                 listed.set()
                 while version is not None:
-                    version = await self._watch(session, workload, version)
+                    version = await self._watch(session, kind, collection, version)
             except (aiohttp.ClientError, ValueError) as error:  # ValueError: a stream cut mid-event
-                logger.warning("Watching %ss failed, retrying: %s", workload.kind, error)
+                logger.warning("Watching %ss failed, retrying: %s", kind, error)
                 await asyncio.sleep(RETRY_DELAY)
 
-    async def _list(self, session: aiohttp.ClientSession, workload: Workload) -> str:
-        async with session.get(workload.collection) as response:
+    async def _list(self, session: aiohttp.ClientSession, kind: str, collection: str) -> str:
+        async with session.get(collection) as response:
             response.raise_for_status()
             listing = await response.json()
-        for key in [key for key in self._seen if key[0] == workload.kind]:
+        for key in [key for key in self._seen if key[0] == kind]:
             del self._seen[key]
         for item in listing["items"]:
-            self._see(workload, item)
+            self._see(kind, item)
         version: str = listing["metadata"]["resourceVersion"]
         return version
 
-    async def _watch(self, session: aiohttp.ClientSession, workload: Workload, version: str) -> str | None:
+    async def _watch(
+        self, session: aiohttp.ClientSession, kind: str, collection: str, version: str
+    ) -> str | None:
         """Follow the changes after `version`; the version to go on from, or None to list again."""
         params = {
             "watch": "true",
@@ -294,7 +306,7 @@ class KubeletSimulator:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": "300",
         }
-        async with session.get(workload.collection, params=params) as response:
+        async with session.get(collection, params=params) as response:
             response.raise_for_status()
             async for line in response.content:
                 event = json.loads(line)
@@ -302,21 +314,34 @@ class KubeletSimulator:
                     return None
                 version = event["object"]["metadata"].get("resourceVersion", version)
                 if event["type"] == "DELETED":
-                    self._forget(workload, event["object"])
+                    self._forget(kind, event["object"])
                 elif event["type"] != "BOOKMARK":
-                    self._see(workload, event["object"])
+                    self._see(kind, event["object"])
         return version
 
-    def _see(self, workload: Workload, obj: Json) -> None:
-        key = (workload.kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+    def _see(self, kind: str, obj: Json) -> None:
+        key = (kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if kind not in WORKLOADS:
+            self._seen[key] = {"metadata": obj["metadata"]}
+            self._wake_namespace(key[1])
+            return
         self._seen[key] = obj
         if self._dirty is not None:
             self._dirty.put_nowait(key)
 
-    def _forget(self, workload: Workload, obj: Json) -> None:
-        key = (workload.kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+    def _forget(self, kind: str, obj: Json) -> None:
+        key = (kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
         self._seen.pop(key, None)
         self._starting.pop(key, None)
+        if kind not in WORKLOADS:
+            self._wake_namespace(key[1])
+
+    def _wake_namespace(self, namespace: str) -> None:
+        """A ConfigMap came or went: the Deployments of its namespace may start, or stop being able to."""
+        if self._dirty is not None:
+            for key in self._seen:
+                if key[0] == "Deployment" and key[1] == namespace:
+                    self._dirty.put_nowait(key)
 
     # Writing statuses: one at a time, only when the status would change.
 
@@ -353,12 +378,18 @@ class KubeletSimulator:
             self._seen[key] = written
 
     def _behaviour(self, workload: Workload, key: WorkloadKey, obj: Json) -> str:
+        if workload.kind == "Deployment" and self._missing_config_maps(key[1], obj):
+            return "never-ready"
         template_meta = obj.get("spec", {}).get("template", {}).get("metadata") or {}
         annotated = (template_meta.get("annotations") or {}).get(BEHAVIOUR_ANNOTATION)
         if annotated is not None and annotated not in workload.behaviours:
             logger.warning("Unknown %s on %s %s/%s", BEHAVIOUR_ANNOTATION, workload.kind, key[1], key[2])
             annotated = None
         return self._overrides.get(key) or annotated or workload.behaviours[0]
+
+    def _missing_config_maps(self, namespace: str, obj: Json) -> set[str]:
+        needed = referenced_config_maps(obj.get("spec", {}).get("template", {}), required_only=True)
+        return {name for name in needed if ("ConfigMap", namespace, name) not in self._seen}
 
     def _started(self, key: WorkloadKey, obj: Json) -> bool:
         """Whether the current generation and scale have been up for `delay`; wakes the key up when due."""

@@ -176,6 +176,26 @@ def test_a_runtime_override_wins_over_the_annotation_until_it_is_withdrawn(kubel
     assert conditions(annotated)["Progressing"] == ("True", "ReplicaSetUpdated")
 
 
+def test_pods_naming_a_missing_configmap_wait_for_it_unless_it_is_optional(kubelet, workloads, local_api):
+    needs = deployment("web", replicas=2)
+    needs["spec"]["template"]["spec"]["volumes"] = [{"name": "c", "configMap": {"name": "web-config"}}]
+    optional = deployment("tolerant", replicas=1)
+    optional["spec"]["template"]["spec"]["containers"][0]["envFrom"] = [
+        {"configMapRef": {"name": "web-config", "optional": True}}
+    ]
+    workloads.create(workloads.deployments, needs)
+    workloads.create(workloads.deployments, optional)
+
+    waiting = workloads.status_when(workloads.deployments, "web", observedGeneration=1, unavailableReplicas=2)
+    workloads.status_when(workloads.deployments, "tolerant", readyReplicas=1)
+    configmaps = f"{local_api.url}/api/v1/namespaces/default/configmaps"
+    workloads.create(configmaps, {"metadata": {"name": "web-config"}, "data": {"k": "v"}})
+    started = workloads.status_when(workloads.deployments, "web", readyReplicas=2)
+
+    assert conditions(waiting)["Available"] == ("False", "MinimumReplicasUnavailable")
+    assert conditions(started)["Available"] == ("True", "MinimumReplicasAvailable")
+
+
 def test_the_status_is_written_only_when_it_changes(kubelet, workloads, local_api):
     def status_writes(name: str) -> int:
         return sum(
