@@ -104,6 +104,7 @@ def test_the_cluster_role_grants_only_what_the_operator_uses(chart: helm.Chart) 
         ("apps", "controllerrevisions"): {"get", "list", "watch", "create", "patch", "delete"},
         ("batch", "jobs"): {"list", "watch", "create", "delete"},
         ("", "events"): {"create", "patch"},
+        ("", "configmaps"): {"list", "create", "delete"},
         ("", "secrets"): {"get"},
         # What Kopf itself needs: peering, and observing CRDs and namespaces (list, watch); Shepherd reads a
         # namespace's labels (get) to match the policies' namespaceSelectors.
