@@ -8,7 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from simulation import ABORT, PROMOTE, World, release_spec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from simulation import ABORT, PROMOTE, RETRY, World, release_spec
 
 from shepherd.core.actions import ApplyConfigMap, ApplyDeployment, DeleteConfigMap
 from shepherd.core.config import (
@@ -405,3 +407,49 @@ def test_a_reference_to_a_configmap_nobody_created_keeps_pods_unready() -> None:
     assert "shop-api" in world.status["message"]
     world.config_maps["missing"] = {"metadata": {"name": "missing"}}
     assert not unused_config_maps([], world.config_maps, {}), "not the operator's to delete"
+
+
+changes = st.one_of(
+    st.tuples(st.just("wait"), st.integers(min_value=1, max_value=600)),
+    st.tuples(st.just("config"), st.sampled_from(["info", "debug", "warn"])),
+    st.tuples(st.just("version"), st.sampled_from(["1.0.0", "1.1.0"])),
+    st.tuples(st.just("crash"), st.sampled_from(["shop-api-canary", "shop-api"])),
+    st.tuples(st.just("heal"), st.just("")),
+    st.tuples(st.just("annotate"), st.sampled_from([PROMOTE, ABORT, RETRY])),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(changes, min_size=1, max_size=20))
+def test_every_named_configmap_exists_and_only_kept_revisions_keep_theirs(sequence: list) -> None:
+    limit = {"rollback": {"revisionHistoryLimit": 2}, "progressDeadline": "2m"}
+    world = World(config_spec(**limit))
+    world.run_until("Succeeded")
+    for kind, value in sequence:
+        if kind == "wait":
+            world.now += timedelta(seconds=int(value))
+        elif kind == "config":
+            world.set_spec(config_spec(world.spec["version"], log_level=str(value), **limit))
+        elif kind == "version":
+            level = world.spec["config"][0]["data"]["LOG_LEVEL"]
+            world.set_spec(config_spec(str(value), log_level=level, **limit))
+        elif kind == "crash":
+            world.crashing.add(str(value))
+        elif kind == "heal":
+            world.crashing.clear()
+        else:
+            world.annotations[str(value)] = "true"
+        for _ in range(3):
+            named_before = named_by_deployments(world)
+            world.reconcile()
+            named = named_by_deployments(world)
+            assert named <= set(world.config_maps), "a Deployment names a ConfigMap that is not there"
+            recorded = {e.hashed_name for content in world.revisions.values() for e in content.config}
+            current = {e.hashed_name for e in content_of(parse_spec(world.spec)).config}
+            # What the decision saw named is deleted by the next one: no revision kept, nothing named, gone.
+            kept = recorded | current | named | named_before
+            assert set(world.config_maps) <= kept, "garbage left behind"
+
+
+def named_by_deployments(world: World) -> set[str]:
+    return {n for d in world.deployments.values() for n in referenced_config_maps(d["spec"]["template"])}

@@ -284,7 +284,7 @@ class RevisionContent:
             config=tuple(sorted(config, key=lambda entry: entry.name)),
         )
 
-    @property
+    @cached_property  # compared on every pass of the machine; config can make content large
     def hash(self) -> str:
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
