@@ -121,6 +121,34 @@ def with_analysis(*mutations: Mutation) -> Mutation:
     return applying(setting("spec.analysis", ANALYSIS), *mutations)
 
 
+MIGRATION_JOB = {
+    "spec": {
+        "backoffLimit": 1,
+        "template": {
+            "spec": {
+                "restartPolicy": "OnFailure",
+                "containers": [{"name": "migrate", "image": "example/shop-migrate:1", "args": ["up"]}],
+            }
+        },
+    }
+}
+MIGRATIONS = [
+    {
+        "name": "schema",
+        "timeout": "15m",
+        "backoffLimit": 2,
+        "template": MIGRATION_JOB,
+        "rollbackTemplate": MIGRATION_JOB,
+    },
+    {"name": "backfill", "template": {"metadata": {"labels": {"team": "shop"}}, **MIGRATION_JOB}},
+]
+
+
+def with_migrations(*mutations: Mutation) -> Mutation:
+    """The quickstart with spec.migrations (one with a down migration, one without), then `mutations`."""
+    return applying(setting("spec.migrations", MIGRATIONS), *mutations)
+
+
 GATES = [
     {"name": "two-approvals", "timeout": "72h", "approval": {"count": 2}},
     {
@@ -668,6 +696,73 @@ BAD_RELEASES = [
         "spec.config[0].immutable",
         "unknown field",
     ),
+    # spec.migrations
+    BadRelease(
+        "duplicate-migration-names",
+        with_migrations(setting("spec.migrations[1].name", "schema")),
+        "spec.migrations",
+        "names must be unique",
+    ),
+    BadRelease(
+        "11-migrations",
+        setting("spec.migrations", [{**MIGRATIONS[1], "name": f"m{i}"} for i in range(11)]),
+        "spec.migrations",
+        "at most 10 items",
+    ),
+    BadRelease(
+        "migration-name-not-a-dns-label",
+        with_migrations(setting("spec.migrations[0].name", "Schema_v2")),
+        "spec.migrations[0].name",
+        "must match",
+    ),
+    BadRelease(
+        "migration-without-template",
+        with_migrations(removing("spec.migrations[0].template")),
+        "spec.migrations[0].template",
+        "Required value",
+    ),
+    BadRelease(
+        "migration-without-containers",
+        with_migrations(setting("spec.migrations[0].template.spec.template.spec.containers", [])),
+        "spec.migrations[0].template.spec.template.spec.containers",
+        "at least 1 items",
+    ),
+    BadRelease(
+        "migration-pods-restart-always",
+        with_migrations(setting("spec.migrations[0].template.spec.template.spec.restartPolicy", "Always")),
+        "spec.migrations[0].template.spec.template.spec.restartPolicy",
+        'Unsupported value: "Always": supported values: "Never", "OnFailure"',
+    ),
+    BadRelease(
+        "down-migration-without-containers",
+        with_migrations(setting("spec.migrations[0].rollbackTemplate.spec.template.spec", {})),
+        "spec.migrations[0].rollbackTemplate.spec.template.spec.containers",
+        "Required value",
+    ),
+    BadRelease(
+        "migration-backoff-limit-11",
+        with_migrations(setting("spec.migrations[0].backoffLimit", 11)),
+        "spec.migrations[0].backoffLimit",
+        "less than or equal to 10",
+    ),
+    BadRelease(
+        "migration-backoff-limit-negative",
+        with_migrations(setting("spec.migrations[0].backoffLimit", -1)),
+        "spec.migrations[0].backoffLimit",
+        "greater than or equal to 0",
+    ),
+    BadRelease(
+        "malformed-migration-timeout",
+        with_migrations(setting("spec.migrations[0].timeout", "15 minutes")),
+        "spec.migrations[0].timeout",
+        "must match",
+    ),
+    BadRelease(
+        "unknown-field-in-migration",
+        with_migrations(setting("spec.migrations[0].down", {})),
+        "spec.migrations[0].down",
+        "unknown field",
+    ),
     # spec.gates
     BadRelease(
         "gate-with-two-kinds",
@@ -1111,6 +1206,13 @@ def test_config_with_data_and_binary_data_is_valid(crd: dict[str, Any]) -> None:
     assert validate(crd, release) == []
 
 
+def test_migrations_with_and_without_down_migrations_are_valid(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    with_migrations()(release)
+
+    assert validate(crd, release) == []
+
+
 def test_an_empty_gate_list_is_valid(crd: dict[str, Any]) -> None:
     release = quickstart_release()
     setting("spec.gates", [])(release)
@@ -1186,7 +1288,7 @@ def test_every_property_has_a_description(kind: str) -> None:
 
 
 # How many rules each CRD has: a rule added or lost shows up here.
-RULE_COUNTS = {"release": 27, "releaseapproval": 1, "releasepolicy": 14}
+RULE_COUNTS = {"release": 28, "releaseapproval": 1, "releasepolicy": 14}
 
 
 def test_every_crd_is_checked() -> None:

@@ -1,4 +1,4 @@
-"""Jobs the operator runs for a revision (job gates): their names, manifests, outcomes and clean-up.
+"""Jobs the operator runs for a revision (job gates, migrations): names, manifests, outcomes, clean-up.
 
 A Job is named after the Release, what it is for and the revision's attempt, so a retry runs it
 again under a new name while the failed run stays readable with `kubectl logs job/<name>`.
@@ -21,7 +21,7 @@ from shepherd.core.workloads import (
     owner_reference,
 )
 
-PURPOSE_LABEL = f"{GROUP}/job-for"  # "gate-<name>"
+PURPOSE_LABEL = f"{GROUP}/job-for"  # "gate-<name>", "migrate-<name>", "rollback-<name>"
 MAX_NAME = 63  # the job controller puts the Job's name in a label of its pods
 
 JobState = Literal["Missing", "Running", "Succeeded", "Failed"]
@@ -64,8 +64,17 @@ def job_manifest(
             "annotations": dict(metadata.get("annotations") or {}),
             "ownerReferences": [owner_reference(release)],
         },
-        "spec": dict(template.get("spec") or {}),
+        "spec": _restart_never_by_default(template.get("spec") or {}),
     }
+
+
+def _restart_never_by_default(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A pod's restartPolicy defaults to Always, which the API server refuses in a Job."""
+    pod_template = spec.get("template") or {}
+    pod = pod_template.get("spec") or {}
+    if "restartPolicy" in pod:
+        return dict(spec)
+    return {**spec, "template": {**pod_template, "spec": {**pod, "restartPolicy": "Never"}}}
 
 
 def job_outcome(job: Mapping[str, Any] | None) -> JobOutcome:

@@ -36,6 +36,8 @@ MAX_CONFIG_BYTES = 1024 * 1024  # what the API server allows in one ConfigMap's 
 CONFIG_HASH_LENGTH = 10
 # A ConfigMap's name is a DNS subdomain of at most 253 characters, "-<hash>" included.
 MAX_CONFIG_NAME = 253 - 1 - CONFIG_HASH_LENGTH
+MAX_MIGRATIONS = 10
+MAX_BACKOFF_LIMIT = 10
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -226,6 +228,36 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class Migration:
+    """A Job that must succeed before the revision takes any traffic, and the Job that undoes it."""
+
+    name: str
+    template: Mapping[str, Any]  # JobTemplateSpec, spec.backoffLimit applied
+    timeout: timedelta | None
+    rollback_template: Mapping[str, Any] | None = None  # the down migration, run on a rollback
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "template": self.template}
+        if self.timeout is not None:
+            data["timeout"] = durationpy.to_str(self.timeout)
+        if self.rollback_template is not None:
+            data["rollbackTemplate"] = self.rollback_template
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Migration:
+        """From a revision record, which the operator wrote itself (its spec was parsed then)."""
+        timeout = data.get("timeout")
+        rollback = data.get("rollbackTemplate")
+        return cls(
+            name=str(data.get("name", "")),
+            template=data.get("template") or {},
+            timeout=durationpy.from_str(timeout) if isinstance(timeout, str) else None,
+            rollback_template=rollback if isinstance(rollback, Mapping) else None,
+        )
+
+
+@dataclass(frozen=True)
 class ReleaseSpec:
     version: str
     paused: bool
@@ -240,6 +272,7 @@ class ReleaseSpec:
     gates: tuple[Gate, ...] = ()
     notifications: tuple[NotificationSpec, ...] = ()
     config: tuple[ConfigEntry, ...] = ()
+    migrations: tuple[Migration, ...] = ()
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -263,25 +296,31 @@ class RevisionContent:
     version: str
     templates: Mapping[str, Mapping[str, Any]]  # component name -> PodTemplateSpec, as written
     config: tuple[ConfigEntry, ...] = ()  # sorted by name: their order in the spec is not content
+    migrations: tuple[Migration, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {
             "version": self.version,
             "components": [{"name": n, "template": t} for n, t in sorted(self.templates.items())],
         }
-        # Absent rather than empty: content without config keeps the hash it had before config existed.
+        # Absent rather than empty: content without config or migrations keeps the hash it had before
+        # they existed.
         if self.config:
             record["config"] = [entry.to_dict() for entry in self.config]
+        if self.migrations:
+            record["migrations"] = [m.to_dict() for m in self.migrations]
         return record
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RevisionContent:
         components = data.get("components") or []
         config = (ConfigEntry.from_dict(c) for c in data.get("config") or [])
+        migrations = data.get("migrations") or []
         return cls(
             version=str(data.get("version", "")),
             templates={str(c["name"]): c.get("template") or {} for c in components},
             config=tuple(sorted(config, key=lambda entry: entry.name)),
+            migrations=tuple(Migration.from_dict(m) for m in migrations if isinstance(m, Mapping)),
         )
 
     @cached_property  # compared on every pass of the machine; config can make content large
@@ -292,7 +331,8 @@ class RevisionContent:
 
 def content_of(spec: ReleaseSpec) -> RevisionContent:
     config = tuple(sorted(spec.config, key=lambda entry: entry.name))
-    return RevisionContent(spec.version, {c.name: c.template for c in spec.components}, config)
+    templates = {c.name: c.template for c in spec.components}
+    return RevisionContent(spec.version, templates, config, spec.migrations)
 
 
 def canary_replicas(replicas: int, weight: int) -> int:
@@ -349,6 +389,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
     bake = None if post.get("bake") is None else parse_duration(post["bake"], "spec.postRelease.bake")
     analysis = None if spec.get("analysis") is None else _analysis(spec["analysis"])
     gates = parse_gates(spec.get("gates"))
+    migrations = _migrations(spec.get("migrations"))
     for index, gate in enumerate(gates):
         if isinstance(gate.kind, MetricGate) and analysis is None:
             raise SpecError(f"spec.gates[{index}].metric", "needs spec.analysis.prometheus to query")
@@ -378,6 +419,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
         gates=gates,
         notifications=parse_notifications(spec.get("notifications")),
         config=config,
+        migrations=migrations,
     )
 
 
@@ -400,17 +442,11 @@ def _components(raw: Any) -> tuple[Component, ...]:
         raise SpecError("spec.components", "must list at least one component")
     if len(raw) > MAX_COMPONENTS:
         raise SpecError("spec.components", f"must list at most {MAX_COMPONENTS} components, not {len(raw)}")
-    seen: set[str] = set()
-    components = []
+    components: list[Component] = []
     for index, item in enumerate(raw):
         field = f"spec.components[{index}]"
         item = _mapping(item, field)
-        name = item.get("name")
-        if not isinstance(name, str) or len(name) > 63 or not _DNS_LABEL.match(name):
-            raise SpecError(f"{field}.name", f"{name!r} must be a DNS label: lowercase a-z 0-9 and -")
-        if name in seen:
-            raise SpecError(f"{field}.name", f"duplicate component name {name!r}: names must be unique")
-        seen.add(name)
+        name = _unique_name(item, field, [c.name for c in components], "component")
         replicas = item.get("replicas", 1)
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
             raise SpecError(f"{field}.replicas", f"must be an integer >= 1, not {replicas!r}")
@@ -487,6 +523,15 @@ def _base64(value: str, field: str) -> str:
     except binascii.Error:
         raise SpecError(field, "must be base64-encoded bytes") from None
     return base64.b64encode(decoded).decode()
+
+
+def _unique_name(item: Mapping[str, Any], field: str, taken: Sequence[str], kind: str) -> str:
+    name = item.get("name")
+    if not isinstance(name, str) or len(name) > 63 or not _DNS_LABEL.match(name):
+        raise SpecError(f"{field}.name", f"{name!r} must be a DNS label: lowercase a-z 0-9 and -")
+    if name in taken:
+        raise SpecError(f"{field}.name", f"duplicate {kind} name {name!r}: names must be unique")
+    return name
 
 
 def _steps(raw: Any) -> tuple[Step, ...]:
@@ -815,6 +860,9 @@ def _positive_duration(value: Any, field: str, default: timedelta) -> timedelta:
     return parsed
 
 
+JOB_RESTART_POLICIES = ("Never", "OnFailure")
+
+
 def job_template(raw: Any, field: str) -> Mapping[str, Any]:
     """A JobTemplateSpec with at least one container; the API server checks the rest on create."""
     template = _mapping(raw, field)
@@ -824,7 +872,59 @@ def job_template(raw: Any, field: str) -> Mapping[str, Any]:
     containers = pod.get("containers")
     if not isinstance(containers, Sequence) or isinstance(containers, str) or not containers:
         raise SpecError(f"{field}.spec.template.spec.containers", "a Job needs at least one container")
+    restart = pod.get("restartPolicy", "Never")
+    if restart not in JOB_RESTART_POLICIES:
+        raise SpecError(
+            f"{field}.spec.template.spec.restartPolicy",
+            f"a Job's pods restart Never or OnFailure, not {restart!r}",
+        )
     return template
+
+
+def _migrations(raw: Any) -> tuple[Migration, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise SpecError("spec.migrations", "must be a list of migrations")
+    if len(raw) > MAX_MIGRATIONS:
+        raise SpecError("spec.migrations", f"must list at most {MAX_MIGRATIONS} migrations, not {len(raw)}")
+    migrations: list[Migration] = []
+    for index, item in enumerate(raw):
+        field = f"spec.migrations[{index}]"
+        item = _mapping(item, field)
+        name = _unique_name(item, field, [m.name for m in migrations], "migration")
+        if item.get("template") is None:
+            raise SpecError(f"{field}.template", "is required: the Job (a JobTemplateSpec) that migrates")
+        backoff = item.get("backoffLimit")
+        if backoff is not None and (
+            not isinstance(backoff, int) or isinstance(backoff, bool) or not 0 <= backoff <= MAX_BACKOFF_LIMIT
+        ):
+            raise SpecError(
+                f"{field}.backoffLimit", f"must be an integer 0..{MAX_BACKOFF_LIMIT}, not {backoff!r}"
+            )
+        timeout = item.get("timeout")
+        timeout_value = (
+            None if timeout is None else _positive_duration(timeout, f"{field}.timeout", timedelta(0))
+        )
+        rollback = item.get("rollbackTemplate")
+        migrations.append(
+            Migration(
+                name,
+                _with_backoff(job_template(item["template"], f"{field}.template"), backoff),
+                timeout_value,
+                None
+                if rollback is None
+                else _with_backoff(job_template(rollback, f"{field}.rollbackTemplate"), backoff),
+            )
+        )
+    return tuple(migrations)
+
+
+def _with_backoff(template: Mapping[str, Any], backoff: int | None) -> Mapping[str, Any]:
+    """spec.migrations[].backoffLimit wins over the template's own."""
+    if backoff is None:
+        return template
+    return {**template, "spec": {**template["spec"], "backoffLimit": backoff}}
 
 
 # --- notifications -----------------------------------------------------------------------------
