@@ -189,7 +189,7 @@ async def deployment_changed(namespace: str | None, labels: kopf.Labels, memo: A
 
 @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=REGISTRY)
 async def job_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
-    """A job gate's Job finished: its Release may go on (or fail) at once."""
+    """A job gate's or a migration's Job finished: its Release may go on (or fail) at once."""
     release = labels.get(INSTANCE_LABEL)
     if release and namespace:
         memo.runtime.wake(ReleaseKey(namespace, release))

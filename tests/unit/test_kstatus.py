@@ -134,6 +134,7 @@ def test_a_generation_that_is_not_an_integer_is_an_error_as_in_kstatus() -> None
 PHASE_VERDICT = {
     "Pending": IN_PROGRESS,
     "Gating": IN_PROGRESS,
+    "Migrating": IN_PROGRESS,
     "Progressing": IN_PROGRESS,
     "Paused": IN_PROGRESS,
     "Promoting": IN_PROGRESS,
@@ -251,6 +252,18 @@ def test_a_retry_goes_from_failed_back_to_in_progress_and_current() -> None:
     assert verdicts[0] == IN_PROGRESS and verdicts[-1] == CURRENT
     assert FAILED not in verdicts
     assert {"Paused", "Promoting", "Baking"} <= set(world.phases())
+
+
+def test_migrating_is_in_progress_and_a_failed_migration_turns_failed() -> None:
+    pod = {"spec": {"containers": [{"name": "migrate", "image": "shop/schema:1"}]}}
+    migrations = [{"name": "schema", "template": {"spec": {"template": pod}}}]
+    world = stable_release()
+    world.set_spec(release_spec("1.1.0", migrations=migrations))
+    world.settle()
+    assert world.verdicts[-1] == ("Migrating", IN_PROGRESS)
+    world.job_outcomes["shop-migrate-schema-r2"] = "fail"
+    world.settle()
+    assert world.verdicts[-1] == ("Failed", FAILED) and world.status["reason"] == "MigrationFailed"
 
 
 def test_an_invalid_spec_turns_failed_and_a_fix_current_again() -> None:

@@ -159,3 +159,54 @@ def test_capacity_never_drops_below_the_requested_replicas(sequence: list) -> No
         for seen in rounds(world):
             for name, wanted in COMPONENTS.items():
                 assert seen["capacity"][name] >= wanted, (event, seen)  # type: ignore[index]
+
+
+MIGRATION_JOB = {
+    "spec": {"template": {"spec": {"containers": [{"name": "migrate", "image": "shop/migrate"}]}}}
+}
+MIGRATIONS = [
+    {"name": name, "template": MIGRATION_JOB, "rollbackTemplate": MIGRATION_JOB}
+    for name in ("schema", "backfill")
+]
+
+
+def migrating_spec(version: str) -> dict[str, object]:
+    return release_spec(version, migrations=MIGRATIONS)
+
+
+def migrated(world: World, revision: str) -> bool:
+    """Every migration of the revision succeeded in one attempt."""
+    attempts = [f"-a{n}" for n in range(2, 30)] + [""]
+    return any(
+        all(
+            world.job_outcomes.get(f"shop-migrate-{m['name']}-r{revision}{suffix}") == "succeed"
+            for m in MIGRATIONS
+        )
+        for suffix in attempts
+    )
+
+
+job_events = st.tuples(st.just("job"), st.sampled_from(["succeed", "fail"]))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(events, job_events), min_size=1, max_size=25))
+def test_no_pod_runs_a_revision_before_all_its_migrations_succeeded(sequence: list) -> None:
+    world = World(migrating_spec("1.0.0"))
+    world.job_outcomes = {f"shop-migrate-{m['name']}-r1": "succeed" for m in MIGRATIONS}
+    world.run_until("Succeeded")
+    for kind, value in sequence:
+        if kind == "job":
+            running = sorted(name for name in world.jobs if name not in world.job_outcomes)
+            if running:
+                world.job_outcomes[running[0]] = str(value)
+        elif kind == "version":
+            world.set_spec({**migrating_spec(str(value)), "paused": world.spec.get("paused", False)})
+        else:
+            apply(world, (kind, value))
+        for _ in range(3):
+            world.reconcile()
+            for name, deployment in world.deployments.items():
+                revision = deployment["spec"]["template"]["metadata"]["labels"]["shepherd.dev/revision"]
+                if deployment["spec"]["replicas"] > 0:
+                    assert migrated(world, revision), (name, revision, world.status["message"])

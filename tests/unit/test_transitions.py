@@ -27,6 +27,28 @@ def gating() -> World:
     return world
 
 
+SCHEMA_JOB = {"spec": {"template": {"spec": {"containers": [{"name": "migrate", "image": "shop/schema:1"}]}}}}
+SCHEMA = {"name": "schema", "template": SCHEMA_JOB, "rollbackTemplate": SCHEMA_JOB}
+
+
+def migrating() -> World:
+    world = succeeded()
+    world.set_spec(release_spec("1.1.0", migrations=[SCHEMA]))
+    world.settle()
+    return world
+
+
+def rolling_back_migration() -> World:
+    """Rolling back once the canary is gone: the down migration runs."""
+    world = migrating()
+    world.job_outcomes["shop-migrate-schema-r2"] = "succeed"
+    world.settle()
+    world.annotations[ABORT] = "true"
+    world.settle()
+    assert "shop-rollback-schema-r2" in world.jobs
+    return world
+
+
 def paused_step() -> World:
     world = canary_at(50)
     world.settle()
@@ -116,6 +138,7 @@ def pause_in_spec(world: World) -> None:
 SETUPS: dict[str, Callable[[], World]] = {
     "Pending": pending,
     "Gating": gating,
+    "Migrating": migrating,
     "Progressing": progressing,
     "PausedStep": paused_step,
     "PausedSpec": paused_spec,
@@ -123,6 +146,7 @@ SETUPS: dict[str, Callable[[], World]] = {
     "Baking": baking,
     "Succeeded": succeeded,
     "RollingBack": rolling_back,
+    "RollingBackMigration": rolling_back_migration,
     "RolledBack": rolled_back,
     "Failed": failed,
 }
@@ -150,6 +174,16 @@ EXPECTED = {
         "Pending",
     ],
     "Gating": ["Gating", "Gating", "Gating", "RolledBack", "Gating", "Progressing", "Gating", "Gating"],
+    "Migrating": [
+        "Migrating",
+        "Migrating",
+        "Migrating",
+        "RollingBack",
+        "Migrating",
+        "Progressing",
+        "Migrating",
+        "Migrating",
+    ],
     "Progressing": [
         "Progressing",
         "Progressing",
@@ -211,6 +245,16 @@ EXPECTED = {
         "Succeeded",
     ],
     "RollingBack": [
+        "RollingBack",
+        "RollingBack",
+        "RollingBack",
+        "RollingBack",
+        "RollingBack",
+        "Progressing",
+        "RollingBack",
+        "RollingBack",
+    ],
+    "RollingBackMigration": [
         "RollingBack",
         "RollingBack",
         "RollingBack",

@@ -4,16 +4,18 @@ Pure: no I/O, no clock. The shell reads the Release and its Deployments and
 ControllerRevisions, calls `decide`, applies the actions in order, posts the
 events, writes the status, and calls again on the next change or at `wake_at`.
 
-    Pending -> Progressing -> (Paused) -> Promoting -> Baking -> Succeeded
-                   |                         |           |
-                   +-----> RollingBack <-----+-----------+  -> RolledBack
+    Pending -> (Gating) -> (Migrating) -> Progressing -> (Paused) -> Promoting -> Baking -> Succeeded
+                                |              |                         |           |
+                                +--------------+-----> RollingBack <-----+-----------+  -> RolledBack
     Pending: held by spec.paused, or until Prometheus has parsed the analysis queries.
+    Gating: every gate passes before anything moves. Migrating: spec.migrations' Jobs, in order.
     Progressing: setWeight, pause and analysis steps, each once the workloads are ready.
     Baking: postRelease.bake, measuring postRelease.metrics.
-    First revision: Pending -> Progressing (all replicas, no canary) -> Baking -> Succeeded.
+    First revision: Pending -> (Gating, Migrating) -> Progressing (all replicas, no canary) -> Baking.
     Failure with nothing to roll back to, or with `rollback.automatic: false`: Failed (held).
 
-Revisions live in revisions.py, analysis evidence in evidence.py, the message in report.py.
+Revisions live in revisions.py, analysis evidence in evidence.py, migrations in migrations.py, the message
+in report.py.
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ from shepherd.core.gates import (
     next_window_change,
 )
 from shepherd.core.jobs import stale_jobs
+from shepherd.core.migrations import (
+    MigrationInputs,
+    migrate,
+    migrate_down,
+    migration_deadlines,
+    migration_jobs,
+    migration_progress,
+)
 from shepherd.core.model import Decision, Observations, ReleaseObject
 from shepherd.core.policy import active_freezes, applicable, freeze_changes, policy_gates
 from shepherd.core.report import describe, format_duration
@@ -120,17 +130,21 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
         GateResult(f"freeze/{f.policy}", "Pending", f.describe()) for f in freezes
     )
     evidence = Evidence(run, check, gate_results, gate_specs, policies, freezes)
+    migrations = _migrations(release, rollout, spec, content, evidence, observed, now)
 
     # Gates are judged while gating; after that, status keeps the verdict that let the revision start.
     judging_gates = rollout.phase is Phase.GATING
     plan = _plan(release, rollout, spec, content, observed)
     for _ in range(MAX_TRANSITIONS_PER_DECISION):
-        following = _advance(_track_readiness(rollout, plan, now), spec, plan, evidence, now, events)
+        following = _advance(
+            _track_readiness(rollout, plan, now), spec, plan, evidence, migrations, now, events
+        )
         if following == rollout:
             break
         rollout = following
         plan = _plan(release, rollout, spec, content, observed)
-    rollout = replace(rollout, message=describe(rollout, spec, plan, evidence, now))
+    progress = migration_progress(rollout, migrations)
+    rollout = replace(rollout, message=describe(rollout, spec, plan, evidence, now, progress))
 
     actions: list[Action] = []
     if consumed:
@@ -142,6 +156,7 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     actions.extend(revision_records(release, rollout, spec, content, observed))
     if rollout.phase is Phase.GATING and not spec.paused:
         actions.extend(gate_jobs(gate_specs, gate_inputs))
+    actions.extend(migration_jobs(rollout, migrations))
     actions.extend(DeleteJob(name) for name in stale_jobs(observed.jobs, retained))
     actions.extend(plan.actions)
     conditions = rollout_conditions(rollout, check.error)
@@ -167,7 +182,7 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
         "analysisCheck": check.to_status(),
         "gates": shown_gates or None,
     }
-    wake_at = _wake_at(release, rollout, spec, plan, evidence, now)
+    wake_at = _wake_at(release, rollout, spec, plan, evidence, now, migration_deadlines(rollout, migrations))
     return Decision(status, tuple(actions), tuple(events), wake_at)
 
 
@@ -260,6 +275,8 @@ def _promote(rollout: Rollout, spec: ReleaseSpec, value: str, now: datetime) -> 
         return f"failed analysis at step {rollout.current_step + 1} overridden", _next_step(resumed, now)
     if rollout.phase is Phase.GATING:
         return "ignored: gates decide when a revision starts; a promote cannot skip them", rollout
+    if rollout.phase is Phase.MIGRATING:
+        return "ignored: migrations must succeed before traffic moves; a promote cannot skip them", rollout
     if rollout.phase not in IN_FLIGHT:
         return f"ignored: nothing to promote in phase {rollout.phase.value}", rollout
     if spec.paused:
@@ -304,6 +321,28 @@ def _unused_config(
     return unused_config_maps(kept, observed.config_maps, observed.deployments)
 
 
+def _migrations(
+    release: ReleaseObject,
+    rollout: Rollout,
+    spec: ReleaseSpec,
+    content: RevisionContent,
+    evidence: Evidence,
+    observed: Observations,
+    now: datetime,
+) -> MigrationInputs:
+    """The migrations of the revision in flight (recorded, when the spec has moved on) and what holds them."""
+    in_flight = content if rollout.revision_hash == content.hash else observed.revisions.get(rollout.revision)
+    closed = closed_windows(evidence.gate_specs, now)
+    held = None
+    if spec.paused:
+        held = "spec.paused is true"
+    elif evidence.freezes:
+        held = evidence.freezes[0].describe()
+    elif closed:
+        held = f"window {closed[0].name} is closed"
+    return MigrationInputs(release.ref, in_flight.migrations if in_flight else (), observed.jobs, held)
+
+
 def _track_readiness(rollout: Rollout, plan: WorkloadPlan, now: datetime) -> Rollout:
     """The progress deadline counts from the moment workloads stopped matching the plan."""
     if plan.converged:
@@ -316,18 +355,23 @@ def _advance(
     spec: ReleaseSpec,
     plan: WorkloadPlan,
     evidence: Evidence,
+    migrations: MigrationInputs,
     now: datetime,
     events: list[Event],
 ) -> Rollout:
     phase = rollout.phase
+    # Migrations run after the gates and before any traffic moves.
+    starting = Phase.MIGRATING if migrations.migrations else Phase.PROGRESSING
     if phase is Phase.PENDING:
         if spec.paused or not evidence.check.ready:
             return rollout
         if evidence.gates:
             return _enter(rollout, Phase.GATING, "WaitingForGates", now, events)
-        return _enter(rollout, Phase.PROGRESSING, "Started", now, events)
+        return _enter(rollout, starting, "Started", now, events)
     if phase is Phase.GATING:
-        return rollout if spec.paused else _gate(rollout, spec, evidence, now, events)
+        return rollout if spec.paused else _gate(rollout, starting, evidence, now, events)
+    if phase is Phase.MIGRATING:
+        return _migrate(rollout, migrations, now, events)
     # Returning to the stable revision has nothing older to fall back to: it keeps converging like a rollback.
     returning_to_stable = rollout.has_stable and rollout.revision == rollout.stable_revision
     if phase in (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.BAKING) and not returning_to_stable:
@@ -345,6 +389,13 @@ def _advance(
         done = judged.state == "Passed" and baked(rollout, spec, now)
         return _succeed(rollout, spec, now, events) if done else rollout
     if phase is Phase.ROLLING_BACK and plan.converged:
+        # Down migrations only once no pod runs the new code: the old code works on either schema.
+        down = migrate_down(rollout, migrations, now, events)
+        if down.failure is not None:
+            return _migration_failed(down.rollout, "RollbackMigrationFailed", down.failure, now, events)
+        if not down.done:
+            return down.rollout
+        rollout = down.rollout
         entry = rollout.history[-1] if rollout.history else None
         message = entry.message if entry else rollout.message
         finished = rollout.finish("RolledBack", rollout.reason, now, message)
@@ -410,16 +461,14 @@ def _progress(
 
 
 def _gate(
-    rollout: Rollout, spec: ReleaseSpec, evidence: Evidence, now: datetime, events: list[Event]
+    rollout: Rollout, starting: Phase, evidence: Evidence, now: datetime, events: list[Event]
 ) -> Rollout:
     """All gates pass together before any traffic moves; a gate that fails, or is still pending past
     its timeout, fails the revision."""
     waiting = [result for result in evidence.gates if result.state != "Passed"]
     if not waiting:
         passed = tuple(audit(result, now) for result in evidence.gates)
-        return _enter(
-            rollout.update_current_entry(gates=passed), Phase.PROGRESSING, "GatesPassed", now, events
-        )
+        return _enter(rollout.update_current_entry(gates=passed), starting, "GatesPassed", now, events)
     timeouts = {gate.name: gate.timeout for gate in evidence.gate_specs if gate.timeout is not None}
     for result in waiting:
         timeout = timeouts.get(result.name)
@@ -436,6 +485,32 @@ def _gate(
             failed = rollout.finish("Failed", "GateFailed", now, message)
             return _enter(failed, Phase.FAILED, "GateFailed", now, events, message=message)
     return rollout
+
+
+def _migrate(rollout: Rollout, migrations: MigrationInputs, now: datetime, events: list[Event]) -> Rollout:
+    step = migrate(rollout, migrations, now, events)
+    if step.failure is not None:
+        return _migration_failed(step.rollout, "MigrationFailed", step.failure, now, events)
+    return _enter(step.rollout, Phase.PROGRESSING, "Migrated", now, events) if step.done else step.rollout
+
+
+def _migration_failed(
+    rollout: Rollout, reason: str, detail: str, now: datetime, events: list[Event]
+) -> Rollout:
+    """Held as Failed: a failed migration moved no traffic; a failed down migration needs a person."""
+    revision = f"revision {rollout.revision} ({rollout.version})"
+    if reason == "MigrationFailed":
+        serving = (
+            f"revision {rollout.stable_revision} keeps serving" if rollout.has_stable else "nothing deployed"
+        )
+        message = f"{revision} failed: {detail}; no traffic moved, {serving}"
+    else:
+        message = (
+            f"{revision} rolled back to revision {rollout.stable_revision}, but {detail}; "
+            f"repair the schema, then annotate {ABORT} to finish the rollback without it"
+        )
+    failed = rollout.finish("Failed", reason, now, message)
+    return _enter(failed, Phase.FAILED, reason, now, events, message=message)
 
 
 def _hold(evidence: Evidence, now: datetime) -> tuple[str, dict[str, Any]] | None:
@@ -580,10 +655,11 @@ def _wake_at(
     plan: WorkloadPlan,
     evidence: Evidence,
     now: datetime,
+    deadlines: list[datetime],
 ) -> datetime | None:
-    """The next moment the decision could change without any watch event."""
-    moments: list[datetime] = []
-    if rollout.phase in (Phase.GATING, Phase.PROGRESSING, Phase.PAUSED):
+    """The next moment the decision could change without any watch event (migration timeouts included)."""
+    moments: list[datetime] = list(deadlines)
+    if rollout.phase in (Phase.GATING, Phase.MIGRATING, Phase.PROGRESSING, Phase.PAUSED):
         gates = evidence.gate_specs
         moments.extend(next_window_change(g.kind, now) for g in gates if isinstance(g.kind, WindowGate))
         moments.extend(freeze_changes(evidence.policies, now))

@@ -13,8 +13,14 @@ PROMOTE = f"{GROUP}/promote"
 
 
 def describe(
-    rollout: Rollout, spec: ReleaseSpec, plan: WorkloadPlan, evidence: Evidence, now: datetime
+    rollout: Rollout,
+    spec: ReleaseSpec,
+    plan: WorkloadPlan,
+    evidence: Evidence,
+    now: datetime,
+    migrations: str = "",
 ) -> str:
+    """`migrations`: what the migration Jobs of the phase are doing, empty when none is left to run."""
     revision = f"revision {rollout.revision} ({rollout.version})"
     waiting = f": waiting for {', '.join(plan.waiting_on)}" if plan.waiting_on else ""
     steps = len(spec.steps)
@@ -22,7 +28,11 @@ def describe(
     if phase in STALLED or phase is Phase.ROLLING_BACK:
         entry = rollout.history[-1] if rollout.history else None
         failure = entry.message if entry and entry.message else f"{revision}: {rollout.reason}"
-        return failure + (waiting if phase is Phase.ROLLING_BACK else "")
+        if phase is Phase.ROLLING_BACK:
+            return failure + (waiting or (f"; {migrations}" if migrations else ""))
+        return failure
+    if phase is Phase.MIGRATING:
+        return f"{revision}: {migrations}"
     if phase is Phase.PENDING:
         if spec.paused:
             return f"{revision} is waiting to start: spec.paused is true"

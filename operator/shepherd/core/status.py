@@ -18,6 +18,7 @@ from shepherd.core.timefmt import format_seconds, format_time, parse_time
 class Phase(StrEnum):
     PENDING = "Pending"
     GATING = "Gating"
+    MIGRATING = "Migrating"
     PROGRESSING = "Progressing"
     PAUSED = "Paused"
     PROMOTING = "Promoting"
@@ -28,7 +29,7 @@ class Phase(StrEnum):
     FAILED = "Failed"
 
 
-IN_FLIGHT = frozenset({Phase.PENDING, Phase.GATING, Phase.PROGRESSING, Phase.PAUSED})
+IN_FLIGHT = frozenset({Phase.PENDING, Phase.GATING, Phase.MIGRATING, Phase.PROGRESSING, Phase.PAUSED})
 PROMOTED = frozenset({Phase.PROMOTING, Phase.BAKING})
 STALLED = frozenset({Phase.ROLLED_BACK, Phase.FAILED})
 
@@ -71,6 +72,8 @@ class HistoryEntry:
     commands: tuple[CommandRecord, ...] = ()
     gates: tuple[Mapping[str, Any], ...] = ()  # audit: each gate, when it passed, who approved
     holds: tuple[Mapping[str, Any], ...] = ()  # audit: windows that held the rollout, and when
+    migrations: tuple[Mapping[str, Any], ...] = ()  # each migration Job run: name, job, state, times
+    down_migrations: tuple[Mapping[str, Any], ...] = ()  # the rollbackTemplate Jobs run on a rollback
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -91,6 +94,10 @@ class HistoryEntry:
             data["gates"] = [dict(g) for g in self.gates]
         if self.holds:
             data["holds"] = [dict(h) for h in self.holds]
+        if self.migrations:
+            data["migrations"] = [dict(m) for m in self.migrations]
+        if self.down_migrations:
+            data["downMigrations"] = [dict(m) for m in self.down_migrations]
         return data
 
     @classmethod
@@ -113,6 +120,8 @@ class HistoryEntry:
             commands=commands,
             gates=tuple(g for g in data.get("gates") or [] if isinstance(g, Mapping)),
             holds=tuple(h for h in data.get("holds") or [] if isinstance(h, Mapping)),
+            migrations=tuple(m for m in data.get("migrations") or [] if isinstance(m, Mapping)),
+            down_migrations=tuple(m for m in data.get("downMigrations") or [] if isinstance(m, Mapping)),
         )
 
 

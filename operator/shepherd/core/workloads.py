@@ -34,8 +34,8 @@ VERSION_LABEL = "app.kubernetes.io/version"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 
 # Phases in which the operator must not touch workloads: before a revision
-# starts, and after a failure with nothing to fall back to.
-HOLD_PHASES = frozenset({Phase.PENDING, Phase.GATING, Phase.FAILED})
+# starts (migrations included), and after a failure with nothing to fall back to.
+HOLD_PHASES = frozenset({Phase.PENDING, Phase.GATING, Phase.MIGRATING, Phase.FAILED})
 
 
 @dataclass(frozen=True)
