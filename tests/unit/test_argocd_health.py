@@ -44,6 +44,8 @@ TESTS = [
     Case("paused-by-spec", "Suspended", "paused by spec.paused"),
     Case("pending-paused", "Suspended", "waiting to start: spec.paused is true"),
     Case("baking", "Progressing", "baking for 1h"),
+    Case("migrating", "Progressing", "migration 1/1 schema: job/shop-migrate-schema-r2 running"),
+    Case("migration-failed", "Degraded", "MigrationFailed: revision 2 (1.1.0) failed: migration 1/1 schema"),
     Case("rolling-back", "Progressing", "aborted by shepherd.dev/abort: waiting for shop-api"),
     Case("rolled-back", "Degraded", "Aborted: revision 2 (1.1.0) rolled back: aborted by shepherd.dev/abort"),
     Case("failed", "Degraded", "ProgressDeadlineExceeded: revision 1 failed: not ready within"),

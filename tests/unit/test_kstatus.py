@@ -37,10 +37,12 @@ TESTS = [
     Case("paused-by-spec", IN_PROGRESS, "paused by spec.paused"),
     Case("pending-paused", IN_PROGRESS, "spec.paused is true"),
     Case("baking", IN_PROGRESS, "baking for 1h"),
+    Case("migrating", IN_PROGRESS, "migration 1/1 schema"),
     Case("rolling-back", IN_PROGRESS, "waiting for shop-api"),
     Case("unobserved-spec", IN_PROGRESS, "Release generation is 2, but latest observed generation is 1"),
     Case("rolled-back", FAILED, "aborted by shepherd.dev/abort"),
     Case("failed", FAILED, "not ready within progressDeadline 2s"),
+    Case("migration-failed", FAILED, "job/shop-migrate-schema-r2 failed"),
     Case("invalid-spec", FAILED, "duplicate component name 'api'"),
     # kstatus' known gap: with no status at all it assumes Current, until the operator's first write.
     Case("no-status", CURRENT, "Resource is current"),

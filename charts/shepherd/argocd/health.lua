@@ -8,7 +8,7 @@
 --   phase Paused, or phase Pending held by spec.paused                      Suspended
 --   phase Succeeded with Ready=True                                         Healthy
 --   anything else (Pending, Gating, Progressing, Promoting, Baking,         Progressing
---   RollingBack)
+--   Migrating, RollingBack)
 --
 -- Argo CD opens only the base, table and package libraries (and a reduced os) for health checks unless
 -- resource.customizations.useOpenLibs is set, so this script uses nothing from string or math.
