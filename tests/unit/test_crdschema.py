@@ -15,6 +15,8 @@ import pytest
 import yaml
 from celpy.adapter import json_to_cel
 
+from shepherd.core.spec import NOTIFICATION_EVENTS
+from shepherd.core.status import Phase
 from shepherd.crdschema import Violation, apply_defaults, load_crd, validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1324,6 +1326,17 @@ def test_every_list_a_cel_rule_iterates_is_bounded(kind: str) -> None:
         items = node.get("items", {})
         if "x-kubernetes-validations" in node or "x-kubernetes-validations" in items:
             assert node.get("type") != "array" or "maxItems" in node, path
+
+
+@pytest.mark.parametrize("kind", ["release", "releasepolicy"])
+def test_the_schema_knows_every_phase_and_notification_event_of_the_operator(kind: str) -> None:
+    spec = openapi_schema(load_crd(kind))["properties"]["spec"]["properties"]
+    events = spec["notifications"]["items"]["properties"]["events"]
+    assert events["items"]["enum"] == list(NOTIFICATION_EVENTS)
+    assert events["maxItems"] == len(NOTIFICATION_EVENTS)
+    if kind == "release":
+        status = openapi_schema(load_crd(kind))["properties"]["status"]["properties"]
+        assert status["phase"]["enum"] == [phase.value for phase in Phase]
 
 
 def test_printer_columns(crd: dict[str, Any]) -> None:
