@@ -61,7 +61,9 @@ def find_kubectl() -> str:
 class Kubectl:
     def __init__(self, kubeconfig: Path) -> None:
         self.binary = find_kubectl()
-        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        # `kubectl release` is the plugin installed beside this Python.
+        path = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PATH": path}
 
     def __call__(self, *args: str, stdin: str | None = None, show: bool = True) -> str:
         if show:
@@ -136,10 +138,41 @@ ERROR_RATE = (
 )
 
 
-def revision(base: Mapping[str, Any], version: str, prometheus: str) -> str:
-    """The quickstart Release at another version (new images, new label), measured by Prometheus."""
+SMOKE_TEST = {
+    "spec": {
+        "backoffLimit": 0,
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "smoke", "image": "ghcr.io/example/shop-smoke:1.1.0"}],
+            }
+        },
+    }
+}
+MIGRATION = {
+    "spec": {
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "migrate", "image": "ghcr.io/example/shop-migrate:1.1.0"}],
+            }
+        }
+    }
+}
+
+
+def revision(base: Mapping[str, Any], version: str, prometheus: str, *, checked: bool = False) -> str:
+    """The quickstart Release at another version (new images, new label, its config), measured by
+    Prometheus; `checked` adds an approval and a smoke test as gates and a database migration."""
     release = copy.deepcopy(dict(base))
     release["spec"]["version"] = version
+    release["spec"]["config"] = [{"name": "shop-config", "data": {"RELEASE_VERSION": version}}]
+    if checked:
+        release["spec"]["gates"] = [
+            {"name": "sign-off", "approval": {"count": 1}},
+            {"name": "smoke", "job": {"template": SMOKE_TEST}},
+        ]
+        release["spec"]["migrations"] = [{"name": "schema", "template": MIGRATION}]
     release["spec"]["analysis"] = {
         "prometheus": {"address": prometheus},
         "interval": "1s",
@@ -155,6 +188,7 @@ def revision(base: Mapping[str, Any], version: str, prometheus: str) -> str:
     for component in release["spec"]["components"]:
         for container in component["template"]["spec"]["containers"]:
             container["image"] = container["image"].rsplit(":", 1)[0] + f":{version}"
+            container["envFrom"] = [{"configMapRef": {"name": "shop-config"}}]
     return yaml.safe_dump(release, sort_keys=False)
 
 
@@ -199,7 +233,8 @@ def local_cluster(port: int) -> Iterator[tuple[Path, KubeAPI, OperatorThread]]:
         with LocalAPIThread(
             port=port, validate_custom_object=crdschema.validate, kubeconfig_path=kubeconfig
         ) as local:
-            install_crds(local.url, [packaged("crds/release.yaml")])
+            kinds = ("release", "releaseapproval", "releasepolicy")
+            install_crds(local.url, [packaged(f"crds/{kind}.yaml") for kind in kinds])
             kubelet = KubeletSimulator(local.url, delay=0.5)
             local.call(kubelet.start())
             configuration = load_configuration(str(kubeconfig))
@@ -234,10 +269,13 @@ def run_demo(*, keep: bool = False, port: int = 0) -> int:
             kubectl("wait", "--for=condition=Ready", "release/shop", "--timeout=30s")
 
             console.rule(
-                "Revision 2: canary steps, a declarative pause, Prometheus analysis, promotion, bake"
+                "Revision 2: gates (an approval, a smoke test Job), a database migration, versioned config, "
+                "canary steps, a declarative pause, Prometheus analysis, promotion, bake"
             )
             traffic.serve("1.1.0")
-            kubectl("apply", "-f", "-", stdin=revision(base, "1.1.0", prometheus.url))
+            kubectl("apply", "-f", "-", stdin=revision(base, "1.1.0", prometheus.url, checked=True))
+            watcher.wait_for("Gating", lambda s: s.get("revision") == 2 and s.get("phase") == "Gating")
+            kubectl("release", "approve", "shop", "--comment", "reviewed in the demo")
             watcher.wait_for(
                 "the canary at 25%", lambda s: s.get("revision") == 2 and s.get("canaryWeight", 0) >= 25
             )
@@ -266,7 +304,7 @@ def run_demo(*, keep: bool = False, port: int = 0) -> int:
                 console.print(f"[red]measurement:[/] {escape(failed[-1]['message'])}")
 
             console.rule("Where it ended")
-            kubectl("get", "releases,deployments,controllerrevisions")
+            kubectl("get", "releases,deployments,controllerrevisions,jobs,configmaps")
             print_history(watcher.status)
             console.print(f"[bold green]Demo finished in {time.monotonic() - started:.0f}s.[/]")
             if keep:
