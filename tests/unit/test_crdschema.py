@@ -284,6 +284,30 @@ BAD_RELEASES = [
         "names must be unique",
     ),
     BadRelease(
+        "component-depends-on-itself",
+        setting("spec.components[0].dependsOn", ["api"]),
+        "spec.components",
+        "names the component itself",
+    ),
+    BadRelease(
+        "component-depends-on-an-unknown-component",
+        setting("spec.components[1].dependsOn", ["api", "db"]),
+        "spec.components",
+        "names a component that is not defined",
+    ),
+    BadRelease(
+        "component-depends-on-a-component-twice",
+        setting("spec.components[1].dependsOn", ["api", "api"]),
+        "spec.components[1].dependsOn",
+        "must not name a component twice",
+    ),
+    BadRelease(
+        "depends-on-a-malformed-name",
+        setting("spec.components[1].dependsOn", ["API"]),
+        "spec.components[1].dependsOn[0]",
+        "must match",
+    ),
+    BadRelease(
         "component-without-name",
         removing("spec.components[1].name"),
         "spec.components[1].name",
@@ -1290,7 +1314,7 @@ def test_every_property_has_a_description(kind: str) -> None:
 
 
 # How many rules each CRD has: a rule added or lost shows up here.
-RULE_COUNTS = {"release": 28, "releaseapproval": 1, "releasepolicy": 14}
+RULE_COUNTS = {"release": 31, "releaseapproval": 1, "releasepolicy": 14}
 
 
 def test_every_crd_is_checked() -> None:
