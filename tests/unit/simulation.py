@@ -190,6 +190,13 @@ class World:
     def image(self, name: str) -> str:
         return str(self.deployments[name]["spec"]["template"]["spec"]["containers"][0]["image"])
 
+    def revision_of(self, name: str) -> int | None:
+        """The revision a Deployment's pods run (its shepherd.dev/revision label), None if it is absent."""
+        deployment = self.deployments.get(name)
+        if deployment is None:
+            return None
+        return int(deployment["spec"]["template"]["metadata"]["labels"]["shepherd.dev/revision"])
+
     def condition(self, kind: str) -> Mapping[str, Any] | None:
         return next((c for c in self.status.get("conditions", []) if c["type"] == kind), None)
 
@@ -278,6 +285,22 @@ class World:
 
 
 PROMOTE, ABORT, RETRY = "shepherd.dev/promote", "shepherd.dev/abort", "shepherd.dev/retry"
+ROLLBACK = "shepherd.dev/rollback"
+
+
+def ordered_spec(version: str = "1.0.0", **overrides: Any) -> dict[str, Any]:
+    """release_spec with two waves: the frontend (listed first) depends on the backend."""
+    spec = release_spec(version, **overrides)
+    spec["components"] = [
+        {
+            "name": "frontend",
+            "replicas": 2,
+            "template": container(f"shop/frontend:{version}"),
+            "dependsOn": ["backend"],
+        },
+        {"name": "backend", "replicas": 4, "template": container(f"shop/backend:{version}")},
+    ]
+    return spec
 
 
 def succeeded(spec: dict[str, Any] | None = None) -> World:

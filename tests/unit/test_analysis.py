@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from simulation import PROMOTE, World, container, release_spec
+from simulation import PROMOTE, World, container, ordered_spec, release_spec
 
 from shepherd.core.analysis import (
     AnalysisRun,
@@ -306,3 +306,25 @@ def test_per_component_requests_cover_every_component() -> None:
     spec = analysed_spec("1.0.0", {"name": "e", "query": 'x{c="{{component}}"}', "max": 1})
     assert parse_spec(spec).analysis.metrics[0].per_component  # type: ignore[union-attr]
     assert container("x")["spec"]["containers"][0]["image"] == "x"
+
+
+def test_each_wave_is_analysed_on_its_own_and_only_its_components_are_measured() -> None:
+    metric = {"name": "errors", "query": 'errors{component="{{component}}"}', "max": 0.01, "count": 2}
+    world = World(analysed_spec("1.0.0", metric, postRelease={}, components=ordered_spec()["components"]))
+    world.prometheus = lambda metric, role, component: 0.0
+    world.run_until("Succeeded")
+    world.set_spec(
+        analysed_spec("1.1.0", metric, postRelease={}, components=ordered_spec("1.1.0")["components"])
+    )
+    world.run_until("Succeeded")
+    by_stage: dict[str, set[str | None]] = {}
+    for request in world.queries:
+        by_stage.setdefault(request.stage, set()).add(request.component)
+    assert by_stage == {
+        "revision 2 attempt 1 step 2": {"backend"},
+        "revision 2 attempt 1 wave 2 step 2": {"frontend"},
+    }
+    canary = [r for r in world.status["analysis"] if r["role"] == "canary"]
+    assert [r["component"] for r in canary] == ["backend", "backend", "frontend", "frontend"], (
+        "the second wave needs its own count of measurements"
+    )

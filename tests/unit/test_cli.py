@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
-from simulation import release_spec
+from simulation import ordered_spec, release_spec
 
 from shepherd.cli import main
 
@@ -37,6 +37,19 @@ def test_lint_names_the_field_and_fails(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["lint", str(path)])
     assert result.exit_code == 1
     assert "Release shop: spec.components[0].replicas" in result.output
+
+
+def test_lint_finds_a_dependency_cycle_the_crd_cannot_express(tmp_path: Path) -> None:
+    spec = ordered_spec()
+    spec["components"][1]["dependsOn"] = ["frontend"]
+    path = tmp_path / "cycle.yaml"
+    release = {"apiVersion": "shepherd.dev/v1alpha1", "kind": "Release", "metadata": {"name": "shop"}}
+    path.write_text(yaml.safe_dump({**release, "spec": spec}))
+    result = CliRunner().invoke(main, ["lint", str(path)])
+    assert result.exit_code == 1
+    assert "Release shop: spec.components[0].dependsOn: dependsOn forms a cycle frontend -> backend" in (
+        result.output
+    )
 
 
 def test_lint_reports_broken_yaml(tmp_path: Path) -> None:

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 
 import pytest
-from simulation import ABORT, PROMOTE, RETRY, T0, World, canary_at, container, release_spec, succeeded
+from simulation import (
+    ABORT,
+    PROMOTE,
+    RETRY,
+    ROLLBACK,
+    T0,
+    World,
+    canary_at,
+    container,
+    ordered_spec,
+    release_spec,
+    succeeded,
+)
 
 from shepherd.core import Observations, decide
 from shepherd.core.actions import ApplyDeployment, DeleteDeployment, RecordRevision, RemoveAnnotations
+from shepherd.core.spec import content_of, parse_spec
 
 # --- first revision ----------------------------------------------------------------------------
 
@@ -513,3 +527,328 @@ def test_deployment_manifest_is_owned_and_selects_by_role() -> None:
     }
     assert manifest["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert not any(isinstance(a, DeleteDeployment) for a in decision.actions)
+
+
+# --- component ordering (dependsOn) ------------------------------------------------------------
+
+
+def ordered_canary(world: World, version: str = "1.1.0", **overrides: object) -> list[dict[str, object]]:
+    """Roll `version` of ordered_spec out to Succeeded, promoting past pauses; what each reconcile left."""
+    world.set_spec(ordered_spec(version, **overrides))
+    seen = []
+    for _ in range(60):
+        world.reconcile()
+        seen.append(
+            {
+                "wave": world.status["wave"],
+                "backend": world.revision_of("shop-backend"),
+                "backend-canary": world.revision_of("shop-backend-canary"),
+                "frontend": world.revision_of("shop-frontend"),
+                "frontend-canary": world.revision_of("shop-frontend-canary"),
+                "message": world.status["message"],
+            }
+        )
+        if world.phase == "Succeeded":
+            return seen
+        if world.status["reason"] == "CanaryPauseStep":
+            world.annotations[PROMOTE] = "true"
+        world.now += timedelta(seconds=30)
+    raise AssertionError(f"never succeeded: {world.status['message']}")
+
+
+def test_the_backend_wave_is_promoted_before_the_frontend_canary_starts() -> None:
+    world = succeeded(ordered_spec("1.0.0"))
+    seen = ordered_canary(world)
+    first_frontend_canary = next(i for i, s in enumerate(seen) if s["frontend-canary"] == 2)
+    assert any(s["backend-canary"] == 2 for s in seen[:first_frontend_canary]), "the backend had its canary"
+    for state in seen[first_frontend_canary:]:
+        assert state["backend"] == 2 and state["backend-canary"] is None, state
+    for state in seen:
+        if state["wave"] == 0:
+            assert state["frontend-canary"] is None and state["frontend"] == 1, state
+    assert {n: world.image(n) for n in world.deployments} == {
+        "shop-backend": "shop/backend:1.1.0",
+        "shop-frontend": "shop/frontend:1.1.0",
+    }
+    assert any("wave 1/2 (backend), step" in s["message"] for s in seen)  # type: ignore[operator]
+    assert any("wave 2/2 (frontend), step" in s["message"] for s in seen)  # type: ignore[operator]
+    waves = [e.message for e in world.events if e.reason == "Wave"]
+    assert waves[-1] == (
+        "revision 2: wave 1/2 (backend) completed its steps: promoting it; "
+        "wave 2/2 (frontend) starts its canary once it is ready"
+    )
+
+
+HOLD = {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+
+
+def test_the_next_wave_waits_until_the_promoted_wave_is_ready() -> None:
+    world = succeeded(ordered_spec("1.0.0", strategy=HOLD))
+    world.set_spec(ordered_spec("1.1.0", strategy=HOLD))
+    world.settle()
+    assert world.phase == "Paused" and world.status["wave"] == 0
+    world.annotations[PROMOTE] = "true"
+    world.reconcile()
+    assert world.status["wave"] == 1 and world.image("shop-backend") == "shop/backend:1.1.0"
+    world.unready.add("shop-backend")  # the promoted backend's new pods do not become ready
+    world.advance(timedelta(minutes=5))
+    assert world.status["canaryWeight"] == 0
+    assert "shop-frontend-canary" not in world.deployments
+    assert world.replicas("shop-backend-canary") == 2, "the backend canary serves until its stable is ready"
+    assert world.status["message"] == (
+        "promoting wave 1/2 (backend) before wave 2/2 (frontend) starts: waiting for shop-backend 0/4 ready"
+    )
+    world.unready.clear()
+    world.settle()
+    assert world.replicas("shop-frontend-canary") == 1
+    assert "shop-backend-canary" not in world.deployments
+
+
+def test_the_first_revision_deploys_the_backend_before_the_frontend() -> None:
+    world = World(ordered_spec("1.0.0"))
+    world.unready.add("shop-backend")
+    world.advance(timedelta(minutes=1))
+    assert set(world.deployments) == {"shop-backend"}
+    assert world.status["message"].startswith(
+        "deploying revision 1 (1.0.0) to all replicas in wave 1/2 (backend)"
+    )
+    world.unready.clear()
+    world.settle()
+    assert set(world.deployments) == {"shop-backend", "shop-frontend"}
+    world.run_until("Succeeded")
+
+
+def test_without_depends_on_all_components_move_together() -> None:
+    world = canary_at(25)
+    assert world.status["wave"] == 0
+    assert world.replicas("shop-api-canary") == 1 and world.replicas("shop-web-canary") == 1
+    assert "wave" not in world.status["message"]
+
+
+@pytest.mark.parametrize("failure", ["abort", "crash"])
+def test_rolling_back_the_second_wave_restores_the_first(failure: str) -> None:
+    world = succeeded(ordered_spec("1.0.0"))
+    world.set_spec(ordered_spec("1.1.0"))
+    while "shop-frontend-canary" not in world.deployments:
+        world.annotations[PROMOTE] = "true"
+        world.advance(timedelta(minutes=1))
+    assert world.image("shop-backend") == "shop/backend:1.1.0"
+    if failure == "abort":
+        world.annotations[ABORT] = "true"
+    else:
+        world.crashing.add("shop-frontend-canary")
+    world.unready.add("shop-frontend")
+    world.settle()
+    assert world.phase == "RollingBack"
+    assert world.revision_of("shop-backend") == 2, "the backend waits until the frontend is back"
+    world.unready.clear()
+    world.settle()
+    assert world.phase == "RolledBack"
+    assert {n: world.image(n) for n in world.deployments} == {
+        "shop-backend": "shop/backend:1.0.0",
+        "shop-frontend": "shop/frontend:1.0.0",
+    }
+    assert world.revision_of("shop-backend") == 1 and world.replicas("shop-backend") == 4
+    assert world.status["wave"] == 0
+
+
+def test_promote_full_skips_the_steps_of_every_wave_still_in_order() -> None:
+    world = succeeded(ordered_spec("1.0.0"))
+    seen = []
+    world.set_spec(ordered_spec("1.1.0"))
+    world.annotations[PROMOTE] = "full"
+    for _ in range(10):
+        world.reconcile()
+        seen.append((world.revision_of("shop-backend"), world.revision_of("shop-frontend")))
+        if world.phase == "Baking":
+            break
+    assert world.phase == "Baking"
+    assert (1, 2) not in seen, "the frontend never runs ahead of the backend"
+    assert "shop-frontend-canary" not in world.deployments
+
+
+def test_a_dependency_cycle_stalls_as_invalid_spec_and_touches_nothing() -> None:
+    world = succeeded(ordered_spec("1.0.0"))
+    before = copy.deepcopy(world.deployments)
+    cyclic = ordered_spec("1.1.0")
+    cyclic["components"][1]["dependsOn"] = ["frontend"]
+    world.set_spec(cyclic)
+    decision = world.settle()
+    assert decision.actions == () and world.deployments == before
+    stalled = world.condition("Stalled")
+    assert stalled["reason"] == "InvalidSpec"
+    assert stalled["message"] == (
+        "invalid spec: spec.components[0].dependsOn: dependsOn forms a cycle "
+        "frontend -> backend -> frontend: none of them could ever start"
+    )
+
+
+# --- rollback to a recorded revision -----------------------------------------------------------
+
+
+def three_revisions(**overrides: object) -> World:
+    """1.0.0, 1.1.0 and 1.2.0 each rolled out to Succeeded: revisions 1, 2 and 3."""
+    world = succeeded(release_spec("1.0.0", **overrides))
+    for version in ("1.1.0", "1.2.0"):
+        world.set_spec(release_spec(version, **overrides))
+        world.annotations[PROMOTE] = "full"
+        world.run_until("Succeeded")
+    assert world.status["revision"] == 3
+    return world
+
+
+def through_its_canary(world: World) -> None:
+    world.settle()
+    for _ in range(20):
+        if world.phase == "Succeeded":
+            return
+        if world.status["reason"] == "CanaryPauseStep":
+            world.annotations[PROMOTE] = "true"
+        world.advance(timedelta(minutes=1))
+    raise AssertionError(world.status["message"])
+
+
+def test_rollback_to_a_revision_number_rolls_its_content_out_as_a_new_revision() -> None:
+    world = three_revisions()
+    world.annotations[ROLLBACK] = "1"
+    world.settle()
+    assert ROLLBACK not in world.annotations
+    assert world.status["revision"] == 4 and world.status["version"] == "1.0.0"
+    assert world.phase == "Progressing", "a rollback takes the same canary steps"
+    assert world.image("shop-api-canary") == "shop/api:1.0.0"
+    assert world.image("shop-api") == "shop/api:1.2.0"
+    assert world.status["override"] == {
+        "revision": 4,
+        "rollbackOf": 1,
+        "specHash": content_of(parse_spec(release_spec("1.2.0"))).hash,
+    }
+    entry = world.status["history"][-1]
+    assert (entry["revision"], entry["rollbackOf"], entry["result"]) == (4, 1, "InProgress")
+    assert entry["commands"][0]["outcome"] == "rolling back to revision 1 (1.0.0) as revision 4"
+    assert world.revisions[4] == world.revisions[1], "recorded with the old content"
+    assert any(e.reason == "Rollback" and e.type == "Normal" for e in world.events)
+
+    through_its_canary(world)
+    assert {n: world.image(n) for n in world.deployments} == {
+        "shop-api": "shop/api:1.0.0",
+        "shop-web": "shop/web:1.0.0",
+    }
+    assert world.status["stableRevision"] == 4 and world.status["stableVersion"] == "1.0.0"
+    assert world.status["history"][-1]["rollbackOf"] == 1
+
+
+def test_the_unchanged_spec_does_not_undo_a_rollback() -> None:
+    world = three_revisions()
+    world.annotations[ROLLBACK] = "1"
+    through_its_canary(world)
+    world.set_spec(release_spec("1.2.0"))  # a GitOps tool applies the same commit again
+    world.advance(timedelta(hours=1))
+    assert world.phase == "Succeeded" and world.status["revision"] == 4
+    assert world.image("shop-api") == "shop/api:1.0.0"
+
+
+def test_a_new_spec_content_ends_the_rollback_and_is_rolled_out_as_usual() -> None:
+    world = three_revisions()
+    world.annotations[ROLLBACK] = "1"
+    through_its_canary(world)
+    world.set_spec(release_spec("1.3.0"))
+    world.settle()
+    assert world.status["revision"] == 5 and world.status["version"] == "1.3.0"
+    assert "override" not in world.status or world.status["override"] is None
+    assert world.image("shop-api-canary") == "shop/api:1.3.0"
+    assert world.image("shop-api") == "shop/api:1.0.0", "the rolled-back revision is the stable baseline"
+    assert any(e.reason == "OverrideEnded" for e in world.events)
+
+
+def test_rollback_to_previous_toggles_between_the_last_two_stable_contents() -> None:
+    world = three_revisions()
+    world.annotations[ROLLBACK] = "previous"
+    through_its_canary(world)
+    assert world.status["revision"] == 4 and world.status["history"][-1]["rollbackOf"] == 2
+    assert world.image("shop-api") == "shop/api:1.1.0"
+    world.annotations[ROLLBACK] = "previous"
+    through_its_canary(world)
+    assert world.status["revision"] == 5 and world.status["history"][-1]["rollbackOf"] == 3
+    assert world.image("shop-api") == "shop/api:1.2.0"
+
+
+def test_rollback_mid_canary_supersedes_the_revision_in_flight() -> None:
+    world = three_revisions()
+    canary_at(25, world, version="1.3.0")
+    world.annotations[ROLLBACK] = "1"
+    world.settle()
+    superseded = world.status["history"][-2]
+    assert (superseded["revision"], superseded["result"], superseded["reason"]) == (
+        4,
+        "Superseded",
+        "RollbackRequested",
+    )
+    assert world.status["revision"] == 5
+    assert world.image("shop-api-canary") == "shop/api:1.0.0"
+    assert world.image("shop-api") == "shop/api:1.2.0"
+
+
+def rollback_outcome(world: World, value: str) -> str:
+    """Annotate shepherd.dev/rollback=value, reconcile, and return the outcome recorded in history."""
+    world.annotations[ROLLBACK] = value
+    world.settle()
+    assert ROLLBACK not in world.annotations, "consumed, whatever the outcome"
+    return str(world.status["history"][-1]["commands"][-1]["outcome"])
+
+
+@pytest.mark.parametrize(
+    ("value", "outcome"),
+    [
+        ("42", "ignored: there is no revision 42; the latest is 3"),
+        ("0", "ignored: there is no revision 0; the latest is 3"),
+        ("soon", "ignored: 'soon' is neither previous nor a revision number"),
+        ("3", "ignored: revision 3's content already serves all traffic"),
+    ],
+)
+def test_a_rollback_that_cannot_be_done_is_ignored_with_the_reason(value: str, outcome: str) -> None:
+    world = three_revisions()
+    before = copy.deepcopy(world.deployments)
+    assert rollback_outcome(world, value) == outcome
+    assert world.phase == "Succeeded" and world.status["revision"] == 3
+    assert world.deployments == before
+    assert world.status["history"][-1]["commands"][-1]["action"] == "rollback"
+    assert world.events[-1].type == "Warning" and world.events[-1].reason == "Rollback"
+    assert world.events[-1].message == f"shepherd.dev/rollback={value}: {outcome}"
+
+
+def test_a_trimmed_revision_cannot_be_rolled_back_to() -> None:
+    world = three_revisions(rollback={"revisionHistoryLimit": 2})
+    assert rollback_outcome(world, "1") == (
+        "ignored: revision 1 is no longer recorded (rollback.revisionHistoryLimit); recorded revisions: 2, 3"
+    )
+    assert world.status["revision"] == 3
+
+
+def test_previous_needs_an_earlier_succeeded_revision() -> None:
+    world = succeeded()
+    assert rollback_outcome(world, "previous") == (
+        "ignored: no earlier succeeded revision is recorded to roll back to"
+    )
+    assert world.status["revision"] == 1
+
+
+def test_rollback_to_the_stable_content_mid_canary_points_to_abort() -> None:
+    world = canary_at(25)
+    assert rollback_outcome(world, "1") == (
+        "ignored: revision 1's content is the stable revision's: shepherd.dev/abort returns to it"
+    )
+    assert world.status["revision"] == 2 and world.phase == "Progressing"
+
+
+def test_a_retried_rollback_keeps_its_content_and_origin() -> None:
+    world = three_revisions()
+    world.annotations[ROLLBACK] = "1"
+    world.settle()
+    world.annotations[ABORT] = "true"
+    world.settle()
+    assert world.phase == "RolledBack" and world.image("shop-api") == "shop/api:1.2.0"
+    world.annotations[RETRY] = "true"
+    world.settle()
+    assert (world.status["revision"], world.status["attempt"]) == (4, 2)
+    assert world.image("shop-api-canary") == "shop/api:1.0.0"
+    assert world.status["history"][-1]["rollbackOf"] == 1

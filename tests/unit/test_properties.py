@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from simulation import World, release_spec
+from simulation import ROLLBACK, World, ordered_spec, release_spec
 
 PROMOTE, ABORT, RETRY = "shepherd.dev/promote", "shepherd.dev/abort", "shepherd.dev/retry"
 COMPONENTS = {"api": 4, "web": 2}
@@ -19,6 +19,7 @@ events = st.one_of(
     st.tuples(st.just("crash"), st.sampled_from(["shop-api-canary", "shop-web"])),
     st.tuples(st.just("annotate"), st.sampled_from([PROMOTE, ABORT, RETRY])),
     st.tuples(st.just("pause"), st.booleans()),
+    st.tuples(st.just("rollback"), st.sampled_from(["previous", "1", "2", "3"])),
 )
 
 
@@ -39,6 +40,8 @@ def apply(world: World, event: tuple[str, object]) -> None:
         world.annotations[str(value)] = "true"
     elif kind == "pause":
         world.set_spec({**world.spec, "paused": bool(value)})
+    elif kind == "rollback":
+        world.annotations[ROLLBACK] = str(value)
 
 
 def capacity(world: World) -> dict[str, int]:
@@ -210,3 +213,34 @@ def test_no_pod_runs_a_revision_before_all_its_migrations_succeeded(sequence: li
                 revision = deployment["spec"]["template"]["metadata"]["labels"]["shepherd.dev/revision"]
                 if deployment["spec"]["replicas"] > 0:
                     assert migrated(world, revision), (name, revision, world.status["message"])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.booleans(),
+    st.lists(
+        events.filter(lambda e: e[0] in ("wait", "unready", "ready", "crash", "annotate", "pause")),
+        min_size=1,
+        max_size=25,
+    ),
+)
+def test_a_dependent_component_never_runs_a_revision_its_dependency_does_not(
+    from_second_wave: bool, sequence: list
+) -> None:
+    """The frontend depends on the backend: it gets revision 2 after the backend, and gives it back first."""
+    world = World(ordered_spec("1.0.0"))
+    world.run_until("Succeeded")
+    world.set_spec(ordered_spec("1.1.0"))
+    while from_second_wave and world.revision_of("shop-frontend-canary") is None:
+        world.annotations[PROMOTE] = "true"
+        world.settle()
+    for event in sequence:
+        kind, value = event
+        if kind in ("unready", "crash"):
+            value = str(value).replace("api", "backend").replace("web", "frontend")
+        apply(world, (kind, value))
+        for _ in range(4):
+            world.reconcile()
+            frontend = {world.revision_of("shop-frontend"), world.revision_of("shop-frontend-canary")}
+            if 2 in frontend:
+                assert world.revision_of("shop-backend") == 2, (event, world.status["message"])

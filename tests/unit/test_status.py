@@ -9,6 +9,7 @@ from simulation import T0
 from shepherd.core.status import (
     CommandRecord,
     HistoryEntry,
+    Override,
     Phase,
     Rollout,
     render_conditions,
@@ -31,14 +32,23 @@ def test_status_round_trip_keeps_everything_needed_to_resume() -> None:
         stable_version="1.1.0",
         canary_weight=50,
         current_step=3,
+        wave=1,
         phase_since=T0,
         step_since=T0 + timedelta(seconds=1),
         unready_since=None,
         history=(
             HistoryEntry(
-                3, "1.2.0", 2, "InProgress", "", T0, commands=(CommandRecord("promote", "true", T0, "ok"),)
+                3,
+                "1.2.0",
+                2,
+                "InProgress",
+                "",
+                T0,
+                commands=(CommandRecord("promote", "true", T0, "ok"),),
+                rollback_of=1,
             ),
         ),
+        override=Override(revision=3, rollback_of=1, spec_hash="0123"),
     )
     assert Rollout.from_status(rollout.to_status()) == rollout
 

@@ -6,22 +6,31 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from simulation import ABORT, PROMOTE, RETRY, World, canary_at, release_spec, succeeded
+from simulation import ABORT, PROMOTE, RETRY, ROLLBACK, World, canary_at, release_spec, succeeded
+
+
+def released_twice(**overrides: object) -> World:
+    """1.0.0 and then 1.0.1 Succeeded: revision 1 holds other content than the stable revision 2."""
+    world = succeeded(release_spec("1.0.0", **overrides))
+    world.set_spec(release_spec("1.0.1", **overrides))
+    world.annotations[PROMOTE] = "full"
+    world.run_until("Succeeded")
+    return world
 
 
 def pending() -> World:
-    world = succeeded()
+    world = released_twice()
     world.set_spec(release_spec("1.1.0", paused=True))
     world.settle()
     return world
 
 
 def progressing() -> World:
-    return canary_at(25)
+    return canary_at(25, released_twice())
 
 
 def gating() -> World:
-    world = succeeded()
+    world = released_twice()
     world.set_spec(release_spec("1.1.0", gates=[{"name": "two-approvals", "approval": {"count": 2}}]))
     world.settle()
     return world
@@ -32,7 +41,7 @@ SCHEMA = {"name": "schema", "template": SCHEMA_JOB, "rollbackTemplate": SCHEMA_J
 
 
 def migrating() -> World:
-    world = succeeded()
+    world = released_twice()
     world.set_spec(release_spec("1.1.0", migrations=[SCHEMA]))
     world.settle()
     return world
@@ -41,16 +50,16 @@ def migrating() -> World:
 def rolling_back_migration() -> World:
     """Rolling back once the canary is gone: the down migration runs."""
     world = migrating()
-    world.job_outcomes["shop-migrate-schema-r2"] = "succeed"
+    world.job_outcomes["shop-migrate-schema-r3"] = "succeed"
     world.settle()
     world.annotations[ABORT] = "true"
     world.settle()
-    assert "shop-rollback-schema-r2" in world.jobs
+    assert "shop-rollback-schema-r3" in world.jobs
     return world
 
 
 def paused_step() -> World:
-    world = canary_at(50)
+    world = canary_at(50, released_twice())
     world.settle()
     return world
 
@@ -95,7 +104,7 @@ def rolled_back() -> World:
 
 
 def failed() -> World:
-    world = succeeded(release_spec("1.0.0", rollback={"automatic": False}))
+    world = released_twice(rollback={"automatic": False})
     world.set_spec(release_spec("1.1.0", rollback={"automatic": False}))
     world.crashing.add("shop-api-canary")
     world.settle()
@@ -135,6 +144,10 @@ def pause_in_spec(world: World) -> None:
     world.set_spec({**world.spec, "paused": True})
 
 
+def rollback(world: World) -> None:
+    world.annotations[ROLLBACK] = "1"
+
+
 SETUPS: dict[str, Callable[[], World]] = {
     "Pending": pending,
     "Gating": gating,
@@ -144,7 +157,7 @@ SETUPS: dict[str, Callable[[], World]] = {
     "PausedSpec": paused_spec,
     "Promoting": promoting,
     "Baking": baking,
-    "Succeeded": succeeded,
+    "Succeeded": released_twice,
     "RollingBack": rolling_back,
     "RollingBackMigration": rolling_back_migration,
     "RolledBack": rolled_back,
@@ -159,6 +172,7 @@ OBSERVATIONS: dict[str, Callable[[World], None]] = {
     "new_content": new_content,
     "crash": crash,
     "spec_paused": pause_in_spec,
+    "rollback": rollback,
 }
 
 # Phase after one reconcile, for every starting phase (rows) and observation (columns).
@@ -172,8 +186,19 @@ EXPECTED = {
         "Progressing",
         "Pending",
         "Pending",
+        "Pending",
     ],
-    "Gating": ["Gating", "Gating", "Gating", "RolledBack", "Gating", "Progressing", "Gating", "Gating"],
+    "Gating": [
+        "Gating",
+        "Gating",
+        "Gating",
+        "RolledBack",
+        "Gating",
+        "Progressing",
+        "Gating",
+        "Gating",
+        "Gating",
+    ],
     "Migrating": [
         "Migrating",
         "Migrating",
@@ -183,6 +208,7 @@ EXPECTED = {
         "Progressing",
         "Migrating",
         "Migrating",
+        "Progressing",
     ],
     "Progressing": [
         "Progressing",
@@ -193,6 +219,7 @@ EXPECTED = {
         "Progressing",
         "RollingBack",
         "Paused",
+        "Progressing",
     ],
     "PausedStep": [
         "Paused",
@@ -203,6 +230,7 @@ EXPECTED = {
         "Progressing",
         "RollingBack",
         "Paused",
+        "Progressing",
     ],
     "PausedSpec": [
         "Paused",
@@ -213,6 +241,7 @@ EXPECTED = {
         "Progressing",
         "RollingBack",
         "Paused",
+        "Pending",
     ],
     "Promoting": [
         "Promoting",
@@ -223,6 +252,7 @@ EXPECTED = {
         "Progressing",
         "RollingBack",
         "Promoting",
+        "Progressing",
     ],
     "Baking": [
         "Baking",
@@ -233,6 +263,7 @@ EXPECTED = {
         "Progressing",
         "RollingBack",
         "Baking",
+        "Progressing",
     ],
     "Succeeded": [
         "Succeeded",
@@ -243,6 +274,7 @@ EXPECTED = {
         "Progressing",
         "Succeeded",
         "Succeeded",
+        "Progressing",
     ],
     "RollingBack": [
         "RollingBack",
@@ -253,6 +285,7 @@ EXPECTED = {
         "Progressing",
         "RollingBack",
         "RollingBack",
+        "Progressing",
     ],
     "RollingBackMigration": [
         "RollingBack",
@@ -263,6 +296,7 @@ EXPECTED = {
         "Progressing",
         "RollingBack",
         "RollingBack",
+        "Progressing",
     ],
     "RolledBack": [
         "RolledBack",
@@ -273,8 +307,19 @@ EXPECTED = {
         "Progressing",
         "RolledBack",
         "RolledBack",
+        "Progressing",
     ],
-    "Failed": ["Failed", "Failed", "Failed", "RollingBack", "Progressing", "Progressing", "Failed", "Failed"],
+    "Failed": [
+        "Failed",
+        "Failed",
+        "Failed",
+        "RollingBack",
+        "Progressing",
+        "Progressing",
+        "Failed",
+        "Failed",
+        "Progressing",
+    ],
 }
 
 

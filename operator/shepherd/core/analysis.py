@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from shepherd.core.promql import render_query
-from shepherd.core.spec import AnalysisStep, Metric, ReleaseSpec
+from shepherd.core.spec import AnalysisStep, Metric, ReleaseSpec, waves
 from shepherd.core.status import Phase, Rollout
 from shepherd.core.timefmt import format_time, parse_time
 
@@ -157,8 +157,10 @@ def current_stage(rollout: Rollout, spec: ReleaseSpec) -> tuple[str, tuple[Metri
     prefix = f"revision {rollout.revision} attempt {rollout.attempt}"
     if rollout.phase is Phase.PROGRESSING and rollout.is_canary and rollout.unready_since is None:
         step = spec.steps[rollout.current_step] if rollout.current_step < len(spec.steps) else None
+        # Each wave of components runs the steps anew: its measurements are its own.
+        wave = f" wave {rollout.wave + 1}" if rollout.wave else ""
         if isinstance(step, AnalysisStep):
-            return f"{prefix} step {rollout.current_step + 1}", spec.metrics_for(step.metrics)
+            return f"{prefix}{wave} step {rollout.current_step + 1}", spec.metrics_for(step.metrics)
     if rollout.phase is Phase.BAKING and spec.analysis is not None:
         metrics = spec.metrics_for(spec.bake_metrics)
         if metrics:
@@ -183,10 +185,10 @@ def due_measurements(
         last = tallies.get(metric.name, Tally()).last_at
         if last is not None and now < last + spec.analysis.interval_of(metric):
             continue
-        components: Sequence[str | None] = (
-            [c.name for c in spec.components] if metric.per_component else [None]
-        )
         baking = rollout.phase is Phase.BAKING
+        components: Sequence[str | None] = (
+            _measured_components(rollout, spec, baking) if metric.per_component else [None]
+        )
         for component in components:
             requests.append(
                 MeasurementRequest(
@@ -200,6 +202,14 @@ def due_measurements(
                 )
             )
     return requests
+
+
+def _measured_components(rollout: Rollout, spec: ReleaseSpec, baking: bool) -> list[str | None]:
+    """During a canary only the current wave's components run one; the bake measures them all."""
+    if baking:
+        return [c.name for c in spec.components]
+    order = waves(spec)
+    return list(order[min(rollout.wave, len(order) - 1)])
 
 
 def _sample_window(interval: timedelta) -> timedelta:

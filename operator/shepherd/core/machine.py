@@ -60,8 +60,15 @@ from shepherd.core.migrations import (
 )
 from shepherd.core.model import Decision, Observations, ReleaseObject
 from shepherd.core.policy import active_freezes, applicable, freeze_changes, policy_gates
-from shepherd.core.report import describe, format_duration
-from shepherd.core.revisions import retained_revisions, revision_records, select_revision
+from shepherd.core.report import describe, format_duration, wave_label
+from shepherd.core.revisions import (
+    retained_revisions,
+    revision_content,
+    revision_records,
+    rollback_target,
+    select_revision,
+    start_revision,
+)
 from shepherd.core.spec import (
     AnalysisStep,
     MetricGate,
@@ -70,17 +77,20 @@ from shepherd.core.spec import (
     RevisionContent,
     SetWeight,
     SpecError,
+    Waves,
     WebhookGate,
     WindowGate,
     content_of,
     parse_release_name,
     parse_spec,
+    waves,
 )
 from shepherd.core.status import (
     IN_FLIGHT,
     PROMOTED,
     STALLED,
     CommandRecord,
+    Override,
     Phase,
     Rollout,
     render_conditions,
@@ -92,7 +102,9 @@ from shepherd.core.workloads import GROUP, WorkloadPlan, desired_deployments, pl
 PROMOTE = f"{GROUP}/promote"
 ABORT = f"{GROUP}/abort"
 RETRY = f"{GROUP}/retry"
-COMMANDS = (ABORT, RETRY, PROMOTE)  # abort first: it wins over a promote given at the same time
+ROLLBACK = f"{GROUP}/rollback"
+COMMANDS = (ABORT, ROLLBACK, RETRY, PROMOTE)  # abort first: it wins over a promote given at the same time
+ALL_STEPS_SKIPPED = "all steps skipped"
 MAX_TRANSITIONS_PER_DECISION = 16
 METRIC_GATE_POLL = timedelta(seconds=10)
 ANALYSIS_REASONS = frozenset({"AnalysisFailed", "AnalysisInconclusive", "AnalysisError", "BakeFailed"})
@@ -105,11 +117,11 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
         spec = parse_spec(release.spec)
     except SpecError as error:
         return _invalid_spec(release, rollout, error, now)
-    content = content_of(spec)
     events: list[Event] = []
 
-    rollout = select_revision(rollout, spec, content, now, events)
-    rollout, consumed = _apply_commands(rollout, spec, release.annotations, now, events)
+    rollout = select_revision(rollout, spec, observed.revisions, now, events)
+    rollout, consumed = _apply_commands(rollout, spec, release.annotations, observed, now, events)
+    content = revision_content(rollout, spec, observed.revisions)
     run, records = fold_measurements(release, rollout, spec, observed, now, events)
     check = check_queries(release.status, rollout, spec, observed, events)
     policies = tuple(applicable(observed.policies, observed.namespace_labels))
@@ -134,17 +146,18 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
 
     # Gates are judged while gating; after that, status keeps the verdict that let the revision start.
     judging_gates = rollout.phase is Phase.GATING
+    order = waves(spec, content.templates)
     plan = _plan(release, rollout, spec, content, observed)
     for _ in range(MAX_TRANSITIONS_PER_DECISION):
         following = _advance(
-            _track_readiness(rollout, plan, now), spec, plan, evidence, migrations, now, events
+            _track_readiness(rollout, plan, now), spec, order, plan, evidence, migrations, now, events
         )
         if following == rollout:
             break
         rollout = following
         plan = _plan(release, rollout, spec, content, observed)
     progress = migration_progress(rollout, migrations)
-    rollout = replace(rollout, message=describe(rollout, spec, plan, evidence, now, progress))
+    rollout = replace(rollout, message=describe(rollout, spec, order, plan, evidence, now, progress))
 
     actions: list[Action] = []
     if consumed:
@@ -213,6 +226,7 @@ def _apply_commands(
     rollout: Rollout,
     spec: ReleaseSpec,
     annotations: Mapping[str, str],
+    observed: Observations,
     now: datetime,
     events: list[Event],
 ) -> tuple[Rollout, tuple[str, ...]]:
@@ -226,6 +240,8 @@ def _apply_commands(
             outcome, changed = "ignored: abort given at the same time", rollout
         elif action == "abort":
             outcome, changed = _abort(rollout, spec, now)
+        elif action == "rollback":
+            outcome, changed = _rollback(rollout, spec, value, observed, now, events)
         elif action == "retry":
             outcome, changed = _retry(rollout, spec, now)
         else:
@@ -261,8 +277,34 @@ def _retry(rollout: Rollout, spec: ReleaseSpec, now: datetime) -> tuple[str, Rol
         )
     attempt = rollout.attempt + 1
     limit = spec.revision_history_limit
-    restarted = rollout.start(rollout.revision, attempt, rollout.version, rollout.revision_hash, now, limit)
+    override = rollout.override
+    origin = override.rollback_of if override is not None and override.revision == rollout.revision else None
+    restarted = rollout.start(
+        rollout.revision, attempt, rollout.version, rollout.revision_hash, now, limit, origin
+    )
     return f"attempt {attempt}", restarted
+
+
+def _rollback(
+    rollout: Rollout,
+    spec: ReleaseSpec,
+    value: str,
+    observed: Observations,
+    now: datetime,
+    events: list[Event],
+) -> tuple[str, Rollout]:
+    """A new revision with a recorded revision's content, through the same gates, steps and bake."""
+    target = rollback_target(rollout, value, observed.revisions)
+    if isinstance(target, str):
+        return target, rollout
+    number, content = target
+    started = start_revision(rollout, spec, content, now, events, rollback_of=number)
+    # The spec still holds the newer content: the recorded one stands in for it until the spec changes.
+    override = Override(started.revision, number, content_of(spec).hash)
+    return (
+        f"rolling back to revision {number} ({content.version}) as revision {started.revision}",
+        replace(started, override=override),
+    )
 
 
 def _promote(rollout: Rollout, spec: ReleaseSpec, value: str, now: datetime) -> tuple[str, Rollout]:
@@ -282,7 +324,7 @@ def _promote(rollout: Rollout, spec: ReleaseSpec, value: str, now: datetime) -> 
     if spec.paused:
         return "ignored: spec.paused is true; set it to false first", rollout
     if full or not rollout.is_canary:
-        return "all steps skipped", replace(rollout, current_step=len(spec.steps), step_since=now)
+        return ALL_STEPS_SKIPPED, replace(rollout, current_step=len(spec.steps), step_since=now)
     if rollout.current_step >= len(spec.steps):
         return "ignored: no step left to skip", rollout
     step = rollout.current_step
@@ -353,6 +395,7 @@ def _track_readiness(rollout: Rollout, plan: WorkloadPlan, now: datetime) -> Rol
 def _advance(
     rollout: Rollout,
     spec: ReleaseSpec,
+    order: Waves,
     plan: WorkloadPlan,
     evidence: Evidence,
     migrations: MigrationInputs,
@@ -379,7 +422,7 @@ def _advance(
         if failure is not None:
             return _fail(rollout, spec, failure, now, events)
     if phase in (Phase.PROGRESSING, Phase.PAUSED):
-        return _progress(rollout, spec, plan, evidence, now, events)
+        return _progress(rollout, spec, order, plan, evidence, now, events)
     if phase is Phase.PROMOTING and plan.converged:
         return _promoted(rollout, spec, now, events)
     if phase is Phase.BAKING:
@@ -389,6 +432,8 @@ def _advance(
         done = judged.state == "Passed" and baked(rollout, spec, now)
         return _succeed(rollout, spec, now, events) if done else rollout
     if phase is Phase.ROLLING_BACK and plan.converged:
+        if rollout.wave > 0:
+            return _previous_wave(rollout, order, now, events)
         # Down migrations only once no pod runs the new code: the old code works on either schema.
         down = migrate_down(rollout, migrations, now, events)
         if down.failure is not None:
@@ -406,6 +451,7 @@ def _advance(
 def _progress(
     rollout: Rollout,
     spec: ReleaseSpec,
+    order: Waves,
     plan: WorkloadPlan,
     evidence: Evidence,
     now: datetime,
@@ -432,6 +478,8 @@ def _progress(
     if not plan.converged:
         return rollout
     if not rollout.is_canary or step is None:
+        if rollout.wave + 1 < len(order):
+            return _next_wave(rollout, spec, order, now, events)
         if not rollout.is_canary:
             return _promoted(rollout, spec, now, events)
         return _enter(
@@ -439,11 +487,12 @@ def _progress(
         )
     if isinstance(step, SetWeight):
         if rollout.canary_weight < step.weight:
+            wave = f"{wave_label(rollout.wave, order)}, " if len(order) > 1 else ""
             events.append(
                 Event(
                     "Normal",
                     "CanaryWeight",
-                    f"canary weight {step.weight}% (step {rollout.current_step + 1}/{len(spec.steps)})",
+                    f"canary weight {step.weight}% ({wave}step {rollout.current_step + 1}/{len(spec.steps)})",
                 )
             )
             return replace(rollout, canary_weight=step.weight, unready_since=now)
@@ -530,6 +579,48 @@ def _current_holds(rollout: Rollout) -> tuple[Mapping[str, Any], ...]:
 
 def _next_step(rollout: Rollout, now: datetime) -> Rollout:
     return replace(rollout, current_step=rollout.current_step + 1, step_since=now)
+
+
+def _next_wave(
+    rollout: Rollout, spec: ReleaseSpec, order: Waves, now: datetime, events: list[Event]
+) -> Rollout:
+    """The wave that finished its steps is promoted; the next one's canary starts once that is ready.
+
+    The first revision has no canary: each wave is deployed, and ready, before the next.
+    """
+    done, following = wave_label(rollout.wave, order), wave_label(rollout.wave + 1, order)
+    if rollout.is_canary:
+        detail = f"{done} completed its steps: promoting it; {following} starts its canary once it is ready"
+    else:
+        detail = f"{done} is ready; deploying {following}"
+    events.append(Event("Normal", "Wave", f"revision {rollout.revision}: {detail}"))
+    # A promote=full of this attempt skips the steps of every later wave too.
+    skipped = rollout.is_canary and _all_steps_skipped(rollout)
+    return replace(
+        rollout,
+        wave=rollout.wave + 1,
+        canary_weight=0,
+        current_step=len(spec.steps) if skipped else 0,
+        step_since=now,
+        unready_since=now,
+    )
+
+
+def _previous_wave(rollout: Rollout, order: Waves, now: datetime, events: list[Event]) -> Rollout:
+    back, following = wave_label(rollout.wave, order), wave_label(rollout.wave - 1, order)
+    events.append(
+        Event(
+            "Warning", "Wave", f"revision {rollout.revision}: {back} is rolled back; rolling back {following}"
+        )
+    )
+    return replace(rollout, wave=rollout.wave - 1, unready_since=now)
+
+
+def _all_steps_skipped(rollout: Rollout) -> bool:
+    entry = rollout.history[-1] if rollout.history else None
+    if entry is None or (entry.revision, entry.attempt) != (rollout.revision, rollout.attempt):
+        return False
+    return any(c.action == "promote" and c.outcome == ALL_STEPS_SKIPPED for c in entry.commands)
 
 
 def _failure(

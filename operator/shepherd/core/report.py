@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from shepherd.core.evidence import Evidence, stage_verdict
-from shepherd.core.spec import AnalysisStep, Pause, ReleaseSpec
+from shepherd.core.spec import AnalysisStep, Pause, ReleaseSpec, Waves
 from shepherd.core.status import STALLED, Phase, Rollout
 from shepherd.core.workloads import GROUP, WorkloadPlan
 
@@ -15,6 +15,7 @@ PROMOTE = f"{GROUP}/promote"
 def describe(
     rollout: Rollout,
     spec: ReleaseSpec,
+    order: Waves,
     plan: WorkloadPlan,
     evidence: Evidence,
     now: datetime,
@@ -23,6 +24,7 @@ def describe(
     """`migrations`: what the migration Jobs of the phase are doing, empty when none is left to run."""
     revision = f"revision {rollout.revision} ({rollout.version})"
     waiting = f": waiting for {', '.join(plan.waiting_on)}" if plan.waiting_on else ""
+    wave = wave_label(rollout.wave, order) if len(order) > 1 else ""
     steps = len(spec.steps)
     phase = rollout.phase
     if phase in STALLED or phase is Phase.ROLLING_BACK:
@@ -50,8 +52,13 @@ def describe(
     if not rollout.is_canary:
         first = "" if rollout.has_stable else ": first revision, nothing to compare a canary against"
         prefix = "paused by spec.paused; " if phase is Phase.PAUSED else ""
-        return f"{prefix}deploying {revision} to all replicas{first}{waiting}"
+        in_wave = f" in {wave}" if wave else ""
+        return f"{prefix}deploying {revision} to all replicas{in_wave}{first}{waiting}"
+    if wave and rollout.wave > 0 and rollout.canary_weight == 0 and waiting:
+        # The previous wave's promotion: the next canary starts once it is ready.
+        return f"promoting {wave_label(rollout.wave - 1, order)} before {wave} starts{waiting}"
     where = f"step {min(rollout.current_step + 1, steps)}/{steps}, canary at {rollout.canary_weight}%"
+    where = f"{wave}, {where}" if wave else where
     if phase is Phase.PAUSED and rollout.reason == "SpecPaused":
         return f"paused by spec.paused at {where}"
     if phase is Phase.PAUSED:
@@ -63,6 +70,12 @@ def describe(
     if isinstance(step, AnalysisStep) and not waiting:
         return f"{where}: analysis: {stage_verdict(rollout, spec, evidence.run, now).message}"
     return f"{where}{waiting}"
+
+
+def wave_label(index: int, order: Waves) -> str:
+    """`wave 2/3 (web, worker)`: which components move, counted from 1."""
+    names = ", ".join(order[index]) if index < len(order) else ""
+    return f"wave {index + 1}/{len(order)} ({names})"
 
 
 def remaining(since: datetime | None, length: timedelta | None, now: datetime) -> str:

@@ -13,10 +13,11 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import time, timedelta
 from functools import cached_property
+from graphlib import CycleError, TopologicalSorter
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,6 +31,7 @@ DEFAULT_PROGRESS_DEADLINE = timedelta(minutes=10)
 DEFAULT_ANALYSIS_INTERVAL = timedelta(seconds=30)
 DEFAULT_QUERY_TIMEOUT = timedelta(seconds=10)
 DEFAULT_REVISION_HISTORY_LIMIT = 10
+DEFAULT_REPLICAS = 1
 MAX_COMPONENTS = 20
 MAX_CONFIG_ENTRIES = 20
 MAX_CONFIG_BYTES = 1024 * 1024  # what the API server allows in one ConfigMap's data and binaryData together
@@ -59,6 +61,7 @@ class Component:
     name: str
     replicas: int
     template: Mapping[str, Any]
+    depends_on: tuple[str, ...] = ()  # components whose canary is promoted before this one's starts
 
 
 @dataclass(frozen=True)
@@ -335,6 +338,33 @@ def content_of(spec: ReleaseSpec) -> RevisionContent:
     return RevisionContent(spec.version, templates, config, spec.migrations)
 
 
+Waves = tuple[tuple[str, ...], ...]
+
+
+def waves(spec: ReleaseSpec, names: Iterable[str] | None = None) -> Waves:
+    """Components in rollout order: a wave depends only on earlier ones; no dependsOn at all is one wave.
+
+    `names` are the components a revision holds (default: the spec's); a recorded revision's component
+    the spec no longer lists has no dependencies, nor does a dependency on a component it lacks count.
+    """
+    listed = {c.name: c for c in spec.components}
+    members = set(listed if names is None else names)
+    order = {name: index for index, name in enumerate(listed)}
+    sorter = TopologicalSorter(
+        {
+            name: [d for d in (listed[name].depends_on if name in listed else ()) if d in members]
+            for name in members
+        }
+    )
+    sorter.prepare()
+    result = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=lambda name: (order.get(name, len(order)), name))
+        result.append(tuple(ready))
+        sorter.done(*ready)
+    return tuple(result)
+
+
 def canary_replicas(replicas: int, weight: int) -> int:
     """Replica-ratio routing: the canary's share, rounded up so any weight > 0 gets a pod."""
     return math.ceil(replicas * weight / 100)
@@ -447,15 +477,53 @@ def _components(raw: Any) -> tuple[Component, ...]:
         field = f"spec.components[{index}]"
         item = _mapping(item, field)
         name = _unique_name(item, field, [c.name for c in components], "component")
-        replicas = item.get("replicas", 1)
+        replicas = item.get("replicas", DEFAULT_REPLICAS)
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
             raise SpecError(f"{field}.replicas", f"must be an integer >= 1, not {replicas!r}")
         template = _mapping(item.get("template"), f"{field}.template")
         containers = _mapping(template.get("spec"), f"{field}.template.spec").get("containers")
         if not isinstance(containers, Sequence) or not containers:
             raise SpecError(f"{field}.template.spec.containers", "must list at least one container")
-        components.append(Component(name=name, replicas=replicas, template=template))
+        depends_on = _depends_on(item.get("dependsOn"), f"{field}.dependsOn", name)
+        components.append(Component(name=name, replicas=replicas, template=template, depends_on=depends_on))
+    _check_order(components)
     return tuple(components)
+
+
+def _depends_on(raw: Any, field: str, name: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    names = _strings(raw, field)
+    for index, other in enumerate(names):
+        if other == name:
+            raise SpecError(f"{field}[{index}]", f"component {name} cannot depend on itself")
+        if other in names[:index]:
+            raise SpecError(f"{field}[{index}]", f"{other!r} is listed twice")
+    return tuple(names)
+
+
+def _check_order(components: Sequence[Component]) -> None:
+    """Every dependency names another component, and following them never comes back around."""
+    names = [c.name for c in components]
+    for index, component in enumerate(components):
+        for position, other in enumerate(component.depends_on):
+            if other not in names:
+                raise SpecError(
+                    f"spec.components[{index}].dependsOn[{position}]",
+                    f"unknown component {other!r}; the components are {', '.join(names)}",
+                )
+    try:
+        TopologicalSorter({c.name: c.depends_on for c in components}).prepare()
+    except CycleError as error:
+        # graphlib lists the cycle as [a, ..., a] against the dependencies; read from the one listed first.
+        cycle = list(reversed(error.args[1][1:]))
+        index = min(names.index(name) for name in cycle)
+        start = cycle.index(names[index])
+        path = " -> ".join([*cycle[start:], *cycle[:start], names[index]])
+        raise SpecError(
+            f"spec.components[{index}].dependsOn",
+            f"dependsOn forms a cycle {path}: none of them could ever start",
+        ) from None
 
 
 def _config(raw: Any) -> tuple[ConfigEntry, ...]:

@@ -74,6 +74,7 @@ class HistoryEntry:
     holds: tuple[Mapping[str, Any], ...] = ()  # audit: windows that held the rollout, and when
     migrations: tuple[Mapping[str, Any], ...] = ()  # each migration Job run: name, job, state, times
     down_migrations: tuple[Mapping[str, Any], ...] = ()  # the rollbackTemplate Jobs run on a rollback
+    rollback_of: int | None = None  # origin: started by shepherd.dev/rollback with that revision's content
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -98,6 +99,8 @@ class HistoryEntry:
             data["migrations"] = [dict(m) for m in self.migrations]
         if self.down_migrations:
             data["downMigrations"] = [dict(m) for m in self.down_migrations]
+        if self.rollback_of is not None:
+            data["rollbackOf"] = self.rollback_of
         return data
 
     @classmethod
@@ -122,7 +125,26 @@ class HistoryEntry:
             holds=tuple(h for h in data.get("holds") or [] if isinstance(h, Mapping)),
             migrations=tuple(m for m in data.get("migrations") or [] if isinstance(m, Mapping)),
             down_migrations=tuple(m for m in data.get("downMigrations") or [] if isinstance(m, Mapping)),
+            rollback_of=_int(data.get("rollbackOf")) or None,
         )
+
+
+@dataclass(frozen=True)
+class Override:
+    """A rollback command's revision stands in for the spec while the spec's content stays as it was."""
+
+    revision: int  # the revision the rollback started
+    rollback_of: int  # the revision whose recorded content it rolls out
+    spec_hash: str  # content hash of the spec it overrides; any other spec content ends the override
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"revision": self.revision, "rollbackOf": self.rollback_of, "specHash": self.spec_hash}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Override | None:
+        if not isinstance(data, Mapping) or not _int(data.get("revision")) or not data.get("specHash"):
+            return None
+        return cls(_int(data.get("revision")), _int(data.get("rollbackOf")), str(data["specHash"]))
 
 
 @dataclass(frozen=True)
@@ -142,10 +164,12 @@ class Rollout:
     stable_version: str = ""
     canary_weight: int = 0
     current_step: int = 0
+    wave: int = 0  # index of the wave of components in its canary (spec.components[].dependsOn)
     phase_since: datetime | None = None
     step_since: datetime | None = None
     unready_since: datetime | None = None
     history: tuple[HistoryEntry, ...] = field(default=())
+    override: Override | None = None
 
     @property
     def has_stable(self) -> bool:
@@ -169,9 +193,16 @@ class Rollout:
         return replace(self, history=(*self.history[:-1], replace(last, **changes)))
 
     def start(
-        self, number: int, attempt: int, version: str, content_hash: str, now: datetime, history_limit: int
+        self,
+        number: int,
+        attempt: int,
+        version: str,
+        content_hash: str,
+        now: datetime,
+        history_limit: int,
+        rollback_of: int | None = None,
     ) -> Rollout:
-        """Begin an attempt at a revision: Pending, at step 0, with an open history entry."""
+        """Begin an attempt at a revision: Pending, at step 0 of its first wave, with a history entry."""
         started = replace(
             self,
             phase=Phase.PENDING,
@@ -183,12 +214,14 @@ class Rollout:
             attempt=attempt,
             canary_weight=0,
             current_step=0,
+            wave=0,
             phase_since=now,
             step_since=now,
             unready_since=None,
         )
         return started.with_history(
-            HistoryEntry(number, version, attempt, "InProgress", "", now), history_limit
+            HistoryEntry(number, version, attempt, "InProgress", "", now, rollback_of=rollback_of),
+            history_limit,
         )
 
     def finish(self, result: str, reason: str, now: datetime, message: str = "") -> Rollout:
@@ -218,7 +251,9 @@ class Rollout:
             "stableVersion": self.stable_version,
             "canaryWeight": self.canary_weight,
             "currentStep": self.current_step,
+            "wave": self.wave,
             "history": [h.to_dict() for h in self.history],
+            "override": self.override.to_dict() if self.override is not None else None,
         }
         for key, moment in (
             ("phaseSince", self.phase_since),
@@ -252,10 +287,12 @@ class Rollout:
             stable_version=str(status.get("stableVersion") or ""),
             canary_weight=_int(status.get("canaryWeight")),
             current_step=_int(status.get("currentStep")),
+            wave=_int(status.get("wave")),
             phase_since=parse_time(status.get("phaseSince")),
             step_since=parse_time(status.get("stepSince")),
             unready_since=parse_time(status.get("unreadySince")),
             history=history,
+            override=Override.from_dict(status.get("override")),
         )
 
 

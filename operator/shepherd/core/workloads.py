@@ -12,12 +12,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from shepherd.core.actions import Action, ApplyDeployment, DeleteDeployment
-from shepherd.core.spec import ReleaseSpec, RevisionContent, canary_replicas
+from shepherd.core.spec import DEFAULT_REPLICAS, ReleaseSpec, RevisionContent, canary_replicas, waves
 from shepherd.core.status import PROMOTED, Phase, Rollout
 
 Role = Literal["stable", "canary"]
@@ -77,40 +77,82 @@ def selector_labels(release: str, component: str, role: Role) -> dict[str, str]:
 def desired_deployments(
     rollout: Rollout, spec: ReleaseSpec, current: RevisionContent, stable: RevisionContent | None
 ) -> list[DesiredDeployment] | None:
-    """What should run for this state; None means hold everything as it is."""
+    """What should run for this state; None means hold everything as it is.
+
+    With spec.components[].dependsOn the components move in waves: the waves before `rollout.wave`
+    run the new revision on stable, the current wave runs the canary, later waves stay as they are;
+    a rollback returns the current wave first, then the one before, down to the first.
+    """
     if rollout.phase in HOLD_PHASES:
         return None
-    replicas = {c.name: c.replicas for c in spec.components}
-    rolled_back = rollout.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK)
-    if rolled_back:
-        return _only_stable(rollout.stable_revision, rollout.stable_version, stable, replicas)
-    if not rollout.is_canary or rollout.phase in PROMOTED or rollout.phase is Phase.SUCCEEDED:
+    listed = {c.name: c.replicas for c in spec.components}
+    # A recorded revision may hold a component the spec no longer lists: it runs as many pods as the
+    # CRD's default.
+    replicas = {name: listed.get(name, DEFAULT_REPLICAS) for name in current.templates}
+    if rollout.phase is Phase.ROLLED_BACK:
+        return _only_stable(rollout, stable, listed)
+    order = waves(spec, current.templates)
+    promoted = {name for wave in order[: rollout.wave] for name in wave}
+    if rollout.phase is Phase.ROLLING_BACK:
+        # Waves go back in reverse: a component returns only once those depending on it have.
         return [
             DesiredDeployment(name, "stable", rollout.revision, current.version, replicas[name], template)
             for name, template in current.templates.items()
+            if name in promoted
+        ] + _only_stable(rollout, stable, listed, promoted)
+    moving = set(order[rollout.wave]) if rollout.wave < len(order) else set()
+    # Promoted, or back on the stable revision: every component runs this revision on stable.
+    whole = rollout.phase in PROMOTED or rollout.phase is Phase.SUCCEEDED
+    if whole or (rollout.has_stable and not rollout.is_canary):
+        promoted, moving = set(current.templates), set()
+    if not rollout.is_canary:
+        # The first revision is deployed wave after wave, each ready before the next.
+        return [
+            DesiredDeployment(name, "stable", rollout.revision, current.version, replicas[name], template)
+            for name, template in current.templates.items()
+            if name in promoted | moving
         ]
-    return _canary_split(rollout, current, stable, replicas)
+    return _canary_split(rollout, current, stable, replicas, listed, promoted, moving)
 
 
 def _only_stable(
-    revision: int, version: str, stable: RevisionContent | None, replicas: Mapping[str, int]
+    rollout: Rollout,
+    stable: RevisionContent | None,
+    replicas: Mapping[str, int],
+    still_new: Collection[str] = (),
 ) -> list[DesiredDeployment]:
     if stable is None:
         return []
     return [
-        DesiredDeployment(name, "stable", revision, version, replicas.get(name), template)
+        DesiredDeployment(
+            name, "stable", rollout.stable_revision, rollout.stable_version, replicas.get(name), template
+        )
         for name, template in stable.templates.items()
+        if name not in still_new
     ]
 
 
 def _canary_split(
-    rollout: Rollout, current: RevisionContent, stable: RevisionContent | None, replicas: Mapping[str, int]
+    rollout: Rollout,
+    current: RevisionContent,
+    stable: RevisionContent | None,
+    replicas: Mapping[str, int],
+    listed: Mapping[str, int],
+    promoted: set[str],
+    moving: set[str],
 ) -> list[DesiredDeployment]:
+    """Promoted components run the new template on stable; moving ones split by weight; the rest wait."""
     desired: list[DesiredDeployment] = []
     stable_templates = stable.templates if stable is not None else {}
+    fully_promoted = promoted >= set(current.templates)
     for name, template in current.templates.items():
         total = replicas[name]
-        canary = canary_replicas(total, rollout.canary_weight)
+        if name in promoted:
+            desired.append(
+                DesiredDeployment(name, "stable", rollout.revision, current.version, total, template)
+            )
+            continue
+        canary = canary_replicas(total, rollout.canary_weight) if name in moving else 0
         if canary > 0:
             desired.append(
                 DesiredDeployment(name, "canary", rollout.revision, current.version, canary, template)
@@ -126,6 +168,8 @@ def _canary_split(
                     stable_templates.get(name),
                 )
             )
+    if fully_promoted:
+        return desired  # components the new revision drops go with its promotion
     for name, template in stable_templates.items():
         if name not in current.templates:
             desired.append(
@@ -134,7 +178,7 @@ def _canary_split(
                     "stable",
                     rollout.stable_revision,
                     rollout.stable_version,
-                    replicas.get(name),
+                    listed.get(name),
                     template,
                 )
             )
