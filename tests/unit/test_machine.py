@@ -770,6 +770,7 @@ def test_rollback_to_previous_toggles_between_the_last_two_stable_contents() -> 
     through_its_canary(world)
     assert world.status["revision"] == 5 and world.status["history"][-1]["rollbackOf"] == 3
     assert world.image("shop-api") == "shop/api:1.2.0"
+    assert world.status["override"] is None, "back on the spec's own content: nothing stands in for it"
 
 
 def test_rollback_mid_canary_supersedes_the_revision_in_flight() -> None:

@@ -299,8 +299,9 @@ def _rollback(
         return target, rollout
     number, content = target
     started = start_revision(rollout, spec, content, now, events, rollback_of=number)
-    # The spec still holds the newer content: the recorded one stands in for it until the spec changes.
-    override = Override(started.revision, number, content_of(spec).hash)
+    # The spec still holds other content: the recorded one stands in for it until the spec changes.
+    spec_hash = content_of(spec).hash
+    override = Override(started.revision, number, spec_hash) if content.hash != spec_hash else None
     return (
         f"rolling back to revision {number} ({content.version}) as revision {started.revision}",
         replace(started, override=override),
