@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ from urllib3.exceptions import HTTPError
 
 from shepherd.kube import APPROVALS, GROUP, MERGE_PATCH, PLURAL, VERSION, load_configuration
 
-console = Console(highlight=False)
+# Piped output (grep, a file) keeps every cell whole, as kubectl's does; a terminal gets tables that fit it.
+PIPED_WIDTH = 240
+console = Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 SETTLED = frozenset({"Succeeded", "RolledBack", "Failed"})
 WATCH_INTERVAL_SECONDS = 1.0
 MEASUREMENTS_SHOWN = 5
@@ -233,14 +236,14 @@ def _print_history(state: Mapping[str, Any]) -> None:
 
 def _history_table(state: Mapping[str, Any]) -> Table:
     table = Table(title="history", box=None)
-    for column in ("REVISION", "VERSION", "ATTEMPT", "RESULT", "REASON", "STARTED", "FINISHED"):
+    for column in ("REVISION", "VERSION", "ATTEMPT", "RESULT", "REASON", "ORIGIN", "STARTED", "FINISHED"):
         table.add_column(column)
     for entry in state.get("history") or []:
+        origin = f"rollback to {entry['rollbackOf']}" if entry.get("rollbackOf") else "spec"
         table.add_row(
-            *(
-                str(entry.get(key, ""))
-                for key in ("revision", "version", "attempt", "result", "reason", "startedAt", "finishedAt")
-            )
+            *(str(entry.get(key, "")) for key in ("revision", "version", "attempt", "result", "reason")),
+            origin,
+            *(str(entry.get(key, "")) for key in ("startedAt", "finishedAt")),
         )
     return table
 
@@ -432,3 +435,16 @@ def _api_message(error: ApiException) -> str:
     except (ValueError, AttributeError):
         message = None
     return str(message) if message else f"the API server answered {error.status}: {error.reason}"
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--to-revision",
+    type=click.IntRange(min=1),
+    help="Revision to roll back to (see `kubectl release history`); default: the previous stable one.",
+)
+@click.pass_obj
+def rollback(target: Target, name: str, to_revision: int | None) -> None:
+    """Roll code and config back to a recorded revision, as a new revision through the usual steps."""
+    _annotate(target, name, "rollback", "previous" if to_revision is None else str(to_revision))
