@@ -760,6 +760,21 @@ def test_a_new_spec_content_ends_the_rollback_and_is_rolled_out_as_usual() -> No
     assert any(e.reason == "OverrideEnded" for e in world.events)
 
 
+def test_reverting_git_to_the_rolled_back_content_ends_the_override_and_moves_nothing() -> None:
+    world = three_revisions()
+    world.annotations[ROLLBACK] = "1"
+    through_its_canary(world)
+    before = copy.deepcopy(world.deployments)
+    world.set_spec(release_spec("1.0.0"))
+    world.settle()
+    assert world.status["override"] is None
+    assert world.phase == "Succeeded" and world.status["revision"] == 4
+    assert world.deployments == before
+    world.set_spec(release_spec("1.2.0"))
+    world.settle()
+    assert world.status["revision"] == 5, "with the override gone, git's newer content is a new revision"
+
+
 def test_rollback_to_previous_toggles_between_the_last_two_stable_contents() -> None:
     world = three_revisions()
     world.annotations[ROLLBACK] = "previous"
