@@ -77,8 +77,11 @@ def test_the_api_is_promoted_before_the_web_canary_exists(
         "ghcr.io/example/shop-api:1.1.0",
         "ghcr.io/example/shop-web:1.1.0",
     }
-    waves = [e["message"] for e in cluster.events() if e["reason"] == "Wave"]
-    assert "revision 2: wave 1/2 (api) completed its steps: promoting it; " in waves[-1]
+    waves = {e["message"] for e in cluster.events() if e["reason"] == "Wave"}
+    assert (
+        "revision 2: wave 1/2 (api) completed its steps: promoting it; "
+        "wave 2/2 (web) starts its canary once it is ready"
+    ) in waves, waves
 
 
 def test_a_first_revision_deploys_the_api_before_the_web(cluster: Cluster, local_api: LocalAPIThread) -> None:
