@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from simulation import ABORT, PROMOTE, RETRY, World, release_spec
+from simulation import ABORT, PROMOTE, RETRY, ROLLBACK, World, release_spec
 
 from shepherd.core.actions import ApplyConfigMap, ApplyDeployment, DeleteConfigMap
 from shepherd.core.config import (
@@ -338,6 +338,26 @@ def test_rollback_after_promotion_restores_the_old_image_and_the_old_config() ->
     assert world.image("shop-api") == "shop/api:1.0.0"
     assert config_of(world, "shop-api") == hashed("info")
     assert world.ready_replicas("shop-api") == 4
+
+
+def test_rollback_to_a_revision_number_brings_its_config_back_with_its_code() -> None:
+    world = World(config_spec())
+    world.run_until("Succeeded")
+    for version, log_level in (("1.1.0", "debug"), ("1.2.0", "warn")):
+        world.set_spec(config_spec(version, log_level=log_level))
+        promoted(world)
+    assert config_of(world, "shop-api") == hashed("warn")
+
+    world.annotations[ROLLBACK] = "1"
+    world.settle()
+    assert world.status["revision"] == 4
+    assert config_of(world, "shop-api-canary") == hashed("info"), "the canary reads revision 1's config"
+    assert config_of(world, "shop-api") == hashed("warn")
+    promoted(world)
+
+    assert world.image("shop-api") == "shop/api:1.0.0"
+    assert config_of(world, "shop-api") == hashed("info")
+    assert world.config_maps[hashed("info")]["data"] == {"LOG_LEVEL": "info"}
 
 
 def test_a_failure_after_promotion_rolls_config_back_with_the_code() -> None:
