@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from simulation import ABORT, PROMOTE, RETRY, World, release_spec
+from simulation import ABORT, PROMOTE, RETRY, ROLLBACK, World, ordered_spec, release_spec
 
 from shepherd.core.gates import Approval
 from shepherd.core.spec import Migration, RevisionContent, SpecError, content_of, parse_spec
@@ -417,3 +417,41 @@ def test_a_down_migration_past_its_timeout_fails_the_rollback() -> None:
     world.advance(timedelta(minutes=5))
     assert (world.phase, world.status["reason"]) == ("Failed", "RollbackMigrationFailed")
     assert "job/shop-rollback-schema-r2 did not finish within its timeout 5m" in world.status["message"]
+
+
+def test_with_ordered_components_the_down_migration_waits_for_every_wave_to_be_back() -> None:
+    world = World(ordered_spec("1.0.0"))
+    world.run_until("Succeeded")
+    world.set_spec(ordered_spec("1.1.0", migrations=[SCHEMA]))
+    world.job_outcomes = {"shop-migrate-schema-r2": "succeed"}
+    while "shop-frontend-canary" not in world.deployments:
+        world.annotations[PROMOTE] = "true"
+        world.advance(timedelta(minutes=1))
+    world.annotations[ABORT] = "true"
+    images = []
+    while "shop-rollback-schema-r2" not in world.jobs:
+        world.reconcile()
+        images.append(world.image("shop-backend"))
+    assert images[0] == "shop/backend:1.1.0", "the backend returns only once the frontend has"
+    assert "shop-frontend-canary" not in world.deployments
+    assert world.image("shop-backend") == "shop/backend:1.0.0" and world.ready_replicas("shop-backend") == 4
+    finish(world, "shop-rollback-schema-r2")
+    assert world.phase == "RolledBack"
+
+
+def test_a_rollback_command_runs_the_recorded_revision_s_migrations_again_and_no_down_migration() -> None:
+    world = World(migrating("1.0.0", [SCHEMA]))
+    world.job_outcomes = {"shop-migrate-schema-r1": "succeed", "shop-migrate-schema-r2": "succeed"}
+    world.run_until("Succeeded")
+    world.set_spec(migrating("1.1.0", [migration("schema-v2")]))
+    world.job_outcomes["shop-migrate-schema-v2-r2"] = "succeed"
+    world.annotations[PROMOTE] = "full"
+    world.run_until("Succeeded")
+
+    world.annotations[ROLLBACK] = "1"
+    world.settle()
+    assert (world.status["revision"], world.phase) == (3, "Migrating")
+    assert "shop-migrate-schema-r3" in world.jobs
+    assert not any(name.startswith("shop-rollback-") for name in world.jobs)
+    finish(world, "shop-migrate-schema-r3")
+    assert world.phase == "Progressing" and world.image("shop-api-canary") == "shop/api:1.0.0"
