@@ -1,6 +1,7 @@
 """Helpers shared by the test suites: polling with a deadline, and plain HTTP against an API server."""
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +20,13 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str =
             raise AssertionError(f"timed out after {timeout}s waiting for {message}; last result: {result!r}")
         time.sleep(POLL_INTERVAL)
     return result
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def request_json(

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
 import click
 import durationpy
+import kubernetes.client
 import yaml
 
+from shepherd.core.leadership import LeaseTiming
+from shepherd.health import Endpoint
 from shepherd.kube import load_configuration
+from shepherd.leader import LeaderElection, LeadershipLost, default_identity
 from shepherd.runner import OperatorOptions, run_operator
 
 
@@ -38,8 +43,41 @@ def main() -> None:
 @click.option(
     "--liveness", "liveness", metavar="URL", help="Serve a health endpoint, e.g. http://0.0.0.0:8080/healthz."
 )
+@click.option(
+    "--readiness",
+    metavar="URL",
+    help="Serve a readiness endpoint (200 once watching, or standing by), e.g. http://0.0.0.0:8080/readyz.",
+)
 @click.option("--resync", default="30s", show_default=True, help="Safety-net re-check of every Release.")
 @click.option("--priority", default=0, show_default=True, help="Peering priority: the highest one acts.")
+@click.option(
+    "--leader-elect",
+    is_flag=True,
+    help="Act only while holding a coordination.k8s.io Lease; others stand by (implies --standalone).",
+)
+@click.option("--lease-name", default="shepherd", show_default=True, help="Name of the leader Lease.")
+@click.option(
+    "--lease-namespace",
+    envvar="POD_NAMESPACE",
+    default="default",
+    show_default=True,
+    help="Namespace of the leader Lease ($POD_NAMESPACE when set).",
+)
+@click.option(
+    "--identity", help="This replica's name in the Lease (default: $POD_NAME or the host, made unique)."
+)
+@click.option(
+    "--lease-duration", default="15s", show_default=True, help="How long standbys wait for a renewal."
+)
+@click.option(
+    "--renew-deadline",
+    default="10s",
+    show_default=True,
+    help="The leader stops acting after failing to renew this long.",
+)
+@click.option(
+    "--retry-period", default="2s", show_default=True, help="Interval between attempts to take or renew."
+)
 @click.option(
     "--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on /metrics here."
 )
@@ -53,8 +91,16 @@ def run(
     all_namespaces: bool,
     standalone: bool,
     liveness: str | None,
+    readiness: str | None,
     resync: str,
     priority: int,
+    leader_elect: bool,
+    lease_name: str,
+    lease_namespace: str,
+    identity: str | None,
+    lease_duration: str,
+    renew_deadline: str,
+    retry_period: str,
     metrics_port: int | None,
     kubeconfig: str | None,
     context: str | None,
@@ -67,16 +113,50 @@ def run(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    for url, flag in ((liveness, "--liveness"), (readiness, "--readiness")):
+        _endpoint(url, flag)
+    timing = LeaseTiming(
+        _seconds(lease_duration, "--lease-duration"),
+        _seconds(renew_deadline, "--renew-deadline"),
+        _seconds(retry_period, "--retry-period"),
+    )
+    for problem_field, message in timing.problems():
+        raise click.BadParameter(message, param_hint="--" + problem_field.replace("_", "-"))
+    election = LeaderElection(lease_namespace, lease_name, identity or default_identity(), timing)
     options = OperatorOptions(
         namespaces=namespaces,
         standalone=standalone,
         liveness_endpoint=liveness,
+        readiness_endpoint=readiness,
         resync_seconds=_seconds(resync, "--resync"),
         priority=priority,
         metrics_port=metrics_port,
+        leader_election=election if leader_elect else None,
     )
     configuration = load_configuration(kubeconfig, context)
-    asyncio.run(run_operator(configuration, options))
+    try:
+        asyncio.run(_run_until_signalled(configuration, options))
+    except LeadershipLost as error:  # exit, to come back as a standby (the pod restarts)
+        raise click.ClickException(str(error)) from None
+
+
+async def _run_until_signalled(
+    configuration: kubernetes.client.Configuration, options: OperatorOptions
+) -> None:
+    """SIGTERM or Ctrl+C stop a standby too (Kopf installs its own handlers only once it runs)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await run_operator(configuration, options, stop)
+
+
+def _endpoint(url: str | None, flag: str) -> None:
+    if url is not None:
+        try:
+            Endpoint.parse(url)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint=flag) from None
 
 
 @main.command()

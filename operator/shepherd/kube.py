@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +44,9 @@ MERGE_PATCH = "application/merge-patch+json"
 # be a MiB each), and take whole objects from a server that cannot answer so.
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 JSON_PATCH = "application/json-patch+json"
+# Leases go through the generic object API as plain JSON: the typed client re-renders their times, and drops
+# the fraction of a whole second that metav1.MicroTime requires.
+COORDINATION = "coordination.k8s.io"
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +68,10 @@ def load_configuration(
     return configuration
 
 
+class NotLeading(RuntimeError):
+    """A write refused because this operator no longer holds the leader lease."""
+
+
 @dataclass(frozen=True)
 class ReleaseKey:
     namespace: str
@@ -83,6 +90,9 @@ class KubeAPI:
         self._core: Any = kubernetes.client.CoreV1Api(self._client)
         self._batch: Any = kubernetes.client.BatchV1Api(self._client)
         self.calls = 0  # API requests made, for the benchmarks
+        # With leader election: whether this operator may write now. Checked before every write, so that a
+        # reconcile still running when the lease is lost changes nothing.
+        self.fence: Callable[[], bool] | None = None
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
@@ -195,6 +205,7 @@ class KubeAPI:
     # --- writes --------------------------------------------------------------------------------
 
     def apply(self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]) -> None:
+        self._may_write()
         if isinstance(action, ApplyDeployment):
             self._apply_deployment(key, action, live.get(action.name))
         elif isinstance(action, DeleteDeployment):
@@ -249,6 +260,7 @@ class KubeAPI:
 
     def patch_status(self, key: ReleaseKey, status: Mapping[str, Any]) -> str:
         """Merge-patch the status subresource; returns the new resourceVersion."""
+        self._may_write()
         self._count()
         response = self._custom.patch_namespaced_custom_object_status(
             GROUP,
@@ -263,6 +275,7 @@ class KubeAPI:
         return str(json.loads(response.data)["metadata"].get("resourceVersion", ""))
 
     def post_event(self, release: Mapping[str, Any], event: Event, now: datetime) -> None:
+        self._may_write()
         meta = release["metadata"]
         stamp = format_time(now.astimezone(UTC))
         body = {
@@ -290,7 +303,77 @@ class KubeAPI:
         self._count()
         self._core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
 
+    # --- leader election (never fenced: it is how an operator gets to write) ------------------------
+
+    def get_lease(self, namespace: str, name: str, timeout: float) -> dict[str, Any] | None:
+        try:
+            lease: dict[str, Any] = self._json(
+                self._custom.get_namespaced_custom_object(
+                    COORDINATION,
+                    "v1",
+                    namespace,
+                    "leases",
+                    name,
+                    _preload_content=False,
+                    _request_timeout=timeout,
+                )
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return lease
+
+    def write_lease(
+        self,
+        namespace: str,
+        name: str,
+        lease: Mapping[str, Any] | None,
+        spec: Mapping[str, Any],
+        timeout: float,
+    ) -> dict[str, Any] | None:
+        """Create the Lease (when `lease` is None) or replace the one read, whose resourceVersion makes the
+        write a compare-and-swap. None when another candidate wrote first."""
+        try:
+            if lease is None:
+                body = {
+                    "apiVersion": f"{COORDINATION}/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": dict(spec),
+                }
+                response = self._custom.create_namespaced_custom_object(
+                    COORDINATION,
+                    "v1",
+                    namespace,
+                    "leases",
+                    body,
+                    _preload_content=False,
+                    _request_timeout=timeout,
+                )
+            else:
+                response = self._custom.replace_namespaced_custom_object(
+                    COORDINATION,
+                    "v1",
+                    namespace,
+                    "leases",
+                    name,
+                    {**lease, "spec": dict(spec)},
+                    _preload_content=False,
+                    _request_timeout=timeout,
+                )
+        except ApiException as error:
+            if error.status == 409:
+                return None
+            raise
+        written: dict[str, Any] = self._json(response)
+        return written
+
     # --- helpers -------------------------------------------------------------------------------
+
+    def _may_write(self) -> None:
+        if self.fence is not None and not self.fence():
+            raise NotLeading("this operator no longer holds the leader lease: it writes nothing")
 
     def _apply_deployment(
         self, key: ReleaseKey, action: ApplyDeployment, live: Mapping[str, Any] | None

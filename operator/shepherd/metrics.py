@@ -113,6 +113,11 @@ class OperatorMetrics:
             "Reconciles that failed and were retried",
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "shepherd_leader",
+            "1 while this operator acts: it holds the leader lease, or runs without leader election",
+            registry=self.registry,
+        )
         self._counts: dict[tuple[str, str], tuple[int, int]] = {}
         self._lock = threading.Lock()
 

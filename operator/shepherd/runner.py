@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -12,7 +13,9 @@ import kopf
 import kubernetes.client
 
 from shepherd.handlers import REGISTRY, Runtime, operator_settings
+from shepherd.health import Endpoint, HealthServer, Readiness
 from shepherd.kube import KubeAPI
+from shepherd.leader import LeaderElection, LeaderElector, LeadershipLost
 
 DEFAULT_RESYNC_SECONDS = 30.0
 
@@ -22,39 +25,112 @@ class OperatorOptions:
     namespaces: Collection[str] = ()  # empty: all namespaces
     standalone: bool = False
     liveness_endpoint: str | None = None
+    readiness_endpoint: str | None = None
     resync_seconds: float = DEFAULT_RESYNC_SECONDS
     priority: int = 0
     metrics_port: int | None = None  # serve /metrics on this port (0: any free port)
+    leader_election: LeaderElection | None = None  # None: act at once, alone or by Kopf's peering
 
 
 async def run_operator(
     configuration: kubernetes.client.Configuration,
     options: OperatorOptions,
-    stop_flag: asyncio.Event | threading.Event | None = None,
+    stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
     runtime: Runtime | None = None,
 ) -> None:
-    api = KubeAPI(configuration)
-    runtime = runtime or Runtime(api=api, resync_seconds=options.resync_seconds)
+    """Run until `stop_flag` is set or a signal comes; raise LeadershipLost when the lease was lost.
+
+    `ready_flag` is set once the operator is ready: Kopf has started (watching Releases), or, with leader
+    election, this candidate stands by in contact with the API server.
+    """
+    runtime = runtime or Runtime(api=KubeAPI(configuration), resync_seconds=options.resync_seconds)
+    stop = stop_flag or asyncio.Event()
+    started = asyncio.Event()  # Kopf has started its watches
+    elector = None if options.leader_election is None else LeaderElector(runtime.api, options.leader_election)
+
+    def readiness() -> Readiness:
+        if elector is None or elector.leading():
+            return Readiness(started.is_set(), "watching Releases" if started.is_set() else "starting")
+        if elector.in_contact():
+            return Readiness(True, f"standing by; the leader is {elector.holder or 'being elected'}")
+        return Readiness(False, "no contact with the API server")
+
+    health = HealthServer(
+        Endpoint.parse(options.liveness_endpoint) if options.liveness_endpoint else None,
+        Endpoint.parse(options.readiness_endpoint) if options.readiness_endpoint else None,
+        readiness,
+    )
+    await health.start()
     metrics_server = None if options.metrics_port is None else runtime.metrics.serve(options.metrics_port)
+    relay = asyncio.create_task(_relay(started, ready_flag))
     try:
-        await kopf.operator(
-            registry=REGISTRY,
-            settings=operator_settings(),
-            clusterwide=not options.namespaces,
-            namespaces=list(options.namespaces),
-            standalone=options.standalone,
-            priority=options.priority,
-            liveness_endpoint=options.liveness_endpoint,
-            memo=kopf.Memo(runtime=runtime),
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        )
+        if elector is None:
+            runtime.metrics.leader.set(1)
+            await _kopf(runtime, options, stop, started, options.standalone)
+        else:
+            runtime.api.fence = elector.leading
+            if await elector.acquire(stop, standing_by=lambda: _set(ready_flag)):
+                await _lead(runtime, options, elector, stop, started)
     finally:
+        relay.cancel()
+        await health.stop()
         if metrics_server is not None:
             metrics_server.shutdown()
             metrics_server.server_close()
-        api.close()
+        runtime.api.close()
+
+
+async def _lead(
+    runtime: Runtime,
+    options: OperatorOptions,
+    elector: LeaderElector,
+    stop: asyncio.Event,
+    started: asyncio.Event,
+) -> None:
+    """Act while the lease holds. Kopf runs standalone: its peering would only duplicate the election."""
+    kopf_stop = asyncio.Event()
+    holding = asyncio.create_task(elector.hold())
+    holding.add_done_callback(lambda _: kopf_stop.set())
+    stopping = asyncio.create_task(stop.wait())
+    stopping.add_done_callback(lambda _: kopf_stop.set())
+    runtime.metrics.leader.set(1)
+    try:
+        await _kopf(runtime, options, kopf_stop, started, standalone=True)
+    finally:
+        runtime.metrics.leader.set(0)
+        lost = holding.done() and not holding.cancelled()
+        holding.cancel()
+        stopping.cancel()
+        await elector.release()
+    if lost:
+        raise LeadershipLost(f"{elector.election.identity} lost the lease to {elector.holder or 'nobody'}")
+
+
+async def _kopf(
+    runtime: Runtime, options: OperatorOptions, stop: asyncio.Event, started: asyncio.Event, standalone: bool
+) -> None:
+    await kopf.operator(
+        registry=REGISTRY,
+        settings=operator_settings(),
+        clusterwide=not options.namespaces,
+        namespaces=list(options.namespaces),
+        standalone=standalone,
+        priority=options.priority,
+        memo=kopf.Memo(runtime=runtime),
+        stop_flag=stop,
+        ready_flag=started,
+    )
+
+
+async def _relay(started: asyncio.Event, ready_flag: asyncio.Event | threading.Event | None) -> None:
+    await started.wait()
+    _set(ready_flag)
+
+
+def _set(flag: asyncio.Event | threading.Event | None) -> None:
+    if flag is not None:
+        flag.set()
 
 
 @dataclass
@@ -65,8 +141,10 @@ class OperatorThread:
     options: OperatorOptions = field(default_factory=lambda: OperatorOptions(standalone=True))
     startup_timeout: float = 30.0
     runtime: Runtime | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
+    _stopping: threading.Event = field(default_factory=threading.Event)
     _ready: threading.Event = field(default_factory=threading.Event)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _stop: asyncio.Event | None = None
     _thread: threading.Thread | None = None
     _error: BaseException | None = None
 
@@ -86,16 +164,32 @@ class OperatorThread:
     ) -> None:
         self.stop()
 
+    @property
+    def error(self) -> BaseException | None:
+        """Why the operator ended on its own (e.g. LeadershipLost), once it has."""
+        return self._error
+
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already ended
+                self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
 
     def _main(self) -> None:
         try:
-            asyncio.run(run_operator(self.configuration, self.options, self._stop, self._ready, self.runtime))
+            asyncio.run(self._run())
+        except LeadershipLost as error:  # an expected end: the operator stopped acting
+            self._error = error
         except BaseException as error:
             self._error = error
             self._ready.set()
             raise
+
+    async def _run(self) -> None:
+        self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if not self._stopping.is_set():  # else stop() came before the loop existed
+            await run_operator(self.configuration, self.options, self._stop, self._ready, self.runtime)

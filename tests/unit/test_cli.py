@@ -63,3 +63,21 @@ def test_run_rejects_a_bad_resync() -> None:
     result = CliRunner().invoke(main, ["run", "-A", "--resync", "soon"])
     assert result.exit_code == 2
     assert "--resync" in result.output and "duration" in result.output
+
+
+def test_run_rejects_a_renew_deadline_as_long_as_the_lease() -> None:
+    result = CliRunner().invoke(main, ["run", "-A", "--leader-elect", "--lease-duration=10s"])
+    assert result.exit_code == 2
+    assert "--renew-deadline" in result.output and "shorter than the lease duration" in result.output
+
+
+def test_run_rejects_a_lease_of_part_of_a_second() -> None:
+    result = CliRunner().invoke(main, ["run", "-A", "--lease-duration=1500ms", "--renew-deadline=1s"])
+    assert result.exit_code == 2
+    assert "--lease-duration" in result.output and "whole number of seconds" in result.output
+
+
+def test_run_rejects_a_readiness_endpoint_without_a_port() -> None:
+    result = CliRunner().invoke(main, ["run", "-A", "--readiness=http://0.0.0.0/readyz"])
+    assert result.exit_code == 2
+    assert "--readiness" in result.output and "http://0.0.0.0:8080/healthz" in result.output

@@ -15,6 +15,11 @@ def format_seconds(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def format_micro(moment: datetime) -> str:
+    """metav1.MicroTime precision, for a Lease's acquireTime and renewTime."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def parse_time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
