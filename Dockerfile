@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The Shepherd operator image: `docker build -t shepherd .`
-# The chart runs it as `shepherd run --all-namespaces --liveness=http://0.0.0.0:8080/healthz`.
+# The chart runs it as `shepherd run --all-namespaces --leader-elect --liveness=http://0.0.0.0:8080/healthz ...`.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -26,7 +26,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # A numeric non-root uid (distroless calls it "nonroot") that owns nothing in the image, so the operator
 # cannot modify its own code even where the root filesystem is writable.
 USER 65532:65532
-# Kopf's liveness endpoint (--liveness).
+# The liveness and readiness endpoints (--liveness, --readiness).
 EXPOSE 8080
 ENTRYPOINT ["shepherd"]
 CMD ["run", "--all-namespaces"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "shepherd"
+DASHBOARD = CHART / "dashboards" / "shepherd.json"
 
 
 @pytest.fixture(scope="module")
@@ -21,19 +23,34 @@ def chart() -> Iterator[helm.Chart]:
         yield loaded
 
 
-def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """The rendered objects by kind (the chart has one object of each kind)."""
+def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     manifests = chart.render(values, name="shepherd", namespace="shepherd-system")
-    objects = [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
-    by_kind = {obj["kind"]: obj for obj in objects}
-    assert len(by_kind) == len(objects), "one object per kind"
-    return by_kind
+    return [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
 
 
-def operator_container(objects: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    containers: list[dict[str, Any]] = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+def only(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    (found,) = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+    return found
+
+
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     (container,) = containers
     return container
+
+
+def rbac(objects: list[dict[str, Any]]) -> dict[tuple[str, str | None], set[str]]:
+    """The resources each Role (by namespace) and ClusterRole (None) grants something on."""
+    return {
+        (o["metadata"]["name"], o["metadata"].get("namespace")): {
+            f"{group}/{resource}"
+            for rule in o["rules"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+        }
+        for o in objects
+        if o["kind"] in ("Role", "ClusterRole")
+    }
 
 
 def test_lint_passes() -> None:
@@ -58,22 +75,75 @@ def test_chart_metadata(chart: helm.Chart) -> None:
 def test_renders_the_operator_and_its_rbac(chart: helm.Chart) -> None:
     objects = render(chart)
 
-    assert sorted(objects) == [
+    assert sorted(o["kind"] for o in objects) == [
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Role",
+        "RoleBinding",
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
     ]
-    account = objects["ServiceAccount"]["metadata"]
-    binding = objects["ClusterRoleBinding"]
-    assert binding["roleRef"]["name"] == objects["ClusterRole"]["metadata"]["name"]
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["name"], "namespace": "shepherd-system"}
+    account = only(objects, "ServiceAccount")["metadata"]
+    subject = {"kind": "ServiceAccount", "name": account["name"], "namespace": "shepherd-system"}
+    for binding in (o for o in objects if o["kind"].endswith("Binding") and "subjects" in o):
+        assert binding["subjects"] == [subject]
+        assert only(objects, binding["roleRef"]["kind"], binding["roleRef"]["name"])
+    assert only(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == account["name"]
+
+
+NAMESPACED = {
+    "shepherd.dev/releases",
+    "shepherd.dev/releases/status",
+    "shepherd.dev/releaseapprovals",
+    "apps/deployments",
+    "apps/controllerrevisions",
+    "batch/jobs",
+    "/configmaps",
+    "/events",
+    "/secrets",
+}
+CLUSTER_SCOPED = {
+    "apiextensions.k8s.io/customresourcedefinitions",
+    "shepherd.dev/releasepolicies",
+    "/namespaces",
+}
+
+
+def test_all_namespaces_take_one_cluster_role_and_a_role_for_the_lease(chart: helm.Chart) -> None:
+    objects = render(chart)
+
+    assert rbac(objects) == {
+        ("shepherd", None): NAMESPACED | CLUSTER_SCOPED,
+        ("shepherd-leader-election", "shepherd-system"): {"coordination.k8s.io/leases"},
+    }
+    assert "--all-namespaces" in operator_container(objects)["args"]
+
+
+@pytest.mark.parametrize(
+    "watched", [pytest.param("shop", id="one"), pytest.param(["shop", "web"], id="list")]
+)
+def test_watched_namespaces_take_roles_and_a_cluster_role_only_for_what_is_cluster_scoped(
+    chart: helm.Chart, watched: str | list[str]
+) -> None:
+    objects = render(chart, {"watchNamespace": watched})
+    namespaces = [watched] if isinstance(watched, str) else watched
+
+    assert rbac(objects) == {
+        ("shepherd", None): CLUSTER_SCOPED,
+        ("shepherd-leader-election", "shepherd-system"): {"coordination.k8s.io/leases"},
+        **{("shepherd", namespace): NAMESPACED for namespace in namespaces},
+    }
+    bound = {
+        (o["metadata"].get("namespace"), o["roleRef"]["name"]) for o in objects if o["kind"] == "RoleBinding"
+    }
+    assert bound == {("shepherd-system", "shepherd-leader-election"), *((n, "shepherd") for n in namespaces)}
+    args = operator_container(objects)["args"]
+    assert [a for a in args if a.startswith(("--namespace", "--all-namespaces"))] == [
+        f"--namespace={n}" for n in namespaces
     ]
-    assert objects["Deployment"]["spec"]["template"]["spec"]["serviceAccountName"] == account["name"]
 
 
 def test_the_chart_ships_the_top_level_crds_unchanged(chart: helm.Chart) -> None:
@@ -87,37 +157,9 @@ def test_the_chart_ships_the_top_level_crds_unchanged(chart: helm.Chart) -> None
         assert (CHART / "crds" / path.name).read_bytes() == path.read_bytes()
 
 
-def test_the_cluster_role_grants_only_what_the_operator_uses(chart: helm.Chart) -> None:
-    rules = render(chart)["ClusterRole"]["rules"]
-    granted: dict[tuple[str, str], set[str]] = {}
-    for rule in rules:  # a resource in several rules (Kopf's and Shepherd's) gets the union of their verbs
-        for group in rule["apiGroups"]:
-            for resource in rule["resources"]:
-                granted.setdefault((group, resource), set()).update(rule["verbs"])
-
-    assert granted == {
-        ("shepherd.dev", "releases"): {"get", "list", "watch", "patch"},
-        ("shepherd.dev", "releases/status"): {"get", "patch"},
-        ("shepherd.dev", "releaseapprovals"): {"get", "list", "watch"},
-        ("shepherd.dev", "releasepolicies"): {"get", "list", "watch"},
-        ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-        ("apps", "controllerrevisions"): {"get", "list", "watch", "create", "patch", "delete"},
-        ("batch", "jobs"): {"list", "watch", "create", "delete"},
-        ("", "events"): {"create", "patch"},
-        ("", "configmaps"): {"list", "create", "delete"},
-        ("", "secrets"): {"get"},
-        # What Kopf itself needs: peering, and observing CRDs and namespaces (list, watch); Shepherd reads a
-        # namespace's labels (get) to match the policies' namespaceSelectors.
-        ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
-        ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
-        ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
-        ("", "namespaces"): {"get", "list", "watch"},
-    }
-
-
 def test_the_operator_runs_restricted(chart: helm.Chart) -> None:
     objects = render(chart)
-    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
     container = operator_container(objects)
 
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -132,52 +174,116 @@ def test_the_operator_runs_restricted(chart: helm.Chart) -> None:
     }
 
 
-def test_the_operator_watches_all_namespaces_with_a_liveness_probe(chart: helm.Chart) -> None:
+def test_two_replicas_of_which_the_lease_holder_acts(chart: helm.Chart) -> None:
     objects = render(chart)
+    deployment = only(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
     container = operator_container(objects)
 
-    assert objects["Deployment"]["spec"]["replicas"] == 1
-    assert objects["Deployment"]["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    # A new pod stands by, ready, beside the old ones until it takes the lease: updates never stop acting.
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     assert container["image"] == "ghcr.io/release-shepherd/shepherd:0.1.0"
     assert [*container["command"], *container["args"]] == [
         "shepherd",
         "run",
         "--all-namespaces",
+        "--leader-elect",
+        "--lease-name=shepherd",
+        "--lease-namespace=shepherd-system",
+        "--lease-duration=15s",
+        "--renew-deadline=10s",
+        "--retry-period=2s",
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--readiness=http://0.0.0.0:8080/readyz",
         "--resync=30s",
         "--metrics-port=9090",
     ]
-    probe = container["livenessProbe"]["httpGet"]
-    assert probe["path"] == "/healthz"
-    assert {"name": probe["port"], "containerPort": 8080} in container["ports"]
+    assert container["env"] == [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    ]
+    lease_rules = only(objects, "Role", "shepherd-leader-election")["rules"]
+    assert {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["shepherd"],
+        "verbs": ["get", "update"],
+    } in lease_rules
+    spread = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert spread["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        spread["podAffinityTerm"]["labelSelector"]["matchLabels"]
+        == deployment["spec"]["selector"]["matchLabels"]
+    )
+
+
+def test_liveness_and_readiness_probes(chart: helm.Chart) -> None:
+    container = operator_container(render(chart))
+
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert {"name": "health", "containerPort": 8080} in container["ports"]
+
+
+def test_the_lease_timing_comes_from_values(chart: helm.Chart) -> None:
+    timing = {"leaseDuration": "30s", "renewDeadline": "20s", "retryPeriod": "4s"}
+    args = operator_container(render(chart, {"replicas": 1, "leaderElection": timing}))["args"]
+
+    assert {"--lease-duration=30s", "--renew-deadline=20s", "--retry-period=4s"} <= set(args)
 
 
 def test_metrics_are_served_and_optionally_scraped_by_the_prometheus_operator(chart: helm.Chart) -> None:
     objects = render(chart)
     assert {"name": "metrics", "containerPort": 9090} in operator_container(objects)["ports"]
-    assert objects["Service"]["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics"}]
-    assert "ServiceMonitor" not in objects
+    service = only(objects, "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics"}]
+    assert "ServiceMonitor" not in {o["kind"] for o in objects}
     monitored = render(
         chart, {"metrics": {"port": 9100, "serviceMonitor": {"enabled": True, "interval": "15s"}}}
     )
-    assert monitored["ServiceMonitor"]["spec"]["endpoints"] == [{"port": "metrics", "interval": "15s"}]
+    assert only(monitored, "ServiceMonitor")["spec"]["endpoints"] == [{"port": "metrics", "interval": "15s"}]
     assert "--metrics-port=9100" in operator_container(monitored)["args"]
 
 
-def test_watch_namespace_and_resync_come_from_values(chart: helm.Chart) -> None:
-    container = operator_container(render(chart, {"watchNamespace": "shop", "resync": "1m"}))
+def test_resync_comes_from_values(chart: helm.Chart) -> None:
+    assert "--resync=1m" in operator_container(render(chart, {"resync": "1m"}))["args"]
 
-    assert container["args"][1:2] == ["--namespace=shop"]
-    assert "--resync=1m" in container["args"]
+
+def test_the_grafana_dashboard_is_an_optional_config_map_for_the_sidecar(chart: helm.Chart) -> None:
+    assert "ConfigMap" not in {o["kind"] for o in render(chart)}
+
+    values = {"dashboard": {"enabled": True, "annotations": {"grafana_folder": "Shepherd"}}}
+    config_map = only(render(chart, values), "ConfigMap")
+
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Shepherd"}
+    assert config_map["data"] == {"shepherd.json": DASHBOARD.read_text(encoding="utf-8").rstrip("\n")}
+    assert json.loads(config_map["data"]["shepherd.json"])["uid"] == "shepherd-releases"
 
 
 @pytest.mark.parametrize(
     ("values", "offending"),
     [
         pytest.param({"replicas": "two"}, "/replicas", id="replicas-not-an-integer"),
-        pytest.param({"replicas": 2}, "/replicas", id="two-operators"),
+        pytest.param({"replicas": 3}, "/replicas", id="three-operators"),
         pytest.param({"resync": "thirty seconds"}, "/resync", id="bad-duration"),
+        pytest.param(
+            {"leaderElection": {"leaseDuration": "soon"}}, "/leaderElection/leaseDuration", id="bad-lease"
+        ),
+        pytest.param(
+            {"leaderElection": {"renewDeadline": 10}}, "/leaderElection/renewDeadline", id="lease-number"
+        ),
+        pytest.param({"leaderElection": {"leaseTime": "15s"}}, "'leaseTime' not allowed", id="lease-typo"),
         pytest.param({"watchNamespace": "Shop"}, "/watchNamespace", id="bad-namespace"),
+        pytest.param({"watchNamespace": ["shop", "Web"]}, "/watchNamespace", id="bad-namespace-in-list"),
+        pytest.param({"watchNamespace": []}, "/watchNamespace", id="empty-list"),
+        pytest.param({"dashboard": {"enabled": "yes"}}, "/dashboard/enabled", id="bad-dashboard-switch"),
+        pytest.param(
+            {"dashboard": {"labels": {"grafana_dashboard": 1}}}, "/dashboard/labels", id="label-number"
+        ),
         pytest.param({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", id="bad-pull-policy"),
         pytest.param({"approvalPolicy": {"enabled": "yes"}}, "/approvalPolicy/enabled", id="bad-switch"),
         pytest.param({"replica": 1}, "'replica' not allowed", id="typo"),

@@ -36,11 +36,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{/* Which Releases `shepherd run` handles: one namespace, or all of them. */}}
-{{- define "shepherd.scopeArg" -}}
-{{- if .Values.watchNamespace }}
-{{- printf "--namespace=%s" .Values.watchNamespace }}
+{{/* The namespaces whose Releases the operator handles, as a JSON list; empty for all of them. */}}
+{{- define "shepherd.watchNamespaces" -}}
+{{- $value := .Values.watchNamespace }}
+{{- if kindIs "string" $value }}
+{{- compact (list $value) | toJson }}
 {{- else }}
-{{- print "--all-namespaces" }}
+{{- uniq $value | toJson }}
 {{- end }}
+{{- end }}
+
+{{/* The leader Lease, in the release's namespace. */}}
+{{- define "shepherd.leaseName" -}}
+{{- include "shepherd.fullname" . }}
 {{- end }}
