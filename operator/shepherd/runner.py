@@ -61,10 +61,12 @@ async def run_operator(
         Endpoint.parse(options.readiness_endpoint) if options.readiness_endpoint else None,
         readiness,
     )
-    await health.start()
-    metrics_server = None if options.metrics_port is None else runtime.metrics.serve(options.metrics_port)
+    metrics_server = None
     relay = asyncio.create_task(_relay(started, ready_flag))
     try:
+        await health.start()
+        if options.metrics_port is not None:
+            metrics_server = runtime.metrics.serve(options.metrics_port)
         if elector is None:
             runtime.metrics.leader.set(1)
             await _kopf(runtime, options, stop, started, options.standalone)

@@ -90,6 +90,23 @@ def cluster(local_api: LocalAPIThread, kubectl: object, kubelet: KubeletSimulato
     api.close()
 
 
+def test_writes_to_the_lease_are_compare_and_swap(local_api: LocalAPIThread, tmp_path: Path) -> None:
+    """What the election stands on: of two candidates writing the Lease as they read it, one wins."""
+    a, b = (KubeAPI(load_configuration(str(kubeconfig_for(local_api, who, tmp_path)))) for who in "ab")
+    spec = {"holderIdentity": "a", "leaseDurationSeconds": 3}
+
+    assert a.write_lease(LEASE_NAMESPACE, "shepherd", None, spec, 5) is not None
+    assert b.write_lease(LEASE_NAMESPACE, "shepherd", None, spec | {"holderIdentity": "b"}, 5) is None
+    read_by_a, read_by_b = (api.get_lease(LEASE_NAMESPACE, "shepherd", 5) for api in (a, b))
+    assert (
+        b.write_lease(LEASE_NAMESPACE, "shepherd", read_by_b, spec | {"holderIdentity": "b"}, 5) is not None
+    )
+    assert a.write_lease(LEASE_NAMESPACE, "shepherd", read_by_a, spec, 5) is None, "a read an older version"
+    assert holder(local_api) == "b"
+    a.close()
+    b.close()
+
+
 def test_only_the_leader_acts_and_a_standby_takes_over_when_it_stops(
     cluster: Cluster, replicas: Replicas, local_api: LocalAPIThread
 ) -> None:
