@@ -21,7 +21,7 @@ from shepherd.core.leadership import LeaseTiming
 from shepherd.kube import KubeAPI, NotLeading, ReleaseKey, load_configuration
 from shepherd.kubelet import KubeletSimulator
 from shepherd.leader import LeaderElection, LeadershipLost
-from shepherd.localapi import LocalAPIThread, write_kubeconfig
+from shepherd.localapi import LocalAPIThread, install_crds, write_kubeconfig
 from shepherd.runner import OperatorOptions, OperatorThread
 
 # Short, so that the stories take seconds; the rules are the same as with the defaults (15s, 10s, 2s).
@@ -29,6 +29,7 @@ TIMING = LeaseTiming(lease_duration=3, renew_deadline=2, retry_period=0.25)
 LEASE_NAMESPACE = "default"
 LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/shepherd"
 SHOP = ReleaseKey("default", "shop")
+CRDS = Path(__file__).resolve().parents[2] / "crds"
 # Calls on the Lease itself: electing a leader is not acting on Releases.
 LEASE_CALLS = {("GET", "leases"), ("POST", "leases"), ("PUT", "leases")}
 
@@ -156,6 +157,25 @@ def test_a_leader_that_loses_its_lease_stops_writing_at_once(
     with pytest.raises(NotLeading):
         leader.runtime.api.patch_status(SHOP, {"message": "late"})
     assert holder(local_api) == "intruder", "a lost lease is not released: it is someone else's"
+
+
+def test_a_leader_cut_off_from_the_api_stops_acting_by_the_renew_deadline(tmp_path: Path) -> None:
+    """No renewal gets through: the leader closes its write fence by itself and exits."""
+    with LocalAPIThread() as lost_api:
+        install_crds(lost_api.url, sorted(CRDS.glob("*.yaml")))
+        options = OperatorOptions(
+            resync_seconds=300, leader_election=LeaderElection(LEASE_NAMESPACE, "shepherd", "a", TIMING)
+        )
+        leader = OperatorThread(load_configuration(str(kubeconfig_for(lost_api, "a", tmp_path))), options)
+        leader.__enter__()
+    try:
+        assert leader.runtime is not None and leader.runtime.api.fence is not None
+        wait_until(lambda: isinstance(leader.error, LeadershipLost), timeout=30, message="the leader to stop")
+        assert leader.runtime.api.fence() is False
+        with pytest.raises(NotLeading):
+            leader.runtime.api.patch_status(SHOP, {"message": "late"})
+    finally:
+        leader.stop()
 
 
 def shepherd_run(kubeconfig: Path, who: str) -> subprocess.Popen[bytes]:
