@@ -195,6 +195,9 @@ def status(target: Target, name: str, output: str, watch: bool) -> None:
             live.update(_view(name, release), refresh=True)
 
 
+main.add_command(status, "get")
+
+
 def _view(name: str, release: Mapping[str, Any]) -> Group:
     spec, state = release.get("spec") or {}, release.get("status") or {}
     weight = int(state.get("canaryWeight") or 0)
@@ -209,6 +212,15 @@ def _view(name: str, release: Mapping[str, Any]) -> Group:
     for index, step in enumerate(steps):
         marker = ">" if index == current and state.get("phase") in ("Progressing", "Paused") else " "
         lines.append(f" {marker} {index + 1}. {escape(json.dumps(step))}")
+    gates = state.get("gates") or []
+    if gates:
+        gate_table = Table(title="gates", box=None)
+        for column in ("GATE", "STATE", "MESSAGE", "SINCE"):
+            gate_table.add_column(column)
+        for gate in gates:
+            fields = ("name", "state", "message", "lastTransitionTime")
+            gate_table.add_row(*(escape(str(gate.get(field) or "")) for field in fields))
+        lines.append(gate_table)
     measurements = (state.get("analysis") or [])[-MEASUREMENTS_SHOWN:]
     if measurements:
         table = Table(title="latest measurements", box=None)

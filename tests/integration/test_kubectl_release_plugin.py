@@ -61,3 +61,15 @@ def test_pause_resume_and_watch_until_settled(cluster: Cluster) -> None:
     watched = cluster.kubectl("release", "status", "shop", "--watch", timeout=60)
     assert "Succeeded" in watched.stdout, "the watch follows the rollout until it settles"
     assert cluster.status()["phase"] == "Succeeded"
+
+
+def test_get_shows_what_the_gates_wait_for(cluster: Cluster) -> None:
+    with_plugin_on_path(cluster)
+    cluster.apply(quickstart_release("1.0.0"))
+    cluster.wait_phase("Succeeded", revision=1)
+    cluster.apply(quickstart_release("1.1.0", gates=[{"name": "sign-off", "approval": {"count": 1}}]))
+    cluster.wait_status("the gate's verdict", lambda s: s.get("phase") == "Gating" and bool(s.get("gates")))
+
+    shown = cluster.kubectl("release", "get", "shop").stdout
+    gate_line = next(line for line in shown.splitlines() if "sign-off" in line)
+    assert "Pending" in gate_line and "0/1 approvals of revision 2" in gate_line
