@@ -321,13 +321,15 @@ def retry(target: Target, name: str) -> None:
 @click.pass_obj
 def approve(target: Target, name: str, comment: str, revision: int | None) -> None:
     """Approve the Release's current revision as yourself (a ReleaseApproval naming you)."""
-    state = _get(target, name).get("status") or {}
+    release = _get(target, name)
+    state = release.get("status") or {}
     try:
         approved = revision_to_approve(name, state.get("revision"), revision)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     user = _whoami(target)
-    approval = approval_manifest(target.namespace, name, approved, user, comment)
+    uid = str(release["metadata"].get("uid") or "")
+    approval = approval_manifest(target.namespace, name, approved, user, comment, uid)
     phase = str(state.get("phase") or "")
     if phase not in APPROVAL_MATTERS:
         click.echo(
@@ -338,12 +340,19 @@ def approve(target: Target, name: str, comment: str, revision: int | None) -> No
     _create_approval(target, approval)
 
 
-def approval_manifest(namespace: str, release: str, revision: int, user: str, comment: str) -> dict[str, Any]:
-    """The ReleaseApproval of `user` for one revision, with its deterministic name."""
+def approval_manifest(
+    namespace: str, release: str, revision: int, user: str, comment: str, release_uid: str = ""
+) -> dict[str, Any]:
+    """The ReleaseApproval of `user` for one revision, with its deterministic name. Owned by the Release
+    (when its uid is known): deleted with it, and never counted for a new Release of the same name."""
+    metadata: dict[str, Any] = {"name": approval_name(release, revision, user), "namespace": namespace}
+    if release_uid:
+        owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Release", "name": release, "uid": release_uid}
+        metadata["ownerReferences"] = [owner]
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ReleaseApproval",
-        "metadata": {"name": approval_name(release, revision, user), "namespace": namespace},
+        "metadata": metadata,
         "spec": {"release": release, "revision": revision, "approver": user}
         | ({"comment": comment} if comment else {}),
     }

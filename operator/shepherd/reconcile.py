@@ -158,4 +158,12 @@ def approval_of(item: Mapping[str, Any]) -> Approval:
         approver=str(spec.get("approver", "")),
         created=parse_time(meta.get("creationTimestamp")),
         comment=str(spec.get("comment", "")),
+        release_uid=next(
+            (
+                str(ref.get("uid"))
+                for ref in meta.get("ownerReferences") or []
+                if ref.get("kind") == "Release" and ref.get("name") == spec.get("release")
+            ),
+            None,
+        ),
     )

@@ -4,9 +4,10 @@ they are (their own kubeconfig context), and the Release goes on once both have.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
-from cluster import Cluster, quickstart_release
+from cluster import DEFAULT_TIMEOUT, Cluster, quickstart_release
 
 from shepherd.localapi import LocalAPIThread, LocalKubernetes, api_error
 
@@ -105,3 +106,21 @@ def test_a_cluster_without_self_subject_review_is_named(
         in result.stderr
     )
     assert approvals(cluster) == []
+
+
+def test_an_approval_is_owned_by_its_release_and_deleted_with_it(cluster: Cluster) -> None:
+    gated_at_revision_2(cluster)
+    cluster.kubectl("release", "--context", "alice", "approve", "shop")
+    approval = json.loads(cluster.kubectl("get", "releaseapproval", "shop-r2-alice", "-o", "json").stdout)
+    (owner,) = approval["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "Release",
+        "shop",
+        cluster.release()["metadata"]["uid"],
+    )
+
+    cluster.kubectl("delete", "release", "shop", "--wait=true", "--timeout=30s")
+    deadline = time.monotonic() + DEFAULT_TIMEOUT
+    while approvals(cluster):
+        assert time.monotonic() < deadline, "the approval outlived its Release"
+        time.sleep(0.05)

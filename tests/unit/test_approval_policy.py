@@ -86,7 +86,7 @@ def test_an_approval_by_its_approver_is_admitted(policy: dict[str, Any]) -> None
 
 
 def test_the_approval_of_kubectl_release_approve_is_admitted_for_its_user(policy: dict[str, Any]) -> None:
-    created = approval_manifest("prod", "shop", 3, ALICE, "dashboards are quiet")
+    created = approval_manifest("prod", "shop", 3, ALICE, "dashboards are quiet", "uid-of-shop")
 
     assert denials(policy, "CREATE", ALICE, created) == []
     assert denials(policy, "CREATE", MALLORY, created) != []

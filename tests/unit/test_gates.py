@@ -91,6 +91,17 @@ def test_approvals_count_distinct_approvers_of_this_revision_only() -> None:
     assert [(a.name, a.approver) for a in counted] == [("a1", "alice"), ("d1", "dave")]
 
 
+def test_approvals_owned_by_an_earlier_release_of_the_same_name_never_count() -> None:
+    at = utc("2026-11-02 10:00")
+    approvals = [
+        Approval("old", "shop", 2, "alice", at, release_uid="uid-of-the-deleted-shop"),
+        Approval("own", "shop", 2, "bob", at, release_uid="uid-1"),
+        Approval("by-hand", "shop", 2, "carol", at),  # no owner: counted by name and revision
+    ]
+    counted = counted_approvals(approvals, "shop", 2, "uid-1")
+    assert sorted(a.approver for a in counted) == ["bob", "carol"]
+
+
 def gated(version: str, gates: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return release_spec(version, gates=gates, **extra)
 

@@ -45,6 +45,7 @@ class Approval:
     approver: str
     created: datetime | None
     comment: str = ""
+    release_uid: str | None = None  # of the Release it is owned by, when it names one
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,19 @@ def describe_window(window: WindowGate) -> str:
     return f"{days} {window.start:%H:%M}-{window.end:%H:%M} {window.time_zone}"
 
 
-def counted_approvals(approvals: Iterable[Approval], release: str, revision: int) -> tuple[Approval, ...]:
-    """One approval per approver, for this revision only: older revisions' approvals never count."""
-    relevant = [a for a in approvals if a.release == release and a.revision == revision and a.approver]
+def counted_approvals(
+    approvals: Iterable[Approval], release: str, revision: int, release_uid: str | None = None
+) -> tuple[Approval, ...]:
+    """One approval per approver, for this revision only: older revisions' approvals never count, nor do
+    those owned by an earlier Release of the same name (deleted and created again, it counts from 1)."""
+    relevant = [
+        a
+        for a in approvals
+        if a.release == release
+        and a.revision == revision
+        and a.approver
+        and (a.release_uid is None or release_uid is None or a.release_uid == release_uid)
+    ]
     earliest: dict[str, Approval] = {}
     for approval in sorted(relevant, key=_creation_order):
         earliest.setdefault(approval.approver, approval)
@@ -152,7 +163,7 @@ def evaluate(gate: Gate, inputs: GateInputs, now: datetime) -> GateResult:
     kind = gate.kind
     if isinstance(kind, ApprovalGate):
         release, revision = inputs.release.name, inputs.revision
-        given = counted_approvals(inputs.approvals, release, revision)
+        given = counted_approvals(inputs.approvals, release, revision, inputs.release.uid)
         who = ", ".join(a.approver for a in given) or "nobody yet"
         state: GateState = "Passed" if len(given) >= kind.count else "Pending"
         return GateResult(
