@@ -44,7 +44,7 @@ MAX_BACKOFF_LIMIT = 10
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
 class SpecError(ValueError):
@@ -453,6 +453,17 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
     )
 
 
+def _list(raw: Any, field: str, what: str, most: int | None = None) -> Sequence[Any]:
+    """A list field; an absent one is empty."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise SpecError(field, f"must be a list of {what}")
+    if most is not None and len(raw) > most:
+        raise SpecError(field, f"must list at most {most} {what}, not {len(raw)}")
+    return raw
+
+
 def _mapping(value: Any, field: str) -> Mapping[str, Any]:
     if value is None:
         return {}
@@ -527,14 +538,8 @@ def _check_order(components: Sequence[Component]) -> None:
 
 
 def _config(raw: Any) -> tuple[ConfigEntry, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, Sequence) or isinstance(raw, str):
-        raise SpecError("spec.config", "must be a list of config entries, each with a name and data")
-    if len(raw) > MAX_CONFIG_ENTRIES:
-        raise SpecError("spec.config", f"must list at most {MAX_CONFIG_ENTRIES} entries, not {len(raw)}")
     entries: list[ConfigEntry] = []
-    for index, item in enumerate(raw):
+    for index, item in enumerate(_list(raw, "spec.config", "config entries", MAX_CONFIG_ENTRIES)):
         field = f"spec.config[{index}]"
         item = _mapping(item, field)
         name = item.get("name")
@@ -570,7 +575,7 @@ def _config(raw: Any) -> tuple[ConfigEntry, ...]:
 def _config_data(raw: Any, field: str) -> dict[str, str]:
     data = _mapping(raw, field)
     for key, value in data.items():
-        if not isinstance(key, str) or not _is_config_key(key):
+        if not isinstance(key, str) or not _is_data_key(key):
             raise SpecError(
                 f"{field}[{key}]",
                 "a key must be at most 253 of a-z A-Z 0-9 - _ . (not . or .., nor starting with ..)",
@@ -580,9 +585,10 @@ def _config_data(raw: Any, field: str) -> dict[str, str]:
     return dict(data)
 
 
-def _is_config_key(key: str) -> bool:
-    """As the API server checks a ConfigMap key: a file name in the volume, never . or .. or under them."""
-    return len(key) <= 253 and bool(_CONFIG_KEY.match(key)) and key != "." and not key.startswith("..")
+def _is_data_key(key: str) -> bool:
+    """As the API server checks a ConfigMap's or Secret's key: a file name in a volume, never . or .. or
+    under them."""
+    return len(key) <= 253 and bool(_DATA_KEY.match(key)) and key != "." and not key.startswith("..")
 
 
 def _base64(value: str, field: str) -> str:
@@ -603,13 +609,9 @@ def _unique_name(item: Mapping[str, Any], field: str, taken: Sequence[str], kind
 
 
 def _steps(raw: Any) -> tuple[Step, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, Sequence) or isinstance(raw, str):
-        raise SpecError("spec.strategy.canary.steps", "must be a list of steps")
     steps: list[Step] = []
     last_weight = 0
-    for index, item in enumerate(raw):
+    for index, item in enumerate(_list(raw, "spec.strategy.canary.steps", "steps")):
         field = f"spec.strategy.canary.steps[{index}]"
         item = _mapping(item, field)
         kinds = [k for k in ("setWeight", "pause", "analysis") if k in item]
@@ -800,12 +802,8 @@ _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 
 def parse_gates(raw: Any, path: str = "spec.gates") -> tuple[Gate, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, Sequence) or isinstance(raw, str):
-        raise SpecError(path, "must be a list of gates")
     gates: list[Gate] = []
-    for index, item in enumerate(raw):
+    for index, item in enumerate(_list(raw, path, "gates")):
         field = f"{path}[{index}]"
         item = _mapping(item, field)
         name = item.get("name")
@@ -950,14 +948,8 @@ def job_template(raw: Any, field: str) -> Mapping[str, Any]:
 
 
 def _migrations(raw: Any) -> tuple[Migration, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, Sequence) or isinstance(raw, str):
-        raise SpecError("spec.migrations", "must be a list of migrations")
-    if len(raw) > MAX_MIGRATIONS:
-        raise SpecError("spec.migrations", f"must list at most {MAX_MIGRATIONS} migrations, not {len(raw)}")
     migrations: list[Migration] = []
-    for index, item in enumerate(raw):
+    for index, item in enumerate(_list(raw, "spec.migrations", "migrations", MAX_MIGRATIONS)):
         field = f"spec.migrations[{index}]"
         item = _mapping(item, field)
         name = _unique_name(item, field, [m.name for m in migrations], "migration")
@@ -1006,8 +998,6 @@ NOTIFICATION_EVENTS = (
     "InvalidSpec",
 )
 NOTIFICATION_FORMATS = ("json", "slack")
-_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -1035,12 +1025,8 @@ def parse_notifications(
     raw: Any, path: str = "spec.notifications", *, policy: str | None = None
 ) -> tuple[NotificationSpec, ...]:
     """A Release's notifications use Secrets of its own namespace; a policy's name the namespace."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, Sequence) or isinstance(raw, str):
-        raise SpecError(path, "must be a list of notifications")
     parsed: list[NotificationSpec] = []
-    for index, item in enumerate(raw):
+    for index, item in enumerate(_list(raw, path, "notifications")):
         field = f"{path}[{index}]"
         item = _mapping(item, field)
         if item.get("webhook") is None:
@@ -1048,9 +1034,9 @@ def parse_notifications(
         webhook = _mapping(item["webhook"], f"{field}.webhook")
         ref = _mapping(webhook.get("urlSecretRef"), f"{field}.webhook.urlSecretRef")
         name, key, namespace = ref.get("name"), ref.get("key"), ref.get("namespace")
-        if not isinstance(name, str) or len(name) > 253 or not _SECRET_NAME.match(name):
+        if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
             raise SpecError(f"{field}.webhook.urlSecretRef.name", f"{name!r} must be the name of a Secret")
-        if not isinstance(key, str) or len(key) > 253 or not _SECRET_KEY.match(key):
+        if not isinstance(key, str) or not _is_data_key(key):
             raise SpecError(f"{field}.webhook.urlSecretRef.key", f"{key!r} must be a key of the Secret")
         if policy is None and namespace is not None:
             raise SpecError(
