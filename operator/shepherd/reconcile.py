@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 from shepherd.core import Observations, ReleaseObject, decide, needed
 from shepherd.core.gates import Approval, dependencies
 from shepherd.core.notifications import select
-from shepherd.core.policy import applicable, policy_gates
+from shepherd.core.policy import Policy, applicable, policy_gates
 from shepherd.core.spec import ApprovalGate, PrometheusSpec, SpecError, parse_spec
 from shepherd.core.timefmt import parse_time
 from shepherd.kube import KubeAPI, ReleaseKey
@@ -66,11 +66,12 @@ async def reconcile(
         spec=release.get("spec") or {},
         status=release.get("status") or {},
     )
-    asked = needed(view, clock(), policy_gates(applicable(policies, labels)))
+    matched = applicable(policies, labels)
+    asked = needed(view, clock(), policy_gates(matched))
     answers, webhooks, (approvals, releases) = await asyncio.gather(
         gather(api, key, prometheus_spec(view.spec), asked, clock()),
         call_webhooks(api, key.namespace, asked.webhook_calls),
-        gate_observations(api, key, view.spec, policies, labels),
+        gate_observations(api, key, view.spec, matched) if asked.gate_objects else no_gate_objects(),
     )
     now = clock()
     observed = Observations(
@@ -104,7 +105,7 @@ async def reconcile(
         written = await asyncio.to_thread(api.patch_status, key, patch)
         if notifier is not None:
             # Only now is the transition recorded: sent once, in the background, never holding the rollout.
-            notifier.send(release, select(view, decision.status, applicable(policies, labels), now))
+            notifier.send(release, select(view, decision.status, matched, now))
     if metrics is not None:
         metrics.record(key.namespace, key.name, observe(old_status, decision.status, view.annotations))
     return Outcome(decision.wake_at, written, tuple(releases))
@@ -125,27 +126,31 @@ def prometheus_spec(spec: Mapping[str, Any]) -> PrometheusSpec | None:
     return analysis.prometheus if analysis else None
 
 
+GateObjects = tuple[tuple[Approval, ...], dict[tuple[str, str], dict[str, Any] | None]]
+
+
+async def no_gate_objects() -> GateObjects:
+    return (), {}
+
+
 async def gate_observations(
-    api: KubeAPI,
-    key: ReleaseKey,
-    spec: Mapping[str, Any],
-    policies: list[dict[str, Any]],
-    labels: Mapping[str, str],
-) -> tuple[tuple[Approval, ...], dict[tuple[str, str], dict[str, Any] | None]]:
+    api: KubeAPI, key: ReleaseKey, spec: Mapping[str, Any], policies: Sequence[Policy]
+) -> GateObjects:
     """What gates look at: the namespace's approvals (if a gate asks) and the Releases depended on."""
     try:
         own = parse_spec(spec).gates
     except SpecError:
         return (), {}
-    gates = (*own, *policy_gates(applicable(policies, labels)))
+    gates = (*own, *policy_gates(policies))
     approvals: tuple[Approval, ...] = ()
     if any(isinstance(g.kind, ApprovalGate) for g in gates):
         raw = await asyncio.to_thread(api.approvals, key.namespace)
         approvals = tuple(approval_of(item) for item in raw)
-    releases = {}
-    for namespace, name in dependencies(gates, key.namespace):
-        releases[(namespace, name)] = await asyncio.to_thread(api.get_release, ReleaseKey(namespace, name))
-    return approvals, releases
+    wanted = dependencies(gates, key.namespace)
+    read = await asyncio.gather(
+        *(asyncio.to_thread(api.get_release, ReleaseKey(namespace, name)) for namespace, name in wanted)
+    )
+    return approvals, dict(zip(wanted, read, strict=True))
 
 
 def approval_of(item: Mapping[str, Any]) -> Approval:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from simulation import ABORT, PROMOTE, RETRY, World, release_spec, succeeded
 
+from shepherd.core.evidence import needed
 from shepherd.core.gates import (
     Approval,
     WebhookAnswer,
@@ -449,3 +450,15 @@ def test_a_long_job_name_is_shortened_to_a_label_value_and_stays_unique() -> Non
     second = job_name("a" * 40, "gate-" + "b" * 30, 13, 3)
     assert len(first) == 63 and len(second) == 63 and first != second
     assert first.startswith("a" * 40 + "-gate-bbb")
+
+
+def test_approvals_and_dependencies_are_read_only_while_gating_and_at_once_on_entering() -> None:
+    world = succeeded(gated("1.0.0", []))
+    world.set_spec(gated("1.0.0", TWO_APPROVALS))  # gates alone are no new revision
+    world.settle()
+    assert not needed(world.release(), world.now).gate_objects, "a settled Release reads no approvals"
+    world.set_spec(gated("1.1.0", TWO_APPROVALS))
+    decision = world.reconcile()
+    assert world.phase == "Gating"
+    assert decision.wake_at == world.now, "the pass that starts gating asks for one that reads them"
+    assert needed(world.release(), world.now).gate_objects

@@ -55,7 +55,7 @@ def needed(release: ReleaseObject, now: datetime, policy_gates: tuple[Gate, ...]
     if not gating:
         return Needed(measurements, checks)
     queries, calls = metric_gate_queries(gates, *where_and_what), webhook_calls(gates, *where_and_what)
-    return Needed(measurements, checks, queries, calls)
+    return Needed(measurements, checks, queries, calls, gate_objects=True)
 
 
 @dataclass(frozen=True)

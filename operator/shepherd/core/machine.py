@@ -755,6 +755,8 @@ def _wake_at(
         gates = evidence.gate_specs
         moments.extend(next_window_change(g.kind, now) for g in gates if isinstance(g.kind, WindowGate))
         moments.extend(freeze_changes(evidence.policies, now))
+    if rollout.phase is Phase.GATING and Rollout.from_status(release.status).phase is not Phase.GATING:
+        moments.append(now)  # the shell reads approvals and dependencies only for a Release already gating
     if rollout.phase is Phase.GATING and rollout.phase_since is not None:
         moments.extend(rollout.phase_since + g.timeout for g in evidence.gate_specs if g.timeout is not None)
         moments.extend(_polled_gates(evidence, now))

@@ -70,6 +70,7 @@ class Needed:
     query_checks: tuple[QueryCheck, ...] = ()
     gate_queries: tuple[tuple[str, str], ...] = ()  # (metric gate, rendered query) while gating
     webhook_calls: tuple[WebhookCall, ...] = ()  # webhook gates' requests while gating
+    gate_objects: bool = False  # read approvals and the Releases depended on: only while gating
 
 
 @dataclass(frozen=True)
