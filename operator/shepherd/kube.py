@@ -6,10 +6,12 @@ on plain dicts). Calls are blocking, so the shell runs them in threads.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -421,6 +423,20 @@ class KubeAPI:
 
     def _count(self) -> None:
         self.calls += 1
+
+
+def secret_text(secret: Mapping[str, Any], keys: Collection[str] | None = None) -> dict[str, str]:
+    """A Secret's data (or only `keys` of it) decoded to text; raises ValueError naming the first key
+    that is not UTF-8 text."""
+    decoded = {}
+    for key, value in (secret.get("data") or {}).items():
+        if keys is not None and key not in keys:
+            continue
+        try:
+            decoded[key] = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise ValueError(f"key {key} of the Secret is not text") from None
+    return decoded
 
 
 def _owned_selector(key: ReleaseKey) -> str:

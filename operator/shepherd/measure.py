@@ -9,7 +9,6 @@ than one timeout.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import tempfile
 from collections.abc import Mapping
@@ -19,7 +18,7 @@ from datetime import datetime
 from shepherd.core.analysis import Measurement, MeasurementRequest, QueryOutcome, sample_step
 from shepherd.core.model import Needed, QueryCheck, QueryCheckResult
 from shepherd.core.spec import PrometheusSpec
-from shepherd.kube import KubeAPI, ReleaseKey
+from shepherd.kube import KubeAPI, ReleaseKey, secret_text
 from shepherd.prometheus import Connection, Prometheus
 
 
@@ -60,7 +59,10 @@ def _secret(api: KubeAPI, key: ReleaseKey, name: str, field: str) -> dict[str, s
     secret = api.read_secret(key.namespace, name)
     if secret is None:
         raise SecretProblem(f"{field}: Secret {key.namespace}/{name} not found")
-    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    try:
+        return secret_text(secret)
+    except ValueError as error:
+        raise SecretProblem(f"{field}: Secret {key.namespace}/{name}: {error}") from None
 
 
 def _ca_file(pem: str) -> str:

@@ -19,8 +19,6 @@ messages in flight.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
 import logging
 import os
@@ -38,7 +36,7 @@ from tenacity import wait_exponential_jitter as exponential_jitter
 from shepherd.core.actions import Event
 from shepherd.core.notifications import Message
 from shepherd.core.spec import SecretKeyRef
-from shepherd.kube import KubeAPI
+from shepherd.kube import KubeAPI, secret_text
 from shepherd.metrics import OperatorMetrics
 
 logger = logging.getLogger(__name__)
@@ -185,13 +183,12 @@ class Notifier:
             raise Transient(f"cannot read the Secret: {type(error).__name__}") from None
         if secret is None:
             raise Undeliverable("the Secret does not exist")
-        raw = (secret.get("data") or {}).get(ref.key)
-        if raw is None:
+        if ref.key not in (secret.get("data") or {}):
             raise Undeliverable(f"the Secret has no key {ref.key}")
         try:
-            url = base64.b64decode(raw).decode().strip()
-        except (binascii.Error, UnicodeDecodeError):
-            raise Undeliverable(f"key {ref.key} of the Secret is not text") from None
+            url = secret_text(secret, {ref.key})[ref.key].strip()
+        except ValueError as error:
+            raise Undeliverable(str(error)) from None
         try:
             parts = urlsplit(url)
             usable = parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -7,14 +7,13 @@ logged, put in an answer, or written to status.
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 from collections.abc import Sequence
 
 import requests
 
 from shepherd.core.gates import WebhookAnswer, WebhookCall
-from shepherd.kube import KubeAPI
+from shepherd.kube import KubeAPI, secret_text
 
 MAX_BODY_BYTES = 4096  # enough for a first line; a huge body is not read
 MAX_LINE = 200
@@ -33,10 +32,13 @@ def call_webhook(api: KubeAPI, namespace: str, call: WebhookCall) -> WebhookAnsw
     headers: dict[str, str] = {}
     if call.headers_secret:
         secret = api.read_secret(namespace, call.headers_secret)
+        where = f"headersSecretRef: Secret {namespace}/{call.headers_secret}"
         if secret is None:
-            missing = f"headersSecretRef: Secret {namespace}/{call.headers_secret} not found"
-            return WebhookAnswer(None, error=missing)
-        headers = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+            return WebhookAnswer(None, error=f"{where} not found")
+        try:
+            headers = secret_text(secret)
+        except ValueError as error:
+            return WebhookAnswer(None, error=f"{where}: {error}")
     try:
         with requests.request(
             call.method,
