@@ -3,6 +3,10 @@
 Kopf watches Releases, owned Deployments and Jobs, approvals and policies; each watch event only sets the
 Release's wake-up flag. The loop reconciles, then sleeps until the next change,
 the decision's own due time (a pause ends, a deadline passes), or the resync.
+
+A reconcile that fails is tried again: at once after a conflict (a write that lost a race), otherwise after
+an exponential backoff with jitter (tenacity) that only a change of the Release itself cuts short; the
+watch events of its Deployments and Jobs, or the echo of the operator's own writes, do not.
 """
 
 from __future__ import annotations
@@ -10,21 +14,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity import wait_exponential_jitter as exponential_jitter
 
 from shepherd.core.workloads import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
-from shepherd.kube import APPROVALS, GROUP, PLURAL, VERSION, KubeAPI, ReleaseKey
+from shepherd.kube import APPROVALS, GROUP, PLURAL, VERSION, Conflict, KubeAPI, ReleaseKey
 from shepherd.metrics import OperatorMetrics
 from shepherd.notifier import DeliveryPolicy, Notifier
-from shepherd.reconcile import reconcile
+from shepherd.reconcile import Outcome, reconcile
 
 REGISTRY = kopf.OperatorRegistry()
+FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
+CONFLICT_RETRIES = 3  # conflicts in a row retried at once; more back off like any failure
+OWN_WRITES_KEPT = 8
+
+logger = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -42,10 +54,12 @@ class Runtime:
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     started: int = 0  # reconciles begun, and finished: lets a test wait for one that began after a change
     reconciles: int = 0
-    own_writes: dict[ReleaseKey, str] = field(
-        default_factory=dict
-    )  # resourceVersion of our last status write
+    first_backoff_seconds: float = FIRST_BACKOFF_SECONDS
+    max_backoff_seconds: float = MAX_BACKOFF_SECONDS
+    # resourceVersions of our own latest writes to each Release (status, annotations): their echo is no change
+    own_writes: dict[ReleaseKey, deque[str]] = field(default_factory=dict)
     _wakers: dict[ReleaseKey, asyncio.Event] = field(default_factory=dict)
+    _changed: dict[ReleaseKey, asyncio.Event] = field(default_factory=dict)  # the Release itself changed
     _dependents: dict[ReleaseKey, set[ReleaseKey]] = field(default_factory=dict)
     notifier: Notifier = field(init=False)
 
@@ -55,10 +69,33 @@ class Runtime:
     def waker(self, key: ReleaseKey) -> asyncio.Event:
         return self._wakers.setdefault(key, asyncio.Event())
 
-    def wake(self, key: ReleaseKey, resource_version: str | None = None) -> None:
-        if resource_version is not None and self.own_writes.get(key) == resource_version:
-            return  # the echo of our own status write: nothing new to see
+    def changed(self, key: ReleaseKey) -> asyncio.Event:
+        return self._changed.setdefault(key, asyncio.Event())
+
+    def wake(self, key: ReleaseKey) -> None:
         self.waker(key).set()
+
+    def release_changed(self, key: ReleaseKey, resource_version: str | None) -> None:
+        if resource_version is not None and resource_version in self.own_writes.get(key, ()):
+            return  # the echo of our own write: nothing new to see
+        self.waker(key).set()
+        self.changed(key).set()
+
+    def wrote(self, key: ReleaseKey, resource_version: str) -> None:
+        self.own_writes.setdefault(key, deque(maxlen=OWN_WRITES_KEPT)).append(resource_version)
+
+    def backoff(self, state: RetryCallState) -> float:
+        """At once after a conflict (the first few tries); else exponential, jittered by a first delay."""
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, Conflict) and state.attempt_number <= CONFLICT_RETRIES:
+            return 0.0
+        first = self.first_backoff_seconds
+        return float(exponential_jitter(initial=first, max=self.max_backoff_seconds, jitter=first)(state))
+
+    async def sleep_unless_changed(self, key: ReleaseKey, seconds: float) -> None:
+        """A backoff: only a change of the Release itself ends it early."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.changed(key).wait(), timeout=seconds)
 
     def seconds_until(self, due: datetime | None) -> float:
         """Sleep until the decision is due, never longer than the resync safety net."""
@@ -81,6 +118,7 @@ class Runtime:
 
     def forget(self, key: ReleaseKey) -> None:
         self._wakers.pop(key, None)
+        self._changed.pop(key, None)
         self.own_writes.pop(key, None)
 
 
@@ -127,43 +165,69 @@ async def rollout_loop(
     runtime: Runtime = memo.runtime
     key = ReleaseKey(namespace or "", name)
     wake = runtime.waker(key)
-    failures = 0
     try:
         while True:
-            wake.clear()
+            outcome = await reconcile_until_done(runtime, key)
+            if outcome is None:
+                return
+            runtime.depend(key, outcome.dependencies)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=runtime.seconds_until(outcome.wake_at))
+    finally:
+        runtime.forget(key)
+
+
+async def reconcile_until_done(runtime: Runtime, key: ReleaseKey) -> Outcome | None:
+    """Reconcile until one pass goes through; one bad object or a flaky API must not stop the others."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(Exception),
+        wait=runtime.backoff,
+        sleep=lambda seconds: runtime.sleep_unless_changed(key, seconds),
+        before_sleep=lambda state: _log_failure(key, state),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            runtime.waker(key).clear()
+            runtime.changed(key).clear()
             runtime.started += 1
             try:
                 with runtime.metrics.reconcile_duration.time():
-                    outcome = await reconcile(
-                        runtime.api, key, runtime.clock, runtime.metrics, runtime.notifier
+                    return await reconcile(
+                        runtime.api,
+                        key,
+                        runtime.clock,
+                        runtime.metrics,
+                        runtime.notifier,
+                        on_write=lambda version: runtime.wrote(key, version),
                     )
-            except Exception as error:  # one bad object or a flaky API must not stop the others
+            except Exception:
                 runtime.metrics.reconcile_errors.inc()
-                failures += 1
-                delay = min(MAX_BACKOFF_SECONDS, 2.0**failures)
-                logger.warning(
-                    "reconcile failed (retrying in %.0fs): %s", delay, error, exc_info=failures == 1
-                )
-            else:
-                failures = 0
-                if outcome is None:
-                    return
-                if outcome.written_version:
-                    runtime.own_writes[key] = outcome.written_version
-                runtime.depend(key, outcome.dependencies)
-                delay = runtime.seconds_until(outcome.wake_at)
+                raise
             finally:
                 runtime.reconciles += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=delay)
-    finally:
-        runtime.forget(key)
+    raise AssertionError("tenacity retries every failure")  # pragma: no cover
+
+
+def _log_failure(key: ReleaseKey, state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    delay = state.next_action.sleep if state.next_action is not None else 0.0
+    when = f"retrying in {delay:.1f}s" if delay else "retrying at once"
+    logger.warning(
+        "%s/%s: reconcile failed (attempt %d, %s): %s",
+        key.namespace,
+        key.name,
+        state.attempt_number,
+        when,
+        error,
+        exc_info=error if state.attempt_number == 1 and not isinstance(error, Conflict) else None,
+    )
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, registry=REGISTRY)
 async def release_changed(name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     if namespace:
-        memo.runtime.wake(ReleaseKey(namespace, name), body.metadata.get("resourceVersion"))
+        memo.runtime.release_changed(ReleaseKey(namespace, name), body.metadata.get("resourceVersion"))
         memo.runtime.wake_dependents(ReleaseKey(namespace, name))
 
 

@@ -33,6 +33,7 @@ from shepherd.core.actions import (
     RecordRevision,
     RemoveAnnotations,
 )
+from shepherd.core.rejection import Rejection
 from shepherd.core.spec import RevisionContent
 from shepherd.core.timefmt import format_time
 from shepherd.core.workloads import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
@@ -72,6 +73,18 @@ def load_configuration(
 
 class NotLeading(RuntimeError):
     """A write refused because this operator no longer holds the leader lease."""
+
+
+class Rejected(Exception):
+    """The API server refused a write for its content (422, 400): sending it again changes nothing."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.describe())
+        self.rejection = rejection
+
+
+class Conflict(Exception):
+    """A write lost a race (409, or a compare-and-swap that found the object changed): read and try again."""
 
 
 @dataclass(frozen=True)
@@ -206,8 +219,25 @@ class KubeAPI:
 
     # --- writes --------------------------------------------------------------------------------
 
-    def apply(self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]) -> None:
+    def apply(self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]) -> str | None:
+        """Apply one action; returns the Release's new resourceVersion when it wrote the Release itself.
+
+        Raises Rejected when the API server refuses the Release's content, Conflict on a lost race."""
         self._may_write()
+        if isinstance(action, RemoveAnnotations):
+            return self._remove_annotations(key, action)
+        try:
+            self._apply(key, action, live)
+        except ApiException as error:
+            kind, name = _written(action)
+            if error.status in (400, 422) and kind:
+                raise Rejected(_rejection(error, kind, name)) from error
+            if error.status == 409:
+                raise Conflict(f"{kind or type(action).__name__} {name}: {_message(error)}") from error
+            raise
+        return None
+
+    def _apply(self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]) -> None:
         if isinstance(action, ApplyDeployment):
             self._apply_deployment(key, action, live.get(action.name))
         elif isinstance(action, DeleteDeployment):
@@ -253,12 +283,34 @@ class KubeAPI:
                     action.name, key.namespace, propagation_policy="Background", _preload_content=False
                 )
             )
-        elif isinstance(action, RemoveAnnotations):
-            patch = {"metadata": {"annotations": dict.fromkeys(action.keys)}}
-            self._count()
-            self._custom.patch_namespaced_custom_object(
-                GROUP, VERSION, key.namespace, PLURAL, key.name, patch, _content_type=MERGE_PATCH
-            )
+
+    def _remove_annotations(self, key: ReleaseKey, action: RemoveAnnotations) -> str | None:
+        """Remove each command annotation that still holds the acknowledged value: one given again with
+        another value meanwhile is a new command and stays. Returns the last new resourceVersion."""
+        version = None
+        for name in action.keys:
+            path = "/metadata/annotations/" + name.replace("~", "~0").replace("/", "~1")
+            ops: list[dict[str, Any]] = [{"op": "remove", "path": path}]
+            if name in action.values:
+                ops.insert(0, {"op": "test", "path": path, "value": action.values[name]})
+            try:
+                self._count()
+                response = self._custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    key.namespace,
+                    PLURAL,
+                    key.name,
+                    ops,
+                    _content_type=JSON_PATCH,
+                    _preload_content=False,
+                )
+            except ApiException as error:
+                if error.status != 422:  # 422: the annotation changed or went meanwhile
+                    raise
+                continue
+            version = str(json.loads(response.data)["metadata"].get("resourceVersion", ""))
+        return version
 
     def patch_status(self, key: ReleaseKey, status: Mapping[str, Any]) -> str:
         """Merge-patch the status subresource; returns the new resourceVersion."""
@@ -393,13 +445,29 @@ class KubeAPI:
                     self._apps.read_namespaced_deployment(action.name, key.namespace, _preload_content=False)
                 )
         self._count()
-        self._apps.patch_namespaced_deployment(
-            action.name,
-            key.namespace,
-            _deployment_patch(manifest, live),
-            _content_type=JSON_PATCH,
-            _preload_content=False,
-        )
+        try:
+            self._apps.patch_namespaced_deployment(
+                action.name,
+                key.namespace,
+                _deployment_patch(manifest, live),
+                _content_type=JSON_PATCH,
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status == 422 and self._changed_since(key, action.name, live):
+                # A failed "test" of the resourceVersion is a 422 too: the Deployment changed since read.
+                raise Conflict(f"Deployment {action.name} changed since it was read") from error
+            raise
+
+    def _changed_since(self, key: ReleaseKey, name: str, live: Mapping[str, Any]) -> bool:
+        tested = (live.get("metadata") or {}).get("resourceVersion")
+        try:
+            now = self._json(
+                self._apps.read_namespaced_deployment(name, key.namespace, _preload_content=False)
+            )
+        except ApiException:
+            return True
+        return bool(tested) and now["metadata"].get("resourceVersion") != tested
 
     def _ignore_missing(self, call: Any) -> None:
         try:
@@ -437,6 +505,38 @@ def secret_text(secret: Mapping[str, Any], keys: Collection[str] | None = None) 
         except (binascii.Error, UnicodeDecodeError):
             raise ValueError(f"key {key} of the Secret is not text") from None
     return decoded
+
+
+def _written(action: Action) -> tuple[str, str]:
+    """The kind and name of what an action writes from the Release's content ("" for a deletion)."""
+    if isinstance(action, ApplyDeployment):
+        return "Deployment", action.name
+    if isinstance(action, ApplyConfigMap):
+        return "ConfigMap", action.name
+    if isinstance(action, CreateJob):
+        return "Job", action.name
+    if isinstance(action, RecordRevision):
+        return "ControllerRevision", str(action.manifest["metadata"]["name"])
+    return "", str(getattr(action, "name", ""))
+
+
+def _status_body(error: ApiException) -> dict[str, Any]:
+    try:
+        body = json.loads(error.body or "{}")
+    except (ValueError, TypeError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _message(error: ApiException) -> str:
+    return str(_status_body(error).get("message") or f"HTTP {error.status} {error.reason or ''}".strip())
+
+
+def _rejection(error: ApiException, kind: str, name: str) -> Rejection:
+    """The server's own words: its message, and the fields its causes name."""
+    causes = (_status_body(error).get("details") or {}).get("causes") or []
+    fields = list(dict.fromkeys(str(c["field"]) for c in causes if isinstance(c, dict) and c.get("field")))
+    return Rejection(kind, name, int(error.status or 0), _message(error), ", ".join(fields))
 
 
 def _owned_selector(key: ReleaseKey) -> str:

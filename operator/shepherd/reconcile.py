@@ -1,4 +1,12 @@
-"""One reconcile of one Release: observe, decide, act, record."""
+"""One reconcile of one Release: observe, decide, record, act.
+
+The status is written first: it holds what this pass decided (the rollout state the actions bring about,
+and the commands acknowledged), and every action is idempotent and derived from that state. So a write
+that fails, or an operator killed between two writes, leaves either the old status and nothing done (the
+next pass decides again), or the new status and part of its actions (the next pass derives the same actions
+from it and finishes them): never a status behind the workloads, which would make the next decision undo
+work already done. Command annotations are removed last, once their acknowledgement is in status.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +18,14 @@ from datetime import datetime
 from typing import Any
 
 from shepherd.core import Observations, ReleaseObject, decide, needed
+from shepherd.core.actions import Event
 from shepherd.core.gates import Approval, dependencies
 from shepherd.core.notifications import select
 from shepherd.core.policy import Policy, applicable, policy_gates
+from shepherd.core.rejection import record_rejection
 from shepherd.core.spec import ApprovalGate, PrometheusSpec, SpecError, parse_spec
 from shepherd.core.timefmt import parse_time
-from shepherd.kube import KubeAPI, ReleaseKey
+from shepherd.kube import KubeAPI, Rejected, ReleaseKey
 from shepherd.measure import gather
 from shepherd.metrics import OperatorMetrics
 from shepherd.notifier import Notifier
@@ -28,7 +38,6 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Outcome:
     wake_at: datetime | None  # when the decision may change without any watch event
-    written_version: str | None  # resourceVersion of our own status write, to ignore its echo
     dependencies: tuple[tuple[str, str], ...] = ()  # Releases whose changes must wake this one
 
 
@@ -38,8 +47,11 @@ async def reconcile(
     clock: Callable[[], datetime],
     metrics: OperatorMetrics | None = None,
     notifier: Notifier | None = None,
+    on_write: Callable[[str], None] | None = None,
 ) -> Outcome | None:
-    """Returns None when the Release is gone or being deleted."""
+    """Returns None when the Release is gone or being deleted. `on_write` is told the resourceVersion of
+    each write to the Release itself, as it happens, so that its echo on the watch wakes nothing."""
+    own = on_write or (lambda _version: None)
     # A fresh read, not the watch's copy: the decision must never run on a status older than our last write.
     release = await asyncio.to_thread(api.get_release, key)
     if release is None or release["metadata"].get("deletionTimestamp"):
@@ -89,26 +101,41 @@ async def reconcile(
         config_maps=config_maps,
     )
     decision = decide(view, observed, now)
-    for action in decision.actions:
-        await asyncio.to_thread(api.apply, key, action, deployments)
-    for event in decision.events:
+    old_status = release.get("status") or {}
+    status = decision.status
+    patch = status_patch(old_status, status)
+    if patch:
+        own(await asyncio.to_thread(api.patch_status, key, patch))
+        if notifier is not None:
+            # Only now is the transition recorded: sent once, in the background, never holding the rollout.
+            notifier.send(release, select(view, status, matched, now))
+    await post_events(api, key, release, decision.events, now)
+    wake_at = decision.wake_at
+    try:
+        for action in decision.actions:
+            version = await asyncio.to_thread(api.apply, key, action, deployments)
+            if version:
+                own(version)
+    except Rejected as refused:
+        # Nothing after the refused write is applied; the Release is held until its content changes.
+        status, event = record_rejection(view.generation, status, refused.rejection, clock())
+        logger.warning("%s/%s: %s", key.namespace, key.name, event.message)
+        own(await asyncio.to_thread(api.patch_status, key, status_patch(decision.status, status)))
+        await post_events(api, key, release, (event,), now)
+        wake_at = None
+    if metrics is not None:
+        metrics.record(key.namespace, key.name, observe(old_status, status, view.annotations))
+    return Outcome(wake_at, tuple(releases))
+
+
+async def post_events(
+    api: KubeAPI, key: ReleaseKey, release: Mapping[str, Any], events: Sequence[Event], now: datetime
+) -> None:
+    for event in events:
         try:
             await asyncio.to_thread(api.post_event, release, event, now)
         except Exception as error:  # an event is informative; losing one must not stop a rollout
-            logger.warning(
-                "could not post event %s for %s/%s: %s", event.reason, key.namespace, key.name, error
-            )
-    written = None
-    old_status = release.get("status") or {}
-    patch = status_patch(old_status, decision.status)
-    if patch:
-        written = await asyncio.to_thread(api.patch_status, key, patch)
-        if notifier is not None:
-            # Only now is the transition recorded: sent once, in the background, never holding the rollout.
-            notifier.send(release, select(view, decision.status, matched, now))
-    if metrics is not None:
-        metrics.record(key.namespace, key.name, observe(old_status, decision.status, view.annotations))
-    return Outcome(decision.wake_at, written, tuple(releases))
+            logger.warning("%s/%s: could not post event %s: %s", key.namespace, key.name, event.reason, error)
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -95,6 +95,9 @@ class World:
     # Jobs the Release owns, and how the job controller finishes them: "succeed", "fail" or "running".
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     job_outcomes: dict[str, str] = field(default_factory=dict)  # by Job name; unlisted Jobs keep running
+    # Faults: called with each write's number in a pass (0 is the status write); True makes it fail, and
+    # the pass stops there, as the shell's does on an error.
+    fails: Callable[[int], bool] | None = None
 
     def set_spec(self, spec: dict[str, Any]) -> None:
         self.spec = spec
@@ -140,10 +143,16 @@ class World:
         )
         decision = decide(release, observed, self.now)
         self.decisions.append(decision)
-        for action in decision.actions:
-            self._apply(action)
+        # As the shell does: the status first (the intent, and the commands' acknowledgements), then the
+        # actions in order. `fails(n)` says whether the n-th write of this pass fails (0: the status).
+        if self.fails is not None and self.fails(0):
+            return decision
         self.status = decision.status
         self.events.extend(decision.events)
+        for number, action in enumerate(decision.actions, start=1):
+            if self.fails is not None and self.fails(number):
+                break
+            self._apply(action)
         return decision
 
     def settle(self, max_rounds: int = 50) -> Decision:
@@ -251,7 +260,8 @@ class World:
             self.jobs.pop(action.name, None)
         elif isinstance(action, RemoveAnnotations):
             for key in action.keys:
-                self.annotations.pop(key, None)
+                if key not in action.values or self.annotations.get(key) == action.values[key]:
+                    self.annotations.pop(key, None)
 
     def _kubelet(self) -> None:
         for name, job in self.jobs.items():

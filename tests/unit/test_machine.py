@@ -484,8 +484,10 @@ def test_commands_are_consumed_once() -> None:
     world.annotations[PROMOTE] = "true"
     decision = world.reconcile()
     removals = [a for a in decision.actions if isinstance(a, RemoveAnnotations)]
-    assert removals == [RemoveAnnotations((PROMOTE,))]
-    assert decision.actions[0] == removals[0], "annotations go before anything else"
+    assert removals == [RemoveAnnotations((PROMOTE,), {PROMOTE: "true"})]
+    assert decision.actions[-1] == removals[0], "annotations go last, once status acknowledges them"
+    ack = decision.status["commands"][-1]
+    assert (ack["annotation"], ack["value"], ack["open"]) == (PROMOTE, "true", True)
 
 
 def test_abort_wins_over_promote_given_together() -> None:

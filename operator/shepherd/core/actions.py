@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
@@ -72,9 +72,11 @@ class DeleteJob:
 
 @dataclass(frozen=True)
 class RemoveAnnotations:
-    """Consume manual commands; done before the status write so a command acts at most once."""
+    """Consume manual commands, after the status write that acknowledges them; an annotation whose value
+    is no longer the one in `values` is a new command and stays."""
 
     keys: tuple[str, ...]
+    values: Mapping[str, str] = field(default_factory=dict)
 
 
 Action = (

@@ -27,6 +27,7 @@ from typing import Any
 
 from shepherd.core.actions import Action, DeleteConfigMap, DeleteJob, Event, RemoveAnnotations
 from shepherd.core.analysis import current_stage, due_measurements, next_measurement_at
+from shepherd.core.commands import CommandAck, acknowledge, bounded, close_removed, is_done, read_acks
 from shepherd.core.config import contents_in_use, rendered, unused_config_maps, with_config
 from shepherd.core.evidence import (
     RECHECK_PROMETHEUS,
@@ -60,6 +61,7 @@ from shepherd.core.migrations import (
 )
 from shepherd.core.model import Decision, Observations, ReleaseObject
 from shepherd.core.policy import active_freezes, applicable, freeze_changes, policy_gates
+from shepherd.core.rejection import held_status
 from shepherd.core.report import describe, format_duration, wave_label
 from shepherd.core.revisions import (
     retained_revisions,
@@ -118,9 +120,16 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     except SpecError as error:
         return _invalid_spec(release, rollout, error, now)
     events: list[Event] = []
+    acks = read_acks(release.status)
+    given = {key: str(release.annotations[key]) for key in COMMANDS if key in release.annotations}
+    new_command = any(not is_done(acks, key, value) for key, value in given.items())
+    held = held_status(release.generation, release.status, now, new_command)
+    if held is not None:
+        # The API server refused a write for this generation's content: never send it again in a loop.
+        return Decision(held, (), (), None)
 
     rollout = select_revision(rollout, spec, observed.revisions, now, events)
-    rollout, consumed = _apply_commands(rollout, spec, release.annotations, observed, now, events)
+    rollout, acks, consumed = _apply_commands(rollout, spec, release.annotations, acks, observed, now, events)
     content = revision_content(rollout, spec, observed.revisions)
     run, records = fold_measurements(release, rollout, spec, observed, now, events)
     check = check_queries(release.status, rollout, spec, observed, events)
@@ -160,8 +169,6 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     rollout = replace(rollout, message=describe(rollout, spec, order, plan, evidence, now, progress))
 
     actions: list[Action] = []
-    if consumed:
-        actions.append(RemoveAnnotations(consumed))
     retained = retained_revisions(rollout, spec, observed)
     # ConfigMaps before the records that name them: a record outlives its ConfigMaps, so a pass cut short
     # leaves nothing that no later pass would find.
@@ -172,6 +179,9 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     actions.extend(migration_jobs(rollout, migrations))
     actions.extend(DeleteJob(name) for name in stale_jobs(observed.jobs, retained))
     actions.extend(plan.actions)
+    if consumed:
+        # Last, after the status write that acknowledges the commands (the shell writes status first).
+        actions.append(RemoveAnnotations(tuple(consumed), consumed))
     conditions = rollout_conditions(rollout, check.error)
     if spec.analysis is not None:
         conditions.append(analysis_condition(rollout, spec, run))
@@ -194,6 +204,8 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
         "analysis": records or None,
         "analysisCheck": check.to_status(),
         "gates": shown_gates or None,
+        "commands": bounded(acks),
+        "rejected": None,
     }
     wake_at = _wake_at(release, rollout, spec, plan, evidence, now, migration_deadlines(rollout, migrations))
     return Decision(status, tuple(actions), tuple(events), wake_at)
@@ -214,6 +226,7 @@ def _invalid_spec(release: ReleaseObject, rollout: Rollout, error: SpecError, no
         "conditions": render_conditions(
             rollout_conditions(rollout, message), previous, release.generation, now
         ),
+        "commands": release.status.get("commands"),
     }
     events = () if already_reported else (Event("Warning", "InvalidSpec", message),)
     return Decision(status, (), events, None)
@@ -226,17 +239,25 @@ def _apply_commands(
     rollout: Rollout,
     spec: ReleaseSpec,
     annotations: Mapping[str, str],
+    acks: tuple[CommandAck, ...],
     observed: Observations,
     now: datetime,
     events: list[Event],
-) -> tuple[Rollout, tuple[str, ...]]:
-    consumed: list[str] = []
+) -> tuple[Rollout, tuple[CommandAck, ...], dict[str, str]]:
+    """Act on each command not yet acknowledged, and acknowledge it; every command annotation present
+    (done now or before) is to be removed once the status holds its acknowledgement (core/commands.py)."""
+    acks = close_removed(acks, annotations)
+    consumed: dict[str, str] = {}
+    applied: list[str] = []
     for key in COMMANDS:
         if key not in annotations:
             continue
         value = str(annotations[key])
+        consumed[key] = value
+        if is_done(acks, key, value):
+            continue  # acted on by an earlier pass whose removal of the annotation did not go through
         action = key.removeprefix(f"{GROUP}/")
-        if consumed and action == "promote" and ABORT in consumed:
+        if action == "promote" and ABORT in applied:
             outcome, changed = "ignored: abort given at the same time", rollout
         elif action == "abort":
             outcome, changed = _abort(rollout, spec, now)
@@ -247,12 +268,13 @@ def _apply_commands(
         else:
             outcome, changed = _promote(rollout, spec, value, now)
         rollout = changed.record_command(CommandRecord(action, value, now, outcome))
+        acks = acknowledge(acks, key, value, outcome, rollout.revision, now)
         ignored = outcome.startswith("ignored")
         events.append(
             Event("Warning" if ignored else "Normal", action.capitalize(), f"{key}={value}: {outcome}")
         )
-        consumed.append(key)
-    return rollout, tuple(consumed)
+        applied.append(key)
+    return rollout, acks, consumed
 
 
 def _abort(rollout: Rollout, spec: ReleaseSpec, now: datetime) -> tuple[str, Rollout]:

@@ -308,12 +308,16 @@ class Condition:
     message: str
 
 
-def rollout_conditions(rollout: Rollout, spec_error: str | None) -> list[Condition]:
-    """kstatus: Reconciling/Stalled are abnormal-true (present only when True); Ready always present."""
+def rollout_conditions(
+    rollout: Rollout, spec_error: str | None, reason: str = "InvalidSpec"
+) -> list[Condition]:
+    """kstatus: Reconciling/Stalled are abnormal-true (present only when True); Ready always present.
+
+    `spec_error`: what the Release says cannot be rolled out (InvalidSpec, or `reason`): Stalled."""
     if spec_error is not None:
         return [
-            Condition("Ready", "False", "InvalidSpec", spec_error),
-            Condition("Stalled", "True", "InvalidSpec", spec_error),
+            Condition("Ready", "False", reason, spec_error),
+            Condition("Stalled", "True", reason, spec_error),
         ]
     message = rollout.message
     if rollout.phase is Phase.SUCCEEDED:
