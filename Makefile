@@ -5,7 +5,20 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit integration e2e bench install prometheus clean
+.PHONY: demo test lint typecheck unit integration controlplane e2e bench install prometheus \
+	cluster cluster-binaries clean
+
+# The real control plane of the tests, built from the pinned Go module in controlplane/: kube-apiserver and
+# kube-controller-manager (k8s.io/kubernetes), etcd (go.etcd.io/etcd/server/v3), helm (helm.sh/helm/v4)
+# and a kstatus checker (sigs.k8s.io/cli-utils). Rebuilt only when the module changes.
+CLUSTER_MODULE := controlplane
+CLUSTER_BIN    := .cluster/bin
+K8S_VERSION    = $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2}' $(CLUSTER_MODULE)/go.mod)
+VERSION_PKG    := k8s.io/component-base/version
+GO_LDFLAGS     = -s -w -X $(VERSION_PKG).gitVersion=$(K8S_VERSION) \
+	-X $(VERSION_PKG).gitMajor=$(word 1,$(subst ., ,$(K8S_VERSION:v%=%))) \
+	-X $(VERSION_PKG).gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION:v%=%))) \
+	-X $(VERSION_PKG).gitTreeState=clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +33,20 @@ prometheus:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  echo "installing the Debian package prometheus"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+$(CLUSTER_BIN)/.built: $(CLUSTER_MODULE)/go.mod $(CLUSTER_MODULE)/go.sum $(wildcard $(CLUSTER_MODULE)/cmd/*/*.go)
+	@command -v go >/dev/null 2>&1 || { echo "error: Go 1.26 is needed to build the control plane ($(CLUSTER_MODULE))" >&2; exit 1; }
+	@echo "building kube-apiserver, kube-controller-manager $(K8S_VERSION), etcd, helm and kstatus into $(CLUSTER_BIN)"
+	cd $(CLUSTER_MODULE) && GOTOOLCHAIN=local go build -trimpath -ldflags '$(GO_LDFLAGS)' -o $(CURDIR)/$(CLUSTER_BIN)/ \
+	  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+	  ./cmd/etcd ./cmd/kstatus helm.sh/helm/v4/cmd/helm
+	touch $@
+
+cluster-binaries: $(CLUSTER_BIN)/.built
+
+# A real control plane with the chart installed by helm and the operator running: prints a KUBECONFIG.
+cluster: install cluster-binaries
+	$(BIN)/python -m shepherd.lab.cluster --bin-dir $(CLUSTER_BIN) --chart charts/shepherd --workdir .cluster/run
 
 demo: install prometheus
 	$(BIN)/shepherd demo
@@ -37,10 +64,13 @@ unit: install
 integration: install prometheus
 	$(BIN)/pytest -q tests/integration
 
+controlplane: install prometheus cluster-binaries
+	$(BIN)/pytest -q tests/controlplane
+
 e2e: install
 	$(BIN)/pytest -q tests/e2e
 
-test: install prometheus lint typecheck
+test: install prometheus cluster-binaries lint typecheck
 	$(BIN)/pytest -q -rs -p no:cacheprovider tests
 
 bench: install prometheus
@@ -48,4 +78,4 @@ bench: install prometheus
 	$(BIN)/python bench/rollback_latency.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .cluster

@@ -30,8 +30,8 @@ from simulation import World, container
 from shepherd import crdschema
 from shepherd.core import Observations, decide
 from shepherd.kube import KubeAPI, ReleaseKey, load_configuration
-from shepherd.kubelet import KubeletSimulator
-from shepherd.localapi import LocalAPIThread, install_crds
+from shepherd.lab.kubelet import KubeletSimulator
+from shepherd.lab.localapi import LocalAPIThread, install_crds
 from shepherd.runner import OperatorOptions, OperatorThread
 
 REPO = Path(__file__).resolve().parents[1]

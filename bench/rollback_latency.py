@@ -22,11 +22,11 @@ from typing import Any
 import yaml
 
 from shepherd import crdschema
-from shepherd.exporter import SeriesKey, TrafficExporter
 from shepherd.kube import KubeAPI, ReleaseKey, load_configuration
-from shepherd.kubelet import KubeletSimulator
-from shepherd.localapi import LocalAPIThread, install_crds
-from shepherd.promserver import PrometheusServer
+from shepherd.lab.exporter import SeriesKey, TrafficExporter
+from shepherd.lab.kubelet import KubeletSimulator
+from shepherd.lab.localapi import LocalAPIThread, install_crds
+from shepherd.lab.promserver import PrometheusServer
 from shepherd.runner import OperatorOptions, OperatorThread
 
 REPO = Path(__file__).resolve().parents[1]

@@ -164,7 +164,7 @@ def _endpoint(url: str | None, flag: str) -> None:
 @click.option("--port", default=0, show_default=True, help="Port for the local API (0: any free port).")
 def demo(keep: bool, port: int) -> None:
     """A live release through every phase, on a local Kubernetes API emulator."""
-    from shepherd.demo import run_demo
+    from shepherd.lab.demo import run_demo
 
     sys.exit(run_demo(keep=keep, port=port))
 

@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from shepherd.kube import KubeAPI, ReleaseKey
 from shepherd.runner import OperatorThread
+from story import QUICKSTART, REPO, quickstart_release  # noqa: F401 (the stories import them from here)
 
-REPO = Path(__file__).resolve().parents[2]
-QUICKSTART = REPO / "examples" / "quickstart.yaml"
 DEFAULT_TIMEOUT = 45.0
-
-
-def quickstart_release(version: str = "1.0.0", **spec: Any) -> dict[str, Any]:
-    """examples/quickstart.yaml's Release at `version` (images follow), with faster pauses for tests."""
-    base = next(d for d in yaml.safe_load_all(QUICKSTART.read_text()) if d and d["kind"] == "Release")
-    release = copy.deepcopy(base)
-    release["spec"]["version"] = version
-    for component in release["spec"]["components"]:
-        for container in component["template"]["spec"]["containers"]:
-            container["image"] = container["image"].rsplit(":", 1)[0] + f":{version}"
-    release["spec"]["strategy"]["canary"]["steps"] = [
-        {"setWeight": 25},
-        {"pause": {"duration": "1s"}},
-        {"setWeight": 50},
-        {"pause": {"duration": "1s"}},
-        {"setWeight": 75},
-    ]
-    release["spec"]["postRelease"] = {"bake": "1s"}
-    release["spec"].update(spec)
-    return release
 
 
 class Cluster:

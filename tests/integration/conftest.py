@@ -16,8 +16,8 @@ import kubernetes
 import pytest
 
 from shepherd import crdschema
-from shepherd.kubelet import KubeletSimulator
-from shepherd.localapi import LocalAPIThread, install_crds
+from shepherd.lab.kubelet import KubeletSimulator
+from shepherd.lab.localapi import LocalAPIThread, install_crds
 
 # tests/ holds helpers.py; pytest puts only this directory on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -111,6 +111,7 @@ def kubelet(local_api: LocalAPIThread, request: pytest.FixtureRequest) -> Iterat
 
 
 from operator_fixtures import cluster, shepherd  # noqa: E402,F401
+
 from prometheus_fixtures import (  # noqa: E402,F401
     exporter,
     exporter_for_session,

@@ -8,8 +8,8 @@ import pytest
 from cluster import Cluster
 
 from shepherd.kube import KubeAPI, load_configuration
-from shepherd.kubelet import KubeletSimulator
-from shepherd.localapi import LocalAPIThread
+from shepherd.lab.kubelet import KubeletSimulator
+from shepherd.lab.localapi import LocalAPIThread
 from shepherd.runner import OperatorOptions, OperatorThread
 
 # Far longer than any test: every step must be driven by watch events and due times, not by resync.

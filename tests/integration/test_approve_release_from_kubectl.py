@@ -9,7 +9,7 @@ import time
 import pytest
 from cluster import DEFAULT_TIMEOUT, Cluster, quickstart_release
 
-from shepherd.localapi import LocalAPIThread, LocalKubernetes, api_error
+from shepherd.lab.localapi import LocalAPIThread, LocalKubernetes, api_error
 
 USERS = {"token-alice": "alice", "token-bob": "bob"}
 TWO_APPROVALS = [{"name": "two-approvals", "approval": {"count": 2}}]

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 from cluster import Cluster, quickstart_release
-from prometheus_fixtures import wait_for_value
 
+from prometheus_fixtures import wait_for_value
 from shepherd.core.promql import render_query
-from shepherd.exporter import SeriesKey, TrafficExporter
+from shepherd.lab.exporter import SeriesKey, TrafficExporter
+from shepherd.lab.promserver import PrometheusServer
 from shepherd.prometheus import Connection, Prometheus
-from shepherd.promserver import PrometheusServer
 
 SELECTOR = 'namespace="{{namespace}}",release="{{release}}",version="{{version}}"'
 ERROR_RATE = (

@@ -10,7 +10,7 @@ import pytest
 from cluster import Cluster, quickstart_release
 
 from helpers import stream_events, wait_until
-from shepherd.localapi import LocalAPIThread
+from shepherd.lab.localapi import LocalAPIThread
 
 HOLD = {"strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}}
 WATCH_SECONDS = 120

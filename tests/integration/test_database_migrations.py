@@ -9,7 +9,7 @@ from typing import Any
 
 from cluster import Cluster, quickstart_release
 
-from shepherd.kubelet import KubeletSimulator
+from shepherd.lab.kubelet import KubeletSimulator
 from shepherd.runner import OperatorThread
 
 STABLE = {"shop-api": "ghcr.io/example/shop-api:1.0.0", "shop-web": "ghcr.io/example/shop-web:1.0.0"}

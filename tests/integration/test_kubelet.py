@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 
 from helpers import request_json, wait_until
-from shepherd.kubelet import KubeletSimulator
-from shepherd.localapi import LocalAPIThread, serve
+from shepherd.lab.kubelet import KubeletSimulator
+from shepherd.lab.localapi import LocalAPIThread, serve
 
 ANNOTATION = "kubelet.shepherd.dev/behaviour"
 

@@ -21,7 +21,7 @@ import yaml
 from kubernetes.client import ApiException, AppsV1Api, CoreV1Api, CustomObjectsApi
 
 from helpers import request_json, stream_events, wait_until
-from shepherd.localapi import LocalAPIThread, install_crds
+from shepherd.lab.localapi import LocalAPIThread, install_crds
 
 GROUP, VERSION, PLURAL = "example.shepherd.dev", "v1", "widgets"
 WIDGET_CRD = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cluster import Cluster, quickstart_release
 
-from shepherd.kubelet import KubeletSimulator
+from shepherd.lab.kubelet import KubeletSimulator
 
 
 def test_never_ready_canary_rolls_back_after_the_progress_deadline(

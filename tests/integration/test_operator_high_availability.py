@@ -19,9 +19,9 @@ from cluster import Cluster, quickstart_release
 from helpers import free_port, request_json, wait_until
 from shepherd.core.leadership import LeaseTiming
 from shepherd.kube import KubeAPI, NotLeading, ReleaseKey, load_configuration
-from shepherd.kubelet import KubeletSimulator
+from shepherd.lab.kubelet import KubeletSimulator
+from shepherd.lab.localapi import LocalAPIThread, install_crds, write_kubeconfig
 from shepherd.leader import LeaderElection, LeadershipLost
-from shepherd.localapi import LocalAPIThread, install_crds, write_kubeconfig
 from shepherd.runner import OperatorOptions, OperatorThread
 
 # Short, so that the stories take seconds; the rules are the same as with the defaults (15s, 10s, 2s).

@@ -12,8 +12,8 @@ from cluster import Cluster, quickstart_release
 from prometheus_client.parser import text_string_to_metric_families
 
 from shepherd.kube import KubeAPI, load_configuration
-from shepherd.kubelet import KubeletSimulator
-from shepherd.localapi import LocalAPIThread
+from shepherd.lab.kubelet import KubeletSimulator
+from shepherd.lab.localapi import LocalAPIThread
 from shepherd.runner import OperatorOptions, OperatorThread
 
 HOLD = {"strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}}

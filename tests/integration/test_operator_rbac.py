@@ -44,8 +44,8 @@ from shepherd.core.actions import (
     RemoveAnnotations,
 )
 from shepherd.kube import KubeAPI, ReleaseKey, load_configuration
-from shepherd.kubelet import KubeletSimulator
-from shepherd.localapi import LocalAPIThread, write_kubeconfig
+from shepherd.lab.kubelet import KubeletSimulator
+from shepherd.lab.localapi import LocalAPIThread, write_kubeconfig
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 CHART = Path(__file__).resolve().parents[2] / "charts" / "shepherd"

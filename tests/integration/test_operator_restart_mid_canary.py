@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cluster import Cluster, quickstart_release
 
-from shepherd.localapi import LocalAPIThread
+from shepherd.lab.localapi import LocalAPIThread
 from shepherd.runner import OperatorThread
 
 HOLD = {"strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 75}]}}}

@@ -18,13 +18,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from prometheus_fixtures import wait_for_sample, wait_for_value
 
-from shepherd import promserver
+from prometheus_fixtures import wait_for_sample, wait_for_value
 from shepherd.core.promql import render_query
-from shepherd.exporter import SeriesKey, TrafficExporter
+from shepherd.lab import promserver
+from shepherd.lab.exporter import SeriesKey, TrafficExporter
+from shepherd.lab.promserver import PrometheusFailed, PrometheusNotInstalled, PrometheusServer
 from shepherd.prometheus import Connection, Prometheus
-from shepherd.promserver import PrometheusFailed, PrometheusNotInstalled, PrometheusServer
 
 PROMETHEUS_VECTOR_OF_42 = {
     "status": "success",

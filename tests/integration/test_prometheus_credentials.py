@@ -12,7 +12,7 @@ import yaml
 
 from shepherd.core.spec import PrometheusSpec
 from shepherd.kube import KubeAPI, ReleaseKey, load_configuration
-from shepherd.localapi import LocalAPIThread
+from shepherd.lab.localapi import LocalAPIThread
 from shepherd.measure import SecretProblem, connection_for
 
 KEY = ReleaseKey("default", "shop")

@@ -11,8 +11,8 @@ from cluster import Cluster, quickstart_release
 
 from shepherd.handlers import Runtime
 from shepherd.kube import KubeAPI, load_configuration
-from shepherd.kubelet import KubeletSimulator
-from shepherd.localapi import LocalAPIThread
+from shepherd.lab.kubelet import KubeletSimulator
+from shepherd.lab.localapi import LocalAPIThread
 from shepherd.runner import OperatorOptions, OperatorThread
 
 TWO_APPROVALS = [{"name": "two-approvals", "approval": {"count": 2}}]

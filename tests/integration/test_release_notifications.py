@@ -21,8 +21,8 @@ from cluster import Cluster, quickstart_release
 from helpers import wait_until
 from shepherd.handlers import Runtime
 from shepherd.kube import KubeAPI, ReleaseKey, load_configuration
-from shepherd.kubelet import KubeletSimulator
-from shepherd.localapi import LocalAPIThread
+from shepherd.lab.kubelet import KubeletSimulator
+from shepherd.lab.localapi import LocalAPIThread
 from shepherd.notifier import DeliveryPolicy
 from shepherd.runner import OperatorOptions, OperatorThread
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from cluster import QUICKSTART
 
 from helpers import free_port, wait_until
-from shepherd.kubelet import KubeletSimulator
-from shepherd.localapi import LocalAPIThread, write_kubeconfig
+from shepherd.lab.kubelet import KubeletSimulator
+from shepherd.lab.localapi import LocalAPIThread, write_kubeconfig
 
 
 def probe(url: str) -> tuple[int, dict[str, object]] | None:

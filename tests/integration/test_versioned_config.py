@@ -8,7 +8,7 @@ from typing import Any
 
 from cluster import Cluster, quickstart_release
 
-from shepherd.kubelet import KubeletSimulator
+from shepherd.lab.kubelet import KubeletSimulator
 
 HOLD = {"strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}}
 HASHED = re.compile(r"^shop-config-[0-9a-f]{10}$")

@@ -29,10 +29,10 @@ from rich.table import Table
 
 from shepherd import crdschema
 from shepherd.core.promql import render_query
-from shepherd.exporter import SeriesKey, TrafficExporter
 from shepherd.kube import KubeAPI, ReleaseKey, load_configuration
+from shepherd.lab.exporter import SeriesKey, TrafficExporter
+from shepherd.lab.promserver import PrometheusServer
 from shepherd.prometheus import Connection, Prometheus
-from shepherd.promserver import PrometheusServer
 from shepherd.runner import OperatorOptions, OperatorThread
 
 RELEASE = ReleaseKey("default", "shop")
@@ -225,8 +225,8 @@ def metrics_bench() -> Iterator[tuple[TrafficExporter, PrometheusServer]]:
 
 @contextlib.contextmanager
 def local_cluster(port: int) -> Iterator[tuple[Path, KubeAPI, OperatorThread]]:
-    from shepherd.kubelet import KubeletSimulator
-    from shepherd.localapi import LocalAPIThread, install_crds
+    from shepherd.lab.kubelet import KubeletSimulator
+    from shepherd.lab.localapi import LocalAPIThread, install_crds
 
     with tempfile.TemporaryDirectory(prefix="shepherd-demo-") as folder:
         kubeconfig = Path(folder) / "kubeconfig"

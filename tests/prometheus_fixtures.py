@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from shepherd.exporter import SeriesKey, TrafficExporter
+from shepherd.lab.exporter import SeriesKey, TrafficExporter
+from shepherd.lab.promserver import PrometheusServer
 from shepherd.prometheus import Connection, Prometheus, Sample
-from shepherd.promserver import PrometheusServer
 
 __all__ = [
     "exporter",

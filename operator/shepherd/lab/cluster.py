@@ -1,0 +1,229 @@
+"""Shepherd on the real control plane: the chart installed with the real helm, the operator run with its
+ServiceAccount's token, and `make cluster` (`python -m shepherd.lab.cluster`) for people.
+
+The operator runs out of cluster, as `shepherd run` with exactly the arguments of the chart's Deployment
+(ports moved to free ones on 127.0.0.1), authenticated by a TokenRequest token of the chart's
+ServiceAccount: every call it makes is authorized by the chart's own RBAC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import yaml
+
+from shepherd.lab.controlplane import ControlPlane, ControlPlaneError, free_port
+from shepherd.lab.podsim import PodSimulator
+
+
+@dataclass(frozen=True)
+class InstalledChart:
+    """A Helm release of charts/shepherd, and what its rendered Deployment runs."""
+
+    name: str
+    namespace: str
+    service_account: str
+    args: tuple[str, ...]
+    manifests: tuple[dict[str, Any], ...]
+
+
+def helm(control_plane: ControlPlane, *args: str, input: str | None = None) -> str:
+    result = subprocess.run(
+        [str(control_plane.bin_dir / "helm"), "--kubeconfig", str(control_plane.kubeconfig), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        raise ControlPlaneError(f"helm {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+def install_chart(
+    control_plane: ControlPlane,
+    chart: Path,
+    *,
+    name: str = "shepherd",
+    namespace: str = "shepherd-system",
+    values: Mapping[str, Any] | None = None,
+) -> InstalledChart:
+    """`helm install` (or upgrade) of the chart; no operator pod runs (replicas 0) unless values say so."""
+    values = {"replicas": 0, **(values or {})}
+    helm(
+        control_plane,
+        "upgrade",
+        "--install",
+        name,
+        str(chart),
+        "--namespace",
+        namespace,
+        "--create-namespace",
+        "--values",
+        "-",
+        input=yaml.safe_dump(values),
+    )
+    manifests = tuple(
+        d for d in yaml.safe_load_all(helm(control_plane, "get", "manifest", name, "-n", namespace)) if d
+    )
+    deployment = next(d for d in manifests if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "operator")
+    return InstalledChart(
+        name=name,
+        namespace=namespace,
+        service_account=pod["serviceAccountName"],
+        args=tuple(container.get("args") or ()),
+        manifests=manifests,
+    )
+
+
+def local_args(args: Sequence[str]) -> list[str]:
+    """The chart's arguments with each served port moved to a free one on 127.0.0.1."""
+    moved: list[str] = []
+    for arg in args:
+        if arg.startswith("--metrics-port="):
+            arg = f"--metrics-port={free_port()}"
+        arg = re.sub(r"http://0\.0\.0\.0:\d+", lambda _: f"http://127.0.0.1:{free_port()}", arg)
+        moved.append(arg)
+    return moved
+
+
+@dataclass
+class OperatorProcess:
+    """`shepherd run` with the chart's arguments and its ServiceAccount's token, in its own process."""
+
+    control_plane: ControlPlane
+    chart: InstalledChart
+    workdir: Path
+    identity: str = "shepherd-0"
+    extra_args: Sequence[str] = ()
+    popen: subprocess.Popen[bytes] | None = None
+    args: list[str] = field(default_factory=list)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"operator-{self.identity}.log"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / f"operator-{self.chart.name}.kubeconfig"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.kubeconfig.exists():
+            self.control_plane.service_account_kubeconfig(
+                self.chart.namespace, self.chart.service_account, self.kubeconfig
+            )
+        self.args = [*local_args(self.chart.args), *self.extra_args]
+        environment = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "POD_NAME": self.identity,
+            "POD_NAMESPACE": self.chart.namespace,
+        }
+        shepherd = shutil.which("shepherd", path=str(Path(sys.executable).parent)) or "shepherd"
+        with self.log.open("ab") as sink:
+            self.popen = subprocess.Popen(
+                [shepherd, *self.args],
+                env=environment,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: no handler runs, nothing is flushed or released."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait()
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@contextlib.contextmanager
+def shepherd_on_control_plane(
+    bin_dir: Path, workdir: Path, chart: Path
+) -> Iterator[tuple[ControlPlane, PodSimulator, InstalledChart, OperatorProcess]]:
+    """The control plane, the pod simulator, the chart installed and its operator running."""
+    with ControlPlane(bin_dir, workdir) as control_plane, PodSimulator(control_plane.kubeconfig) as pods:
+        installed = install_chart(control_plane, chart)
+        with OperatorProcess(control_plane, installed, workdir) as operator:
+            yield control_plane, pods, installed, operator
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m shepherd.lab.cluster",
+        description="Start a real control plane on 127.0.0.1, install the chart with helm, run the operator "
+        "with the chart's ServiceAccount, and simulate the pods, until Ctrl-C.",
+    )
+    parser.add_argument("--bin-dir", type=Path, required=True, help="where `make cluster-binaries` built")
+    parser.add_argument("--chart", type=Path, required=True, help="charts/shepherd")
+    parser.add_argument("--workdir", type=Path, help="state and logs (default: a new temporary folder)")
+    options = parser.parse_args(argv)
+    workdir = options.workdir or Path(tempfile.mkdtemp(prefix="shepherd-cluster-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        with shepherd_on_control_plane(options.bin_dir, workdir, options.chart) as (
+            plane,
+            _,
+            chart,
+            operator,
+        ):
+            print(plane.version())
+            print(
+                f"Shepherd installed by helm as {chart.namespace}/{chart.name}; operator log: {operator.log}"
+            )
+            print("Logs of etcd, kube-apiserver and kube-controller-manager:", plane.logs)
+            print("Use it from another terminal (contexts: admin, alice, bob):\n")
+            print(f"  export KUBECONFIG={plane.kubeconfig}")
+            print("  kubectl apply -f examples/quickstart.yaml && kubectl get releases -w\n")
+            print("Press Ctrl-C to stop.", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+    except ControlPlaneError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""A real Kubernetes control plane on 127.0.0.1, for tests, benches and `make cluster`.
+
+etcd, kube-apiserver and kube-controller-manager are built from pinned Go modules (the module in
+controlplane/, `make cluster-binaries`) and started here as plain processes on free ports: the API server
+serves TLS, authenticates client certificates and ServiceAccount tokens, authorizes with RBAC and runs
+its default admission plugins (so ValidatingAdmissionPolicy is enforced); the controller manager runs the
+controllers a Release's workloads need. No kubelet runs: `shepherd.lab.podsim` plays the nodes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import trustme
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "helm", "kstatus")
+# What a Release's workloads need, and what keeps namespaces and pods working without a kubelet.
+CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "job-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "endpointslice-controller",
+    "root-ca-certificate-publisher-controller",
+    "clusterrole-aggregation-controller",
+    "validatingadmissionpolicy-status-controller",
+)
+SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/24"
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+ADMIN = "shepherd-admin"
+CONTROLLER_MANAGER = "system:kube-controller-manager"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be built, started or reached; the message says which part and why."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def binaries_problem(bin_dir: Path) -> str | None:
+    """Why the control plane's binaries cannot run from bin_dir, or None when they all can."""
+    missing = [name for name in BINARIES if not os.access(bin_dir / name, os.X_OK)]
+    if missing:
+        return (
+            f"missing in {bin_dir}: {', '.join(missing)}; build them with `make cluster-binaries` "
+            "(Go 1.26 and the Go module proxy)"
+        )
+    return None
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class ControlPlane:
+    """etcd, kube-apiserver and kube-controller-manager, started in `workdir` from `bin_dir`.
+
+    `kubeconfig` has the contexts `admin` (current; group system:masters) and one per user in `users`,
+    each with a client certificate and no rights but those RBAC grants it."""
+
+    bin_dir: Path
+    workdir: Path
+    users: Sequence[str] = ("alice", "bob")
+    apiserver_args: Sequence[str] = ()
+    processes: list[Process] = field(default_factory=list)
+    port: int = 0
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def pki(self) -> Path:
+        return self.workdir / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    def start(self, timeout: float = 120.0) -> None:
+        problem = binaries_problem(self.bin_dir)
+        if problem is not None:
+            raise ControlPlaneError(problem)
+        for folder in (self.pki, self.logs, self.workdir / "etcd"):
+            folder.mkdir(parents=True, exist_ok=True)
+        ca = self._write_pki()
+        self._write_kubeconfig(ca)
+        deadline = time.monotonic() + timeout
+        etcd = self._start_etcd()
+        self._wait(f"{etcd}/health", deadline, "etcd", tls=False)
+        self._start_apiserver(etcd)
+        self._wait(f"{self.url}/readyz", deadline, "kube-apiserver", tls=True)
+        self._start_controller_manager()
+        self._wait_for_default_service_account(deadline)
+
+    def stop(self) -> None:
+        """Stop every process by its PID, last started first; their logs stay in `logs`."""
+        for process in reversed(self.processes):
+            if process.popen.poll() is None:
+                process.popen.send_signal(signal.SIGTERM)
+                try:
+                    process.popen.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.popen.kill()
+                    process.popen.wait()
+        self.processes.clear()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of each process's log, for a failing test's report."""
+        parts = []
+        for log in sorted(self.logs.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {log.name} (last {len(tail)} lines)\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+    def version(self) -> str:
+        result = subprocess.run(
+            [str(self.bin_dir / "kube-apiserver"), "--version"], capture_output=True, text=True, check=True
+        )
+        return result.stdout.strip()
+
+    def service_account_kubeconfig(
+        self, namespace: str, name: str, path: Path, *, expiration_seconds: int = 86400
+    ) -> Path:
+        """A kubeconfig holding a TokenRequest token of ServiceAccount namespace/name, as a pod would get."""
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": expiration_seconds},
+        }
+        answer = self.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", request)
+        token = answer["status"]["token"]
+        config = self._kubeconfig_document(
+            contexts={f"{namespace}:{name}": {"token": token}}, current=f"{namespace}:{name}"
+        )
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """One admin call to the API server (JSON in, JSON out)."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, context=self._admin_tls(), timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")
+            raise ControlPlaneError(f"{method} {path}: HTTP {error.code}: {detail}") from error
+
+    def _write_pki(self) -> trustme.CA:
+        ca = trustme.CA(organization_name="shepherd lab")
+        ca.cert_pem.write_to_path(str(self.pki / "ca.crt"))
+        server = ca.issue_cert(
+            "127.0.0.1", "localhost", "kubernetes.default.svc", common_name="kube-apiserver"
+        )
+        server.private_key_pem.write_to_path(str(self.pki / "apiserver.key"))
+        server.cert_chain_pems[0].write_to_path(str(self.pki / "apiserver.crt"))
+        identities = {ADMIN: "system:masters", CONTROLLER_MANAGER: "system:masters"}
+        identities.update({user: "shepherd:users" for user in self.users})
+        for user, group in identities.items():
+            # The user is the certificate's CN, its group the O; the SAN only satisfies the library.
+            cert = ca.issue_cert(
+                f"{file_name(user)}.users.shepherd.lab", common_name=user, organization_name=group
+            )
+            cert.private_key_pem.write_to_path(str(self.pki / f"{file_name(user)}.key"))
+            cert.cert_chain_pems[0].write_to_path(str(self.pki / f"{file_name(user)}.crt"))
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (self.pki / "sa.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+        )
+        (self.pki / "sa.pub").write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        return ca
+
+    def _client_certificate(self, user: str) -> dict[str, str]:
+        return {
+            "client-certificate-data": _b64(self.pki / f"{file_name(user)}.crt"),
+            "client-key-data": _b64(self.pki / f"{file_name(user)}.key"),
+        }
+
+    def _kubeconfig_document(self, contexts: Mapping[str, Mapping[str, str]], current: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "shepherd-lab",
+                    "cluster": {"server": self.url, "certificate-authority-data": _b64(self.pki / "ca.crt")},
+                }
+            ],
+            "users": [{"name": name, "user": dict(credentials)} for name, credentials in contexts.items()],
+            "contexts": [
+                {"name": name, "context": {"cluster": "shepherd-lab", "user": name}} for name in contexts
+            ],
+            "current-context": current,
+        }
+
+    def _write_kubeconfig(self, ca: trustme.CA) -> None:
+        # The port is chosen before the kubeconfig is written; the API server is started on it next.
+        self.port = self.port or free_port()
+        contexts = {"admin": self._client_certificate(ADMIN)}
+        contexts.update({user: self._client_certificate(user) for user in self.users})
+        self.kubeconfig.write_text(yaml.safe_dump(self._kubeconfig_document(contexts, "admin")))
+        controller = {"controller-manager": self._client_certificate(CONTROLLER_MANAGER)}
+        (self.workdir / "controller-manager.kubeconfig").write_text(
+            yaml.safe_dump(self._kubeconfig_document(controller, "controller-manager"))
+        )
+
+    def _spawn(self, name: str, args: Sequence[str]) -> None:
+        log = self.logs / f"{name}.log"
+        with log.open("ab") as sink:
+            popen = subprocess.Popen(
+                [str(self.bin_dir / name), *args],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.processes.append(Process(name, popen, log))
+
+    def _start_etcd(self) -> str:
+        client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+        self._spawn(
+            "etcd",
+            [
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=default={peer}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        return client
+
+    def _start_apiserver(self, etcd: str) -> None:
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers={etcd}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                # The `kubernetes` Service's endpoints may not be loopback addresses; nothing here needs them.
+                "--endpoint-reconciler-type=none",
+                f"--secure-port={self.port}",
+                f"--tls-cert-file={self.pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={self.pki / 'apiserver.key'}",
+                f"--client-ca-file={self.pki / 'ca.crt'}",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={ISSUER}",
+                f"--service-account-key-file={self.pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={self.pki / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                "--allow-privileged=true",
+                "--profiling=false",
+                *self.apiserver_args,
+            ],
+        )
+
+    def _start_controller_manager(self) -> None:
+        self._spawn(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={self.workdir / 'controller-manager.kubeconfig'}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                f"--root-ca-file={self.pki / 'ca.crt'}",
+                f"--service-account-private-key-file={self.pki / 'sa.key'}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                # Deployments and Jobs are what the stories watch: answer their changes without delay.
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-job-syncs=10",
+            ],
+        )
+
+    def _admin_tls(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        context.load_cert_chain(str(self.pki / f"{ADMIN}.crt"), str(self.pki / f"{ADMIN}.key"))
+        return context
+
+    def _wait(self, url: str, deadline: float, name: str, *, tls: bool) -> None:
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                context = self._admin_tls() if tls else None
+                with urllib.request.urlopen(url, context=context, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError) as error:
+                last = str(error)
+            time.sleep(0.2)
+        raise ControlPlaneError(f"{name} was not ready at {url} in time ({last})\n{self.log_tail()}")
+
+    def _wait_for_default_service_account(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                self.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")
+                return
+            except ControlPlaneError:
+                time.sleep(0.2)
+        raise ControlPlaneError(
+            f"kube-controller-manager did not create the default ServiceAccount in time\n{self.log_tail()}"
+        )
+
+    def _check_alive(self) -> None:
+        for process in self.processes:
+            code = process.popen.poll()
+            if code is not None:
+                raise ControlPlaneError(f"{process.name} exited with {code}\n{self.log_tail()}")
+
+
+def file_name(user: str) -> str:
+    return user.replace(":", "-")
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
