@@ -60,6 +60,7 @@ class Runtime:
     own_writes: dict[ReleaseKey, deque[str]] = field(default_factory=dict)
     _wakers: dict[ReleaseKey, asyncio.Event] = field(default_factory=dict)
     _changed: dict[ReleaseKey, asyncio.Event] = field(default_factory=dict)  # the Release itself changed
+    _seen: dict[ReleaseKey, tuple[object, ...]] = field(default_factory=dict)  # its generation, annotations
     _dependents: dict[ReleaseKey, set[ReleaseKey]] = field(default_factory=dict)
     notifier: Notifier = field(init=False)
 
@@ -75,11 +76,17 @@ class Runtime:
     def wake(self, key: ReleaseKey) -> None:
         self.waker(key).set()
 
-    def release_changed(self, key: ReleaseKey, resource_version: str | None) -> None:
-        if resource_version is not None and resource_version in self.own_writes.get(key, ()):
-            return  # the echo of our own write: nothing new to see
-        self.waker(key).set()
-        self.changed(key).set()
+    def release_changed(
+        self, key: ReleaseKey, resource_version: str | None, generation: object, annotations: object
+    ) -> None:
+        if resource_version is None or resource_version not in self.own_writes.get(key, ()):
+            self.waker(key).set()  # anything but the echo of our own write
+        # A person's change (spec or annotations, e.g. a command) also ends a backoff; a status write
+        # (ours, even one whose echo comes before we know its resourceVersion) does not.
+        seen = (generation, repr(sorted(dict(annotations or {}).items())))  # type: ignore[call-overload]
+        if self._seen.get(key) != seen:
+            self._seen[key] = seen
+            self.changed(key).set()
 
     def wrote(self, key: ReleaseKey, resource_version: str) -> None:
         self.own_writes.setdefault(key, deque(maxlen=OWN_WRITES_KEPT)).append(resource_version)
@@ -90,7 +97,7 @@ class Runtime:
         if isinstance(error, Conflict) and state.attempt_number <= CONFLICT_RETRIES:
             return 0.0
         first = self.first_backoff_seconds
-        return float(exponential_jitter(initial=first, max=self.max_backoff_seconds, jitter=first)(state))
+        return float(exponential_jitter(multiplier=first, max=self.max_backoff_seconds, jitter=first)(state))
 
     async def sleep_unless_changed(self, key: ReleaseKey, seconds: float) -> None:
         """A backoff: only a change of the Release itself ends it early."""
@@ -119,6 +126,7 @@ class Runtime:
     def forget(self, key: ReleaseKey) -> None:
         self._wakers.pop(key, None)
         self._changed.pop(key, None)
+        self._seen.pop(key, None)
         self.own_writes.pop(key, None)
 
 
@@ -227,7 +235,12 @@ def _log_failure(key: ReleaseKey, state: RetryCallState) -> None:
 @kopf.on.event(GROUP, VERSION, PLURAL, registry=REGISTRY)
 async def release_changed(name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     if namespace:
-        memo.runtime.release_changed(ReleaseKey(namespace, name), body.metadata.get("resourceVersion"))
+        memo.runtime.release_changed(
+            ReleaseKey(namespace, name),
+            body.metadata.get("resourceVersion"),
+            body.metadata.get("generation"),
+            body.metadata.get("annotations"),
+        )
         memo.runtime.wake_dependents(ReleaseKey(namespace, name))
 
 

@@ -127,7 +127,7 @@ def test_the_pass_that_promotes_can_fail_at_any_write_and_stable_never_returns_t
         assert world.phase == "Paused" and world.status["canaryWeight"] == 75
         world.annotations[PROMOTE] = "true"
         writes = [False] * k + [True]
-        world.fails = lambda _write: writes.pop(0) if writes else False
+        world.fails = lambda _write, writes=writes: writes.pop(0) if writes else False
         world.reconcile()  # promotes: the status says Promoting, then the stable takes the new template
         failed_at_all = not writes
         world.fails = None
