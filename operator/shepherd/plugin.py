@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
+import durationpy
 import kubernetes.client
 import kubernetes.config
 import yaml
@@ -33,6 +34,7 @@ PIPED_WIDTH = 240
 console = Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 SETTLED = frozenset({"Succeeded", "RolledBack", "Failed"})
 WATCH_INTERVAL_SECONDS = 1.0
+POLL_SECONDS = 0.2
 MEASUREMENTS_SHOWN = 5
 # Phases in which an approval of the current revision can still let it through: before and while gating,
 # and after a failure (a retry gates the revision again).
@@ -130,6 +132,86 @@ def _annotate(target: Target, name: str, key: str, value: str) -> None:
         GROUP, VERSION, target.namespace, PLURAL, name, patch, _content_type=MERGE_PATCH
     )
     click.echo(f"release.{GROUP}/{name} {key} requested")
+
+
+def wait_options(command: Any) -> Any:
+    command = click.option(
+        "--timeout",
+        default="2m",
+        show_default=True,
+        help="How long to wait for the operator (Go duration: 30s, 5m).",
+    )(command)
+    return click.option(
+        "--wait/--no-wait",
+        default=True,
+        show_default=True,
+        help="Wait until the operator has acted on the command (an abort: until traffic is back on stable).",
+    )(command)
+
+
+def _command(target: Target, name: str, key: str, value: str, wait: bool, timeout: str) -> None:
+    """Annotate, then wait for the operator's acknowledgement in status.commands: one numbered after the
+    highest there before the annotation, for this annotation and value (the operator acts on each once)."""
+    try:
+        seconds = durationpy.from_str(timeout).total_seconds()
+    except Exception:
+        raise click.BadParameter(
+            f"{timeout!r} is not a duration such as 30s or 5m", param_hint="--timeout"
+        ) from None
+    before = max(
+        (c.get("seq", 0) for c in _get(target, name).get("status", {}).get("commands") or []), default=0
+    )
+    _annotate(target, name, key, value)
+    if not wait:
+        return
+    deadline = time.monotonic() + seconds
+    annotation = f"{GROUP}/{key}"
+
+    def acknowledged(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        return next(
+            (
+                c
+                for c in status.get("commands") or []
+                if c.get("seq", 0) > before and c.get("annotation") == annotation and c.get("value") == value
+            ),
+            None,
+        )
+
+    status, ack = _poll(target, name, deadline, acknowledged, f"the operator to act on {annotation}={value}")
+    outcome = str(ack.get("outcome", ""))
+    click.echo(f"release.{GROUP}/{name} {key}: {outcome}")
+    if key == "abort" and outcome == "rolling back":
+        status, _ = _poll(
+            target,
+            name,
+            deadline,
+            lambda s: s if s.get("phase") != "RollingBack" else None,
+            "the rollback to finish",
+        )
+        click.echo(
+            f"release.{GROUP}/{name} aborted: {status.get('phase')}, all traffic on revision "
+            f"{status.get('stableRevision')} ({status.get('stableVersion')})"
+        )
+
+
+def _poll(
+    target: Target,
+    name: str,
+    deadline: float,
+    found: Any,
+    what: str,
+) -> tuple[dict[str, Any], Any]:
+    while True:
+        status = _get(target, name).get("status") or {}
+        result = found(status)
+        if result is not None:
+            return status, result
+        if time.monotonic() >= deadline:
+            raise click.ClickException(
+                f"timed out waiting for {what}; see kubectl release status {name} "
+                f"(the command stays pending until the operator acts on it)"
+            )
+        time.sleep(POLL_SECONDS)  # a polling interval against the API server
 
 
 def _ready(status: Mapping[str, Any]) -> str:
@@ -263,10 +345,11 @@ def _history_table(state: Mapping[str, Any]) -> Table:
 @main.command()
 @click.argument("name")
 @click.option("--full", is_flag=True, help="Skip every remaining step, not just the current one.")
+@wait_options
 @click.pass_obj
-def promote(target: Target, name: str, full: bool) -> None:
+def promote(target: Target, name: str, full: bool, wait: bool, timeout: str) -> None:
     """Skip the current pause or step (or all of them with --full)."""
-    _annotate(target, name, "promote", "full" if full else "true")
+    _command(target, name, "promote", "full" if full else "true", wait, timeout)
 
 
 @main.command()
@@ -296,18 +379,20 @@ def _set_paused(target: Target, name: str, paused: bool) -> None:
 
 @main.command()
 @click.argument("name")
+@wait_options
 @click.pass_obj
-def abort(target: Target, name: str) -> None:
-    """Roll the revision in flight back now."""
-    _annotate(target, name, "abort", "true")
+def abort(target: Target, name: str, wait: bool, timeout: str) -> None:
+    """Roll the revision in flight back now; waits until all traffic is on the stable revision."""
+    _command(target, name, "abort", "true", wait, timeout)
 
 
 @main.command()
 @click.argument("name")
+@wait_options
 @click.pass_obj
-def retry(target: Target, name: str) -> None:
+def retry(target: Target, name: str, wait: bool, timeout: str) -> None:
     """Start a RolledBack or Failed revision again."""
-    _annotate(target, name, "retry", "true")
+    _command(target, name, "retry", "true", wait, timeout)
 
 
 @main.command()
@@ -465,7 +550,9 @@ def _api_message(error: ApiException) -> str:
     type=click.IntRange(min=1),
     help="Revision to roll back to (see `kubectl release history`); default: the previous stable one.",
 )
+@wait_options
 @click.pass_obj
-def rollback(target: Target, name: str, to_revision: int | None) -> None:
+def rollback(target: Target, name: str, to_revision: int | None, wait: bool, timeout: str) -> None:
     """Roll code and config back to a recorded revision, as a new revision through the usual steps."""
-    _annotate(target, name, "rollback", "previous" if to_revision is None else str(to_revision))
+    value = "previous" if to_revision is None else str(to_revision)
+    _command(target, name, "rollback", value, wait, timeout)

@@ -38,6 +38,28 @@ def test_status_promote_and_history_through_kubectl(cluster: Cluster) -> None:
     assert "Succeeded" in history and "1.1.0" in history
 
 
+def test_abort_waits_until_traffic_is_back_on_stable_and_says_so(cluster: Cluster) -> None:
+    with_plugin_on_path(cluster)
+    cluster.apply(quickstart_release("1.0.0"))
+    cluster.wait_phase("Succeeded", revision=1)
+    cluster.apply(quickstart_release("1.1.0", **HOLD))
+    cluster.wait_phase("Paused", revision=2)
+
+    said = cluster.kubectl("release", "abort", "shop", "--timeout", "45s").stdout.splitlines()
+    assert said == [
+        "release.shepherd.dev/shop abort requested",
+        "release.shepherd.dev/shop abort: rolling back",
+        "release.shepherd.dev/shop aborted: RolledBack, all traffic on revision 1 (1.0.0)",
+    ]
+    assert cluster.status()["phase"] == "RolledBack", "it returned once the abort took effect"
+    assert cluster.replicas() == {"shop-api": 4, "shop-web": 2}
+
+    again = cluster.kubectl("release", "abort", "shop").stdout
+    assert "abort: ignored: nothing to abort in phase RolledBack" in again
+    quick = cluster.kubectl("release", "retry", "shop", "--no-wait").stdout
+    assert quick.strip() == "release.shepherd.dev/shop retry requested"
+
+
 def test_missing_release_is_a_clear_error(cluster: Cluster) -> None:
     with_plugin_on_path(cluster)
     result = cluster.kubectl("release", "abort", "nope", check=False)

@@ -69,7 +69,10 @@ def test_kubectl_release_rollback_to_a_revision_and_to_the_previous_one(cluster:
     three_revisions(cluster)
 
     requested = cluster.kubectl("release", "rollback", "shop", "--to-revision", "1")
-    assert requested.stdout.strip() == "release.shepherd.dev/shop rollback requested"
+    assert requested.stdout.splitlines() == [
+        "release.shepherd.dev/shop rollback requested",
+        "release.shepherd.dev/shop rollback: rolling back to revision 1 (1.0.0) as revision 4",
+    ], "it waits for the operator's acknowledgement"
     cluster.wait_phase("Paused", revision=4)
     cluster.kubectl("release", "promote", "shop", "--full")
     cluster.wait_phase("Succeeded", revision=4)
