@@ -136,7 +136,7 @@ class Story:
             if predicate(status):
                 return status
             code = self.operator.popen.poll() if self.operator.popen else None
-            assert code is None or what == "operator stopped", f"the operator exited with {code}"
+            assert code is None, f"the operator exited with {code} while waiting for {what}"
             time.sleep(0.1)
         raise AssertionError(
             f"timed out after {timeout}s waiting for {what}; last status: {json.dumps(status)}"

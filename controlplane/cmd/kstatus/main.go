@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	kjson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
@@ -19,8 +20,9 @@ type verdict struct {
 }
 
 func judge(raw []byte) (verdict, error) {
+	// Kubernetes' own decoder: whole numbers become int64, as kstatus reads generations.
 	var obj map[string]interface{}
-	if err := json.Unmarshal(raw, &obj); err != nil {
+	if err := kjson.Unmarshal(raw, &obj); err != nil {
 		return verdict{}, fmt.Errorf("not a JSON object: %w", err)
 	}
 	result, err := status.Compute(&unstructured.Unstructured{Object: obj})

@@ -1,0 +1,120 @@
+"""The real-control-plane tier: kube-apiserver, etcd and kube-controller-manager built from pinned Go
+modules (`make cluster-binaries`), the chart installed by the real helm, the operator run with the chart's
+ServiceAccount token, pods played by `shepherd.lab.podsim`.
+
+Never skipped: without the binaries every test here fails, saying how to build them. One control plane
+serves the session; each test gets a namespace of its own and, when it asks, an operator of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+
+from shepherd.lab.cluster import InstalledChart, OperatorProcess, install_chart
+from shepherd.lab.controlplane import ControlPlane, binaries_problem
+from shepherd.lab.podsim import PodSimulator
+
+TESTS = Path(__file__).resolve().parents[1]
+REPO = TESTS.parent
+# tests/ holds the helpers the tiers share; pytest puts only this directory on sys.path.
+sys.path.insert(0, str(TESTS))
+
+from story import Kubectl, Story, kubectl_runner  # noqa: E402
+
+BIN_DIR = Path(os.environ.get("SHEPHERD_CLUSTER_BIN", REPO / ".cluster" / "bin"))
+CHART = REPO / "charts" / "shepherd"
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    problem = binaries_problem(BIN_DIR)
+    if problem is not None:
+        pytest.fail(f"the real control plane cannot start: {problem}", pytrace=False)
+    with ControlPlane(BIN_DIR, tmp_path_factory.mktemp("controlplane")) as plane:
+        yield plane
+
+
+@pytest.fixture(scope="session")
+def pods(control_plane: ControlPlane) -> Iterator[PodSimulator]:
+    with PodSimulator(control_plane.kubeconfig) as simulator:
+        yield simulator
+
+
+@pytest.fixture(scope="session")
+def chart(control_plane: ControlPlane) -> InstalledChart:
+    """charts/shepherd installed by helm in cluster-wide RBAC mode (no operator pod: replicas 0)."""
+    return install_chart(control_plane, CHART)
+
+
+@pytest.fixture(scope="session")
+def admin(control_plane: ControlPlane) -> Iterator[kubernetes.client.ApiClient]:
+    client = kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    with client:
+        yield client
+
+
+@pytest.fixture
+def namespace(admin: kubernetes.client.ApiClient) -> Iterator[str]:
+    name = f"story-{uuid.uuid4().hex[:8]}"
+    core = kubernetes.client.CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture
+def kubectl(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Kubectl:
+    """The real kubectl as the admin, in the test's namespace (`--context alice` to be alice)."""
+    return kubectl_runner(control_plane.kubeconfig, namespace, tmp_path / "kube-cache")
+
+
+@pytest.fixture
+def operator(
+    control_plane: ControlPlane, chart: InstalledChart, pods: PodSimulator, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """`shepherd run` with the chart's arguments and its ServiceAccount's token."""
+    with OperatorProcess(control_plane, chart, tmp_path) as process:
+        yield process
+
+
+@pytest.fixture
+def story(
+    control_plane: ControlPlane,
+    admin: kubernetes.client.ApiClient,
+    namespace: str,
+    kubectl: Kubectl,
+    operator: OperatorProcess,
+) -> Story:
+    return Story(admin, namespace, kubectl, operator)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """A failing story shows the operator's log and the control plane's, whose files are kept."""
+    report = yield
+    if report.failed and call.when == "call":  # type: ignore[attr-defined]
+        funcargs = getattr(item, "funcargs", {})
+        operator = funcargs.get("operator")
+        if isinstance(operator, OperatorProcess):
+            tail = "\n".join(operator.output().splitlines()[-80:])
+            report.sections.append(("operator log (last 80 lines)", tail))  # type: ignore[attr-defined]
+        plane = funcargs.get("control_plane")
+        if isinstance(plane, ControlPlane):
+            report.sections.append(("control plane logs", plane.log_tail(20)))  # type: ignore[attr-defined]
+            report.sections.append(("control plane folder", str(plane.workdir)))  # type: ignore[attr-defined]
+    return report
+
+
+from prometheus_fixtures import (  # noqa: E402,F401
+    exporter,
+    exporter_for_session,
+    prometheus,
+    prometheus_for_session,
+)
