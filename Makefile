@@ -14,11 +14,12 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CLUSTER_MODULE := controlplane
 CLUSTER_BIN    := .cluster/bin
 K8S_VERSION    = $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2}' $(CLUSTER_MODULE)/go.mod)
+HELM_VERSION   = $(shell awk '$$1 == "helm.sh/helm/v4" {print $$2}' $(CLUSTER_MODULE)/go.mod)
 VERSION_PKG    := k8s.io/component-base/version
 GO_LDFLAGS     = -s -w -X $(VERSION_PKG).gitVersion=$(K8S_VERSION) \
 	-X $(VERSION_PKG).gitMajor=$(word 1,$(subst ., ,$(K8S_VERSION:v%=%))) \
 	-X $(VERSION_PKG).gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION:v%=%))) \
-	-X $(VERSION_PKG).gitTreeState=clean
+	-X $(VERSION_PKG).gitTreeState=clean -X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -199,8 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chart", type=Path, required=True, help="charts/shepherd")
     parser.add_argument("--workdir", type=Path, help="state and logs (default: a new temporary folder)")
     options = parser.parse_args(argv)
-    workdir = options.workdir or Path(tempfile.mkdtemp(prefix="shepherd-cluster-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = (options.workdir or Path(tempfile.mkdtemp(prefix="shepherd-cluster-"))).resolve()
+    # A new control plane each time: an old etcd would hold objects signed by another CA.
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
     try:
         with shepherd_on_control_plane(options.bin_dir, workdir, options.chart) as (
             plane,
