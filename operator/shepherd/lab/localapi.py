@@ -234,6 +234,18 @@ def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def illegal_base64_position(value: str) -> int | None:
+    """Where Go's standard base64 decoder gives up on value, or None when it decodes."""
+    try:
+        base64.b64decode(value, validate=True)
+    except ValueError:
+        for index, char in enumerate(value):
+            if not (char.isascii() and (char.isalnum() or char in "+/=")):
+                return index
+        return len(value) - len(value) % 4
+    return None
+
+
 def api_error(code: int, reason: str, message: str, **details: Any) -> kmock.KubernetesError:
     return kmock.KubernetesError(status=code, reason=reason, message=message, details=details or None)
 
@@ -993,6 +1005,15 @@ class LocalKubernetes(kmock.KubernetesEmulator):
                 raise api_error(422, "Invalid", f"{message}: spec: Required value: {error}") from error
         if resource == NAMESPACES:
             obj["status"] = {"phase": "Active"}
+        if resource == SECRETS:
+            # Gap: a Secret's data is base64; kube-apiserver cannot decode anything else (400).
+            for value in (obj.get("data") or {}).values():
+                position = illegal_base64_position(str(value))
+                if position is not None:
+                    message = f"illegal base64 data at input byte {position}"
+                    raise api_error(
+                        400, "BadRequest", f'Secret in version "v1" cannot be handled as a Secret: {message}'
+                    )
         if resource == SECRETS and "stringData" in obj:
             # Gap: a real server merges a Secret's write-only stringData into data, base64-encoded.
             encoded = {
