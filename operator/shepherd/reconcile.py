@@ -109,6 +109,8 @@ async def reconcile(
         if notifier is not None:
             # Only now is the transition recorded: sent once, in the background, never holding the rollout.
             notifier.send(release, select(view, status, matched, now))
+    if metrics is not None:  # as the status write records the transition, before the actions
+        metrics.record(key.namespace, key.name, observe(old_status, status, view.annotations))
     await post_events(api, key, release, decision.events, now)
     wake_at = decision.wake_at
     try:
@@ -121,10 +123,10 @@ async def reconcile(
         status, event = record_rejection(view.generation, status, refused.rejection, clock())
         logger.warning("%s/%s: %s", key.namespace, key.name, event.message)
         own(await asyncio.to_thread(api.patch_status, key, status_patch(decision.status, status)))
+        if metrics is not None:
+            metrics.record(key.namespace, key.name, observe(decision.status, status, view.annotations))
         await post_events(api, key, release, (event,), now)
         wake_at = None
-    if metrics is not None:
-        metrics.record(key.namespace, key.name, observe(old_status, status, view.annotations))
     return Outcome(wake_at, tuple(releases))
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from simulation import ABORT, PROMOTE, RETRY, World, release_spec
+from test_properties import apply
 
 ROLLING_BACK = ("RollingBack", "RolledBack", "Failed")
 COMPONENTS = ("api", "web")
@@ -72,17 +72,8 @@ def test_failed_writes_never_move_a_rollout_backwards_nor_lose_or_repeat_a_comma
     given_commands: list[tuple[str, str]] = []
     replaced: set[tuple[str, str]] = set()  # overwritten by the next value before the operator saw them
     for number, (kind, value) in enumerate(sequence):
-        if kind == "wait":
-            world.now += timedelta(seconds=int(str(value)))
-        elif kind == "version":
-            world.set_spec(release_spec(str(value)))
-        elif kind == "unready":
-            world.unready.add(str(value))
-        elif kind == "ready":
-            world.unready.clear()
-            world.crashing.clear()
-        elif kind == "crash":
-            world.crashing.add(str(value))
+        if kind != "command":
+            apply(world, (kind, value))
         else:
             key, _, full = str(value).partition("=")
             command = (key, f"{full or 'once'}-{number}")
