@@ -49,7 +49,7 @@ TESTS = [
     Case("rolling-back", "Progressing", "aborted by shepherd.dev/abort: waiting for shop-api"),
     Case("rolled-back", "Degraded", "Aborted: revision 2 (1.1.0) rolled back: aborted by shepherd.dev/abort"),
     Case("failed", "Degraded", "ProgressDeadlineExceeded: revision 1 failed: not ready within"),
-    Case("invalid-spec", "Degraded", "InvalidSpec: invalid spec: spec.components[1].name: duplicate"),
+    Case("invalid-spec", "Degraded", "InvalidSpec: invalid spec: spec.components[0].dependsOn: dependsOn"),
     Case("unobserved-spec", "Progressing", "waiting for the operator to observe the new spec"),
     Case("no-status", "Progressing", "waiting for the operator to observe the new spec"),
 ]

@@ -43,7 +43,7 @@ TESTS = [
     Case("rolled-back", FAILED, "aborted by shepherd.dev/abort"),
     Case("failed", FAILED, "not ready within progressDeadline 2s"),
     Case("migration-failed", FAILED, "job/shop-migrate-schema-r2 failed"),
-    Case("invalid-spec", FAILED, "duplicate component name 'api'"),
+    Case("invalid-spec", FAILED, "dependsOn forms a cycle api -> web -> api"),
     # kstatus' known gap: with no status at all it assumes Current, until the operator's first write.
     Case("no-status", CURRENT, "Resource is current"),
 ]
