@@ -235,6 +235,14 @@ class KubeAPI:
             if error.status == 409:
                 raise Conflict(f"{kind or type(action).__name__} {name}: {_message(error)}") from error
             raise
+        except ValueError as error:
+            # The official client (37 and later) checks a body against its models before sending it: a
+            # template the API server would refuse (an `env` given as a string) never leaves the process.
+            kind, name = _written(action)
+            refused = _client_rejection(error, kind, name)
+            if refused is None:
+                raise
+            raise Rejected(refused) from error
         return None
 
     def _apply(self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]) -> None:
@@ -537,6 +545,21 @@ def _rejection(error: ApiException, kind: str, name: str) -> Rejection:
     causes = (_status_body(error).get("details") or {}).get("causes") or []
     fields = list(dict.fromkeys(str(c["field"]) for c in causes if isinstance(c, dict) and c.get("field")))
     return Rejection(kind, name, int(error.status or 0), _message(error), ", ".join(fields))
+
+
+def _client_rejection(error: ValueError, kind: str, name: str) -> Rejection | None:
+    """The client's model check in the API server's terms: the fields as paths, each with its problem."""
+    errors = getattr(error, "errors", None)
+    if not kind or not callable(errors):
+        return None
+    problems = []
+    for problem in errors():
+        # The location starts with the argument (its position or name) before the body's own path.
+        path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem["loc"][1:])
+        problems.append((path.lstrip("."), str(problem["msg"])))
+    message = "; ".join(f"{path}: {text}" for path, text in problems)
+    fields = ", ".join(dict.fromkeys(path for path, _ in problems))
+    return Rejection(kind, name, 0, message, fields)
 
 
 def _owned_selector(key: ReleaseKey) -> str:

@@ -107,3 +107,29 @@ def test_deleting_a_release_removes_what_it_owns_by_garbage_collection(story: St
         return not left["items"]
 
     story.wait_until("the garbage collector to delete the Deployments, ReplicaSets, pods and revisions", gone)
+
+
+def test_a_template_the_deployment_api_refuses_stalls_the_release_and_leaves_the_stable_running(
+    story: Story,
+) -> None:
+    story.apply(quickstart_release("1.0.0"))
+    story.wait_phase("Succeeded", revision=1)
+    bad = quickstart_release("1.1.0")
+    # The Release's schema keeps pod templates open; the real Deployment API refuses this one.
+    bad["spec"]["components"][0]["template"]["spec"]["containers"][0]["env"] = "LOG_LEVEL=debug"
+    story.apply(bad)
+
+    story.kubectl("wait", "--for=condition=Stalled", "release/shop", "--timeout=90s")
+    stalled = next(c for c in story.status()["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "InvalidTemplate"
+    assert "spec.template.spec.containers[0].env" in stalled["message"], stalled["message"]
+    assert any(e["reason"] == "InvalidTemplate" for e in story.events())
+    assert story.images() == {
+        "shop-api": "ghcr.io/example/shop-api:1.0.0",
+        "shop-web": "ghcr.io/example/shop-web:1.0.0",
+    }, "what runs is untouched"
+    assert story.replicas() == {"shop-api": 4, "shop-web": 2}
+
+    story.apply(quickstart_release("1.2.0"))  # fixed in git: the next generation goes on
+    status = story.wait_phase("Succeeded", revision=3)
+    assert not any(c["type"] == "Stalled" for c in status["conditions"])

@@ -25,13 +25,14 @@ REASON = "InvalidTemplate"
 class Rejection:
     kind: str  # Deployment, ConfigMap, Job, ControllerRevision
     name: str
-    code: int  # the HTTP status: 422, 400
-    message: str  # the API server's message
+    code: int  # the HTTP status: 422, 400; 0 when the client's own schema check refused it unsent
+    message: str  # the API server's message (or the client's)
     field: str = ""  # the offending field, when the server names one
 
     def describe(self) -> str:
         where = f" (field {self.field})" if self.field and self.field not in self.message else ""
-        return f"the API server refused {self.kind} {self.name}{where}: {self.message}"
+        who = "the API server" if self.code else "the Kubernetes API schema"
+        return f"{who} refused {self.kind} {self.name}{where}: {self.message}"
 
 
 def record_rejection(
