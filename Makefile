@@ -74,9 +74,10 @@ e2e: install
 test: install prometheus cluster-binaries lint typecheck
 	$(BIN)/pytest -q -rs -p no:cacheprovider tests
 
-bench: install prometheus
+bench: install prometheus cluster-binaries
 	$(BIN)/python bench/reconcile_cost.py
 	$(BIN)/python bench/rollback_latency.py
+	$(BIN)/python bench/scale.py --releases 1000 5000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .cluster

@@ -10,6 +10,7 @@ controllers a Release's workloads need. No kubelet runs: `shepherd.lab.podsim` p
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import signal
@@ -89,6 +90,8 @@ class ControlPlane:
     workdir: Path
     users: Sequence[str] = ("alice", "bob")
     apiserver_args: Sequence[str] = ()
+    # Log every request's metadata (who, verb, resource, when) to `audit_log`, for benches that count calls.
+    audit: bool = False
     processes: list[Process] = field(default_factory=list)
     port: int = 0
 
@@ -123,6 +126,25 @@ class ControlPlane:
     @property
     def logs(self) -> Path:
         return self.workdir / "logs"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.logs / "audit.jsonl"
+
+    def audited_requests(self, user: str, since: float = 0.0) -> list[dict[str, Any]]:
+        """The audit events of `user`'s requests received at or after `since` (a Unix time)."""
+        events = []
+        with self.audit_log.open(encoding="utf-8") as lines:
+            for line in lines:
+                event = json.loads(line)
+                if event["user"]["username"] != user:
+                    continue
+                received = datetime.datetime.fromisoformat(
+                    event["requestReceivedTimestamp"].replace("Z", "+00:00")
+                )
+                if received.timestamp() >= since:
+                    events.append(event)
+        return events
 
     def start(self, timeout: float = 120.0) -> None:
         problem = binaries_problem(self.bin_dir)
@@ -310,9 +332,27 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--allow-privileged=true",
                 "--profiling=false",
+                *self._audit_args(),
                 *self.apiserver_args,
             ],
         )
+
+    def _audit_args(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata"}],
+        }
+        (self.workdir / "audit-policy.yaml").write_text(yaml.safe_dump(policy))
+        return [
+            f"--audit-policy-file={self.workdir / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+        ]
 
     def _start_controller_manager(self) -> None:
         self._spawn(

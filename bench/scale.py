@@ -1,0 +1,246 @@
+"""Scale on the real control plane: many one-component Releases on one operator replica.
+
+For each N (one-component Releases, 1 replica each, spread over namespaces of 100):
+1. rollout: apply all N, time until every one is Succeeded;
+2. idle: a window of two resyncs with nothing changing: the operator's API requests per second by
+   verb (from the API server's audit log, so nothing the operator counts itself), its RSS and CPU;
+3. change latency: 20 times, a new version applied to one Release until its canary Deployment exists;
+4. due-step latency: 20 times, how late the step after a 1s pause starts (the status' stepSince of the
+   next step minus the pause's stepSince + 1s, both written by the operator);
+5. writes per canary step on one Release (POST/PUT/PATCH/DELETE in the audit log, per step taken).
+
+The operator runs as `shepherd run` with the chart's arguments and ServiceAccount token; the pod simulator
+marks pods ready. Run: make bench   (or .venv/bin/python bench/scale.py --releases 1000 5000)
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+from shepherd.lab.cluster import OperatorProcess, install_chart
+from shepherd.lab.controlplane import ControlPlane
+from shepherd.lab.podsim import PodSimulator
+
+REPO = Path(__file__).resolve().parents[1]
+GROUP, VERSION, PLURAL = "shepherd.dev", "v1alpha1", "releases"
+PER_NAMESPACE = 100
+SAMPLES = 20
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def release(
+    name: str, namespace: str, version: str, steps: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    container = {"name": "app", "image": f"registry.example/app:{version}"}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": PLURAL[:-1].capitalize(),
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "version": version,
+            "components": [{"name": "app", "replicas": 1, "template": {"spec": {"containers": [container]}}}],
+            "strategy": {"canary": {"steps": steps or [{"setWeight": 50}, {"pause": {}}]}},
+        },
+    }
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, poll: float = 0.01) -> float:
+    """Seconds until check() holds; fails the bench past the timeout."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(poll)
+    return time.monotonic() - started
+
+
+def stamp(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def canary_exists(apps: Any, namespace: str, name: str) -> bool:
+    try:
+        apps.read_namespaced_deployment(f"{name}-app-canary", namespace)
+    except kubernetes.client.ApiException:
+        return False
+    return True
+
+
+def at_the_hold(custom: Any, namespace: str, name: str, seen: dict[int, float]) -> bool:
+    """Whether revision 2 holds at its indefinite pause; records when each step started (stepSince)."""
+    status = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status") or {}
+    if status.get("revision") == 2 and status.get("stepSince"):
+        seen.setdefault(status.get("currentStep", -1), stamp(status["stepSince"]))
+    return bool(
+        status.get("revision") == 2 and status.get("phase") == "Paused" and status.get("currentStep") == 2
+    )
+
+
+class Process:
+    """CPU seconds and RSS of one process, from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.ticks
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+
+def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {"releases": count}
+    with (
+        ControlPlane(REPO / ".cluster" / "bin", workdir, audit=True) as plane,
+        PodSimulator(plane.kubeconfig),
+    ):
+        chart = install_chart(plane, REPO / "charts" / "shepherd", values={"resync": resync})
+        operator_user = f"system:serviceaccount:{chart.namespace}:{chart.service_account}"
+        admin = kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))
+        core = kubernetes.client.CoreV1Api(admin)
+        custom: Any = kubernetes.client.CustomObjectsApi(admin)
+        apps = kubernetes.client.AppsV1Api(admin)
+        namespaces = [f"scale-{i}" for i in range((count + PER_NAMESPACE - 1) // PER_NAMESPACE)]
+        for namespace in namespaces:
+            core.create_namespace({"metadata": {"name": namespace}})
+        names = [(namespaces[i // PER_NAMESPACE], f"app-{i}") for i in range(count)]
+
+        with OperatorProcess(plane, chart, workdir) as operator:
+            assert operator.popen is not None
+            process = Process(operator.popen.pid)
+            started = time.monotonic()
+            for namespace, name in names:
+                custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, release(name, namespace, "1")
+                )
+            results["apply_seconds"] = time.monotonic() - started
+
+            def succeeded() -> bool:
+                listed = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+                phases = [(r.get("status") or {}).get("phase") for r in listed["items"]]
+                return phases.count("Succeeded") == count
+
+            wait_for(f"{count} Releases to succeed", succeeded, timeout=60 + count * 0.5, poll=1.0)
+            results["all_succeeded_seconds"] = time.monotonic() - started
+
+            window = 2 * float(resync.removesuffix("s")) + 1
+            cpu_before, window_start = process.cpu_seconds(), time.time()
+            time.sleep(window)  # the idle window itself is what is measured, not a synchronisation
+            cpu_used, window_end = process.cpu_seconds() - cpu_before, time.time()
+            idle = [
+                e
+                for e in plane.audited_requests(operator_user, window_start)
+                if e["stage"] == "ResponseComplete"
+            ]
+            idle = [e for e in idle if stamp(e["requestReceivedTimestamp"]) <= window_end]
+            by_verb = collections.Counter(e["verb"] for e in idle if e["verb"] != "watch")
+            results["idle_window_seconds"] = window_end - window_start
+            results["idle_requests_per_second"] = {
+                v: n / (window_end - window_start) for v, n in sorted(by_verb.items())
+            }
+            results["idle_requests_per_second_per_release"] = (
+                sum(by_verb.values()) / (window_end - window_start) / count
+            )
+            results["idle_cpu_share"] = cpu_used / (window_end - window_start)
+            results["rss_mib"] = process.rss_mib()
+
+            latencies = []
+            for index in range(SAMPLES):
+                namespace, name = names[index * count // SAMPLES]
+                changed = time.monotonic()
+                custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    {
+                        "spec": {
+                            "version": "2",
+                            "components": release(name, namespace, "2")["spec"]["components"],
+                        }
+                    },
+                )
+
+                wait_for("a canary", functools.partial(canary_exists, apps, namespace, name), timeout=60)
+                latencies.append(time.monotonic() - changed)
+            results["change_to_canary_seconds"] = {
+                "p50": percentile(latencies, 0.5),
+                "p99": percentile(latencies, 0.99),
+            }
+
+            lateness, step_writes = [], []
+            steps = [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"pause": {}}]
+            for index in range(SAMPLES):
+                namespace, name = names[(index * count // SAMPLES + 1) % count]
+                before = time.time()
+                body = release(name, namespace, "3", steps)
+                custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, {"spec": body["spec"]}
+                )
+                seen: dict[int, float] = {}
+
+                wait_for(
+                    "the hold", functools.partial(at_the_hold, custom, namespace, name, seen), timeout=60
+                )
+                if 1 in seen:
+                    lateness.append(seen[2] - (seen[1] + 1.0))
+                writes = [
+                    e
+                    for e in plane.audited_requests(operator_user, before)
+                    if e["stage"] == "ResponseComplete" and e["verb"] in WRITES
+                ]
+                step_writes.append(len(writes) / len(steps))
+            results["due_step_lateness_seconds"] = {
+                "p50": percentile(lateness, 0.5),
+                "p99": percentile(lateness, 0.99),
+                "samples": len(lateness),
+            }
+            results["writes_per_canary_step"] = sum(step_writes) / len(step_writes)
+        admin.close()
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--releases", type=int, nargs="+", default=[1000])
+    parser.add_argument(
+        "--resync", default="10s", help="the operator's safety-net resync (seconds, e.g. 10s)"
+    )
+    options = parser.parse_args(argv)
+    for count in options.releases:
+        workdir = Path(tempfile.mkdtemp(prefix=f"shepherd-scale-{count}-"))
+        try:
+            print(json.dumps(bench(count, options.resync, workdir), indent=2), flush=True)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
