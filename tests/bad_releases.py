@@ -198,10 +198,30 @@ def with_config(*mutations: Mutation) -> Mutation:
 
 
 class BadRelease(NamedTuple):
+    """One bad Release and how it is rejected.
+
+    Offline (`shepherd.crdschema.validate`, `shepherd lint`) there is a violation at `field` whose message
+    contains `message`. The API server, asked for strict field validation as `kubectl apply` does
+    (fieldValidation=Strict), names `server_field` among the causes of its 422 and has `message` in its
+    message, with the same words: where `server_field` is None, its answer has no causes and only its message
+    is checked (`field` is then a field its message names).
+    """
+
     id: str
     mutate: Mutation
     field: str
+    """The field the error names: the API server's path ("spec.config[0].data.KEY" for a schema error of a
+    map value, "spec.gates[1]" for a list-type or CEL error)."""
     message: str
+    """A part of the message, in the API server's words."""
+    per_field_cause: bool = True
+    """False where the API server answers without a cause per field: a 400 "strict decoding error: unknown
+    field" (an unknown field, kubectl's default), or a body of an apiVersion it cannot decode."""
+
+    @property
+    def server_field(self) -> str | None:
+        """The field among the causes of the API server's 422; None where its answer (a 400) has no causes."""
+        return self.field if self.per_field_cause else None
 
 
 STEPS = "spec.strategy.canary.steps"
@@ -218,10 +238,15 @@ HOOK = "spec.notifications[0]"
 
 BAD_RELEASES = [
     BadRelease("missing-version", removing("spec.version"), "spec.version", "Required value"),
-    BadRelease("empty-version", setting("spec.version", ""), "spec.version", "at least 1 characters"),
-    BadRelease("version-with-space", setting("spec.version", "1.0 beta"), "spec.version", "must match"),
     BadRelease(
-        "version-64-chars", setting("spec.version", "1" * 64), "spec.version", "at most 63 characters"
+        "empty-version", setting("spec.version", ""), "spec.version", "should be at least 1 chars long"
+    ),
+    BadRelease("version-with-space", setting("spec.version", "1.0 beta"), "spec.version", "should match"),
+    BadRelease(
+        "version-64-chars",
+        setting("spec.version", "1" * 64),
+        "spec.version",
+        "Too long: may not be more than 63 bytes",
     ),
     BadRelease(
         "version-not-a-string", setting("spec.version", 1.0), "spec.version", "must be of type string"
@@ -233,7 +258,7 @@ BAD_RELEASES = [
         "malformed-progress-deadline",
         setting("spec.progressDeadline", "10 minutes"),
         "spec.progressDeadline",
-        "must match",
+        "should match",
     ),
     BadRelease("missing-components", removing("spec.components"), "spec.components", "Required value"),
     BadRelease("no-components", setting("spec.components", []), "spec.components", "at least 1 items"),
@@ -247,7 +272,7 @@ BAD_RELEASES = [
         "component-name-uppercase",
         setting("spec.components[0].name", "API"),
         "spec.components[0].name",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "duplicate-component-names",
@@ -277,7 +302,7 @@ BAD_RELEASES = [
         "depends-on-a-malformed-name",
         setting("spec.components[1].dependsOn", ["API"]),
         "spec.components[1].dependsOn[0]",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "component-without-name",
@@ -321,8 +346,8 @@ BAD_RELEASES = [
     BadRelease(
         "pod-label-not-a-string",
         setting("spec.components[0].template.metadata", {"labels": {"app.kubernetes.io/part-of": 1}}),
-        "spec.components[0].template.metadata.labels[app.kubernetes.io/part-of]",
-        "must be of type string",
+        "spec.components[0].template.metadata.labels.app.kubernetes.io/part-of",
+        'must be of type string: "integer"',
     ),
     BadRelease(
         "weight-101",
@@ -351,7 +376,7 @@ BAD_RELEASES = [
         "malformed-pause-duration",
         setting(f"{STEPS}[1].pause.duration", "10 minutes"),
         f"{STEPS}[1].pause.duration",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "trafficRouting-with-no-kind",
@@ -360,7 +385,7 @@ BAD_RELEASES = [
         "exactly one routing kind: replicas",
     ),
     BadRelease(
-        "bad-bake-duration", setting("spec.postRelease.bake", "5"), "spec.postRelease.bake", "must match"
+        "bad-bake-duration", setting("spec.postRelease.bake", "5"), "spec.postRelease.bake", "should match"
     ),
     BadRelease(
         "revisionHistoryLimit-0",
@@ -379,8 +404,15 @@ BAD_RELEASES = [
         setting(f"{STEPS}[0].setweight", 30),
         f"{STEPS}[0].setweight",
         f'unknown field "{STEPS}[0].setweight"',
+        per_field_cause=False,
     ),
-    BadRelease("unknown-field-in-spec", setting("spec.replicas", 3), "spec.replicas", "unknown field"),
+    BadRelease(
+        "unknown-field-in-spec",
+        setting("spec.replicas", 3),
+        "spec.replicas",
+        'unknown field "spec.replicas"',
+        per_field_cause=False,
+    ),
     # spec.analysis and the steps and bake that refer to it
     BadRelease(
         "analysis-without-prometheus",
@@ -398,13 +430,13 @@ BAD_RELEASES = [
         "prometheus-address-without-scheme",
         with_analysis(setting(f"{PROMETHEUS}.address", "prometheus.monitoring:9090")),
         f"{PROMETHEUS}.address",
-        "must match the regular expression '^https?://'",
+        "should match '^https?://'",
     ),
     BadRelease(
         "prometheus-address-2049-chars",
         with_analysis(setting(f"{PROMETHEUS}.address", "http://" + "p" * 2042)),
         f"{PROMETHEUS}.address",
-        "at most 2048 characters",
+        "Too long: may not be more than 2048 bytes",
     ),
     BadRelease(
         "secretRef-without-name",
@@ -424,20 +456,20 @@ BAD_RELEASES = [
     BadRelease(
         "header-value-not-a-string",
         with_analysis(setting(f"{PROMETHEUS}.headers", {"X-Scope-OrgID": 42})),
-        f"{PROMETHEUS}.headers[X-Scope-OrgID]",
-        "must be of type string",
+        f"{PROMETHEUS}.headers.X-Scope-OrgID",
+        'must be of type string: "integer"',
     ),
     BadRelease(
         "malformed-query-timeout",
         with_analysis(setting(f"{PROMETHEUS}.timeout", "10")),
         f"{PROMETHEUS}.timeout",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "malformed-analysis-interval",
         with_analysis(setting("spec.analysis.interval", "30 seconds")),
         "spec.analysis.interval",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "no-metrics",
@@ -463,7 +495,7 @@ BAD_RELEASES = [
         "metric-name-with-underscore",
         with_analysis(setting(f"{METRIC}.name", "error_rate")),
         f"{METRIC}.name",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "metric-without-query",
@@ -475,7 +507,7 @@ BAD_RELEASES = [
         "empty-query",
         with_analysis(setting(f"{METRIC}.query", "")),
         f"{METRIC}.query",
-        "at least 1 characters",
+        "should be at least 1 chars long",
     ),
     BadRelease(
         "metric-without-criterion",
@@ -523,7 +555,7 @@ BAD_RELEASES = [
         "malformed-metric-interval",
         with_analysis(setting(f"{METRIC}.interval", "1 minute")),
         f"{METRIC}.interval",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "dryRun-not-a-boolean",
@@ -559,7 +591,7 @@ BAD_RELEASES = [
         "percent-without-percent-sign",
         with_analysis(setting(f"{COMPARE}.maxIncrease", "10")),
         f"{COMPARE}.maxIncrease",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "unknown-test",
@@ -571,7 +603,7 @@ BAD_RELEASES = [
         "alpha-1.5",
         with_analysis(setting(COMPARE, {"baseline": "stable", "test": "mann-whitney", "alpha": 1.5})),
         f"{COMPARE}.alpha",
-        "less than or equal to 1",
+        "in body should be less than 1",
     ),
     BadRelease(
         "alpha-without-test",
@@ -631,7 +663,8 @@ BAD_RELEASES = [
         "unknown-field-in-metric",
         with_analysis(setting(f"{METRIC}.threshold", 0.01)),
         f"{METRIC}.threshold",
-        "unknown field",
+        f'unknown field "{METRIC}.threshold"',
+        per_field_cause=False,
     ),
     # spec.config
     BadRelease(
@@ -644,13 +677,13 @@ BAD_RELEASES = [
         "config-name-uppercase",
         with_config(setting("spec.config[0].name", "Shop-Config")),
         "spec.config[0].name",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "config-name-243-chars",
         with_config(setting("spec.config[0].name", "c" * 243)),
         "spec.config[0].name",
-        "at most 242 characters",
+        "Too long: may not be more than 242 bytes",
     ),
     BadRelease(
         "config-without-name",
@@ -661,14 +694,14 @@ BAD_RELEASES = [
     BadRelease(
         "config-value-not-a-string",
         with_config(setting("spec.config[0].data.PORT", 8080)),
-        "spec.config[0].data[PORT]",
-        "must be of type string",
+        "spec.config[0].data.PORT",
+        'must be of type string: "integer"',
     ),
     BadRelease(
         "binary-data-not-base64",
         with_config(setting("spec.config[1].binaryData.cert", "not base64!")),
-        "spec.config[1].binaryData[cert]",
-        "must be base64-encoded",
+        "spec.config[1].binaryData.cert",
+        'must be of type byte: "not base64!"',
     ),
     BadRelease(
         "key-in-data-and-binaryData",
@@ -692,7 +725,8 @@ BAD_RELEASES = [
         "unknown-field-in-config",
         with_config(setting("spec.config[0].immutable", True)),
         "spec.config[0].immutable",
-        "unknown field",
+        'unknown field "spec.config[0].immutable"',
+        per_field_cause=False,
     ),
     # spec.migrations
     BadRelease(
@@ -711,7 +745,7 @@ BAD_RELEASES = [
         "migration-name-not-a-dns-label",
         with_migrations(setting("spec.migrations[0].name", "Schema_v2")),
         "spec.migrations[0].name",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "migration-without-template",
@@ -753,13 +787,14 @@ BAD_RELEASES = [
         "malformed-migration-timeout",
         with_migrations(setting("spec.migrations[0].timeout", "15 minutes")),
         "spec.migrations[0].timeout",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "unknown-field-in-migration",
         with_migrations(setting("spec.migrations[0].down", {})),
         "spec.migrations[0].down",
-        "unknown field",
+        'unknown field "spec.migrations[0].down"',
+        per_field_cause=False,
     ),
     # spec.gates
     BadRelease(
@@ -810,19 +845,20 @@ BAD_RELEASES = [
         "malformed-gate-timeout",
         with_gates(setting("spec.gates[0].timeout", "3 days")),
         "spec.gates[0].timeout",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "unknown-field-in-gate",
         with_gates(setting("spec.gates[0].approvers", ["alice"])),
         "spec.gates[0].approvers",
         'unknown field "spec.gates[0].approvers"',
+        per_field_cause=False,
     ),
     BadRelease(
         "webhook-url-without-scheme",
         with_gates(setting(f"{WEBHOOK}.url", "ci.example/status")),
         f"{WEBHOOK}.url",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "webhook-method-put",
@@ -834,7 +870,7 @@ BAD_RELEASES = [
         "webhook-interval-zero",
         with_gates(setting(f"{WEBHOOK}.interval", "0")),
         f"{WEBHOOK}.interval",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "webhook-secret-without-name",
@@ -888,13 +924,16 @@ BAD_RELEASES = [
         "start-without-leading-zero",
         with_gates(setting(f"{WINDOW}.start", "9:00")),
         f"{WINDOW}.start",
-        "must match",
+        "should match",
     ),
     BadRelease(
-        "start-24:00", with_gates(setting(f"{WINDOW}.start", "24:00")), f"{WINDOW}.start", "must match"
+        "start-24:00", with_gates(setting(f"{WINDOW}.start", "24:00")), f"{WINDOW}.start", "should match"
     ),
     BadRelease(
-        "end-with-seconds", with_gates(setting(f"{WINDOW}.end", "16:00:00")), f"{WINDOW}.end", "at most 5"
+        "end-with-seconds",
+        with_gates(setting(f"{WINDOW}.end", "16:00:00")),
+        f"{WINDOW}.end",
+        "may not be more than 5 bytes",
     ),
     BadRelease(
         "window-without-end", with_gates(removing(f"{WINDOW}.end")), f"{WINDOW}.end", "Required value"
@@ -934,13 +973,13 @@ BAD_RELEASES = [
         "release-gate-namespace-uppercase",
         with_gates(setting(f"{DEPENDENCY}.namespace", "Prod")),
         f"{DEPENDENCY}.namespace",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "release-gate-with-bad-version",
         with_gates(setting(f"{DEPENDENCY}.version", "3.1.0 final")),
         f"{DEPENDENCY}.version",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "release-gate-naming-this-release",
@@ -989,7 +1028,8 @@ BAD_RELEASES = [
         "notification-url-in-the-spec",
         with_notifications(setting(f"{HOOK}.webhook.url", "https://hooks.example/T000")),
         f"{HOOK}.webhook.url",
-        "unknown field",
+        f'unknown field "{HOOK}.webhook.url"',
+        per_field_cause=False,
     ),
     BadRelease(
         "notification-secret-without-key",
@@ -1001,13 +1041,14 @@ BAD_RELEASES = [
         "notification-secret-in-another-namespace",
         with_notifications(setting(f"{HOOK}.webhook.urlSecretRef.namespace", "kube-system")),
         f"{HOOK}.webhook.urlSecretRef.namespace",
-        "unknown field",
+        f'unknown field "{HOOK}.webhook.urlSecretRef.namespace"',
+        per_field_cause=False,
     ),
     BadRelease(
         "notification-secret-name-uppercase",
         with_notifications(setting(f"{HOOK}.webhook.urlSecretRef.name", "Slack")),
         f"{HOOK}.webhook.urlSecretRef.name",
-        "must match",
+        "should match",
     ),
     BadRelease(
         "two-notifications-to-one-secret-key",
@@ -1031,9 +1072,13 @@ BAD_RELEASES = [
         "name-longer-than-63", setting("metadata.name", "s" * 64), "metadata.name", "at most 63 characters"
     ),
     BadRelease(
-        "unserved-version", setting("apiVersion", "shepherd.dev/v1"), "apiVersion", '"shepherd.dev/v1alpha1"'
+        "unserved-version",
+        setting("apiVersion", "shepherd.dev/v1"),
+        "apiVersion",
+        'Release in version "v1" cannot be handled as a Release',
+        per_field_cause=False,
     ),
-    BadRelease("wrong-kind", setting("kind", "Rollout"), "kind", 'supported values: "Release"'),
+    BadRelease("wrong-kind", setting("kind", "Rollout"), "kind", 'Invalid value: "Rollout": must be Release'),
     BadRelease("unknown-phase", setting("status", {"phase": "Done"}), "status.phase", '"Succeeded"'),
     BadRelease(
         "condition-time-not-rfc3339",
@@ -1052,6 +1097,6 @@ BAD_RELEASES = [
             },
         ),
         "status.conditions[0].lastTransitionTime",
-        "RFC 3339 date-time",
+        'must be of type date-time: "now"',
     ),
 ]

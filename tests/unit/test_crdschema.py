@@ -36,7 +36,7 @@ from bad_releases import (
 )
 from shepherd.core.spec import NOTIFICATION_EVENTS
 from shepherd.core.status import Phase
-from shepherd.crdschema import Violation, apply_defaults, load_crd, validate
+from shepherd.crdschema import RULES_NOT_CHECKED, Violation, apply_defaults, load_crd, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -90,12 +90,18 @@ def test_the_corpus_has_at_least_one_bad_release_per_rule() -> None:
 def test_cel_rules_are_skipped_after_a_type_error(crd: dict[str, Any]) -> None:
     release = quickstart_release()
     setting("spec.components[0].replicas", "four")(release)
-    setting("spec.components[1].name", "api")(release)  # a duplicate only CEL reports
+    setting(f"{STEPS}[2].setWeight", 10)(release)  # decreasing weights, which only a CEL rule reports
 
-    violations = validate(crd, release)
-
-    assert [v.field for v in violations] == ["spec.components[0].replicas", ""]
-    assert "some validation rules were not checked" in violations[-1].message
+    assert validate(crd, release) == [
+        Violation(
+            "spec.components[0].replicas",
+            'Invalid value: "string": spec.components[0].replicas in body must be of type integer: "string"',
+        ),
+        RULES_NOT_CHECKED,
+    ]
+    assert str(RULES_NOT_CHECKED).startswith(
+        "<nil>: Invalid value: null: some validation rules were not checked"
+    )
 
 
 def test_a_violation_reads_like_kubectl(crd: dict[str, Any]) -> None:
@@ -103,7 +109,8 @@ def test_a_violation_reads_like_kubectl(crd: dict[str, Any]) -> None:
     setting(f"{STEPS}[4].setWeight", 101)(release)
 
     assert [str(v) for v in validate(crd, release)] == [
-        f"{STEPS}[4].setWeight: Invalid value: 101: must be less than or equal to 100"
+        f"{STEPS}[4].setWeight: Invalid value: 101: "
+        f"{STEPS}[4].setWeight in body should be less than or equal to 100"
     ]
 
 
@@ -112,7 +119,73 @@ def test_a_null_field_is_pruned_before_validation_as_the_api_server_does(crd: di
     setting(f"{STEPS}[1].pause", None)(release)
 
     assert validate(crd, release) == [
-        Violation(f"{STEPS}[1]", "each canary step must set exactly one of setWeight, pause or analysis")
+        Violation(
+            f"{STEPS}[1]",
+            "Invalid value: each canary step must set exactly one of setWeight, pause or analysis",
+        )
+    ]
+
+
+def test_a_repeated_list_map_key_is_a_duplicate_value_before_the_cel_rule(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    setting("spec.components[1].name", "api")(release)
+
+    assert validate(crd, release) == [
+        Violation("spec.components[1]", 'Duplicate value: {"name":"api"}'),
+        Violation(
+            "spec.components", "Invalid value: spec.components names must be unique within the Release"
+        ),
+    ]
+
+
+def test_unknown_fields_are_reported_alone_and_sorted_as_strict_decoding_does(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    setting("spec.version", "not a version")(release)
+    setting(f"{STEPS}[0].setweight", 30)(release)
+    setting("spec.replicas", 3)(release)
+    setting("spec.components[0].name", {"first": "api"})(release)  # keys where the schema has a string
+
+    assert [v.field for v in validate(crd, release)] == [
+        "spec.components[0].name.first",
+        "spec.replicas",
+        f"{STEPS}[0].setweight",
+    ]
+    assert validate(crd, release)[1] == Violation("spec.replicas", 'unknown field "spec.replicas"')
+
+
+def test_only_the_first_failing_string_bound_is_reported(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    setting("spec.version", "not a version " * 5)(release)  # too long and off the pattern
+
+    assert validate(crd, release) == [
+        Violation("spec.version", "Too long: may not be more than 63 bytes"),
+        RULES_NOT_CHECKED,
+    ]
+
+
+def test_a_fraction_where_an_integer_belongs_is_also_out_of_range(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    setting("spec.components[0].replicas", 2.5)(release)
+
+    assert [str(v) for v in validate(crd, release)] == [
+        'spec.components[0].replicas: Invalid value: "number": '
+        'spec.components[0].replicas in body must be of type integer: "number"',
+        '<nil>: Invalid value: "": Checked value must be of type integer (default format) in '
+        "spec.components[0].replicas",
+        str(RULES_NOT_CHECKED),
+    ]
+
+
+def test_an_api_version_of_another_group_does_not_match(crd: dict[str, Any]) -> None:
+    release = quickstart_release()
+    setting("apiVersion", "argoproj.io/v1alpha1")(release)
+
+    assert validate(crd, release) == [
+        Violation(
+            "apiVersion",
+            "the API version in the data (argoproj.io/v1alpha1) does not match the expected API version "
+            "(shepherd.dev/v1alpha1)",
+        )
     ]
 
 
@@ -391,7 +464,10 @@ def test_an_approval_is_valid(approval_crd: dict[str, Any]) -> None:
     [
         pytest.param(removing("spec.approver"), "spec.approver", "Required value", id="missing-approver"),
         pytest.param(
-            setting("spec.approver", ""), "spec.approver", "at least 1 characters", id="empty-approver"
+            setting("spec.approver", ""),
+            "spec.approver",
+            "should be at least 1 chars long",
+            id="empty-approver",
         ),
         pytest.param(
             setting("spec.revision", 0), "spec.revision", "greater than or equal to 1", id="revision-0"
@@ -402,10 +478,13 @@ def test_an_approval_is_valid(approval_crd: dict[str, Any]) -> None:
         ),
         pytest.param(removing("spec.release"), "spec.release", "Required value", id="missing-release"),
         pytest.param(
-            setting("spec.release", "shop/prod"), "spec.release", "must match", id="release-not-a-name"
+            setting("spec.release", "shop/prod"), "spec.release", "should match", id="release-not-a-name"
         ),
         pytest.param(
-            setting("spec.comment", "x" * 1025), "spec.comment", "at most 1024 characters", id="long-comment"
+            setting("spec.comment", "x" * 1025),
+            "spec.comment",
+            "Too long: may not be more than 1024 bytes",
+            id="long-comment",
         ),
         pytest.param(
             setting("spec.approvers", ["bob"]), "spec.approvers", "unknown field", id="unknown-field"
@@ -527,20 +606,20 @@ def selecting(*expressions: dict[str, Any]) -> Mutation:
         pytest.param(
             setting(f"{FREEZE}.reason", ""),
             f"{FREEZE}.reason",
-            "at least 1 characters",
+            "should be at least 1 chars long",
             id="freeze-empty-reason",
         ),
         pytest.param(
             setting(f"{FREEZE}.reason", "x" * 257),
             f"{FREEZE}.reason",
-            "at most 256 characters",
+            "Too long: may not be more than 256 bytes",
             id="freeze-reason-257-chars",
         ),
         pytest.param(removing(f"{FREEZE}.end"), f"{FREEZE}.end", "Required value", id="freeze-without-end"),
         pytest.param(
             setting(f"{FREEZE}.start", "2026-12-20"),
             f"{FREEZE}.start",
-            "RFC 3339 date-time",
+            "must be of type date-time",
             id="freeze-start-without-time",
         ),
         pytest.param(
@@ -591,7 +670,7 @@ def selecting(*expressions: dict[str, Any]) -> Mutation:
         pytest.param(
             selecting({"key": "environment/", "operator": "Exists"}),
             f"{EXPRESSION}.key",
-            "must match",
+            "should match",
             id="key-not-a-label-key",
         ),
         pytest.param(
@@ -602,7 +681,7 @@ def selecting(*expressions: dict[str, Any]) -> Mutation:
         ),
         pytest.param(
             setting("spec.namespaceSelector.matchLabels.environment", 1),
-            "spec.namespaceSelector.matchLabels[environment]",
+            "spec.namespaceSelector.matchLabels.environment",
             "must be of type string",
             id="label-value-not-a-string",
         ),
@@ -621,7 +700,7 @@ def selecting(*expressions: dict[str, Any]) -> Mutation:
         pytest.param(
             setting(f"{POLICY_WINDOW}.name", "Office Hours"),
             f"{POLICY_WINDOW}.name",
-            "must match",
+            "should match",
             id="window-name-not-a-dns-label",
         ),
         pytest.param(
@@ -645,7 +724,7 @@ def selecting(*expressions: dict[str, Any]) -> Mutation:
         pytest.param(
             setting(f"{POLICY_WINDOW}.start", "9:00"),
             f"{POLICY_WINDOW}.start",
-            "must match",
+            "should match",
             id="window-start-H:MM",
         ),
         pytest.param(
@@ -681,13 +760,13 @@ def selecting(*expressions: dict[str, Any]) -> Mutation:
         pytest.param(
             setting("spec.gates[0].timeout", "5 days"),
             "spec.gates[0].timeout",
-            "must match",
+            "should match",
             id="bad-gate-timeout",
         ),
         pytest.param(
             setting("spec.description", "x" * 1025),
             "spec.description",
-            "at most 1024 characters",
+            "Too long: may not be more than 1024 bytes",
             id="description-1025-chars",
         ),
         pytest.param(
@@ -740,7 +819,7 @@ def test_a_freeze_missing_an_end_is_reported_once(policy_crd: dict[str, Any]) ->
     policy = example_policy()
     removing(f"{FREEZE}.end")(policy)
 
-    assert validate(policy_crd, policy) == [Violation(f"{FREEZE}.end", "Required value")]
+    assert validate(policy_crd, policy) == [Violation(f"{FREEZE}.end", "Required value"), RULES_NOT_CHECKED]
 
 
 def test_an_empty_policy_selects_every_namespace_and_is_valid(policy_crd: dict[str, Any]) -> None:
