@@ -1,0 +1,209 @@
+"""The fault-injecting proxy in front of the real API server: requests pass with the ServiceAccount's own
+token (RBAC still decides), faults are injected as asked and counted, a cut watch is seen by its client,
+and the kill point runs after the k-th write took effect (or before it is sent)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from shepherd.lab.cluster import InstalledChart
+from shepherd.lab.controlplane import ControlPlane
+from shepherd.lab.faultproxy import FaultProxy, fault, proxied_kubeconfig, verb_of
+
+
+@pytest.fixture
+def proxy(control_plane: ControlPlane) -> Iterator[FaultProxy]:
+    with FaultProxy.for_control_plane(control_plane, seed=7) as running:
+        yield running
+
+
+@pytest.fixture
+def through_proxy(
+    control_plane: ControlPlane, chart: InstalledChart, proxy: FaultProxy, tmp_path: Path
+) -> Iterator[kubernetes.client.ApiClient]:
+    """A client with the operator's ServiceAccount token, talking to the proxy."""
+    token = control_plane.service_account_kubeconfig(
+        chart.namespace, chart.service_account, tmp_path / "operator.kubeconfig"
+    )
+    config = proxied_kubeconfig(token, tmp_path / "proxied.kubeconfig", proxy.url)
+    client = kubernetes.config.new_client_from_config(config_file=str(config))
+    with client:
+        yield client
+
+
+def deployment(name: str) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "c", "image": "example/c:1"}]},
+            },
+        },
+    }
+
+
+def test_verbs_are_told_apart_by_method_path_and_watch_query() -> None:
+    assert verb_of("GET", "/apis/apps/v1/namespaces/a/deployments", "") == "LIST"
+    assert verb_of("GET", "/apis/apps/v1/namespaces/a/deployments", "watch=true&resourceVersion=1") == "WATCH"
+    assert verb_of("GET", "/apis/apps/v1/namespaces/a/deployments/x", "") == "GET"
+    assert verb_of("GET", "/apis/apps/v1/namespaces/a/deployments/x/status", "") == "GET"
+    assert verb_of("GET", "/api/v1/namespaces", "") == "LIST"
+    assert verb_of("GET", "/api/v1/namespaces/a", "") == "GET"
+    assert verb_of("GET", "/apis/shepherd.dev/v1alpha1/releases", "watch=1") == "WATCH"
+    assert verb_of("GET", "/version", "") == "GET"
+    assert verb_of("PATCH", "/apis/apps/v1/namespaces/a/deployments/x", "") == "PATCH"
+
+
+def test_requests_pass_with_the_service_accounts_token_and_rbac_still_decides(
+    through_proxy: kubernetes.client.ApiClient, proxy: FaultProxy, namespace: str, chart: InstalledChart
+) -> None:
+    review = kubernetes.client.AuthenticationV1Api(through_proxy).create_self_subject_review({})
+    assert review.status.user_info.username == (
+        f"system:serviceaccount:{chart.namespace}:{chart.service_account}"
+    )
+    apps = kubernetes.client.AppsV1Api(through_proxy)
+    apps.create_namespaced_deployment(namespace, deployment("web"))
+    apps.patch_namespaced_deployment("web", namespace, {"metadata": {"labels": {"touched": "yes"}}})
+    assert apps.read_namespaced_deployment("web", namespace).metadata.labels["touched"] == "yes"
+    with pytest.raises(ApiException) as refused:  # the chart's RBAC grants no update (PUT) of Deployments
+        apps.replace_namespaced_deployment("web", namespace, deployment("web"))
+    assert refused.value.status == 403
+    assert proxy.count("POST", "/deployments$") == 1
+    assert proxy.count("PATCH", "/deployments/web$") == 1
+    assert proxy.count("GET", "/deployments/web$") == 1
+    assert proxy.count("PUT", "/deployments/web$") == 1
+    assert proxy.write_count == 4, proxy.written  # the review is a POST too
+    assert not proxy.injected()
+
+
+def test_faults_are_injected_by_verb_path_and_share_with_kubernetes_status_bodies(
+    through_proxy: kubernetes.client.ApiClient, proxy: FaultProxy, namespace: str
+) -> None:
+    apps = kubernetes.client.AppsV1Api(through_proxy)
+    apps.create_namespaced_deployment(namespace, deployment("web"))
+    for code in (500, 429, 409):
+        proxy.clear()
+        proxy.inject(fault("PATCH", path="/deployments/web$", status=code))
+        with pytest.raises(ApiException) as failed:
+            apps.patch_namespaced_deployment("web", namespace, {"metadata": {"labels": {"n": str(code)}}})
+        assert failed.value.status == code
+        body = json.loads(failed.value.body)
+        assert body["kind"] == "Status" and body["code"] == code and body["status"] == "Failure"
+        assert body["reason"] == {500: "InternalError", 429: "TooManyRequests", 409: "Conflict"}[code]
+        if code == 429:
+            assert failed.value.headers["Retry-After"] == "1"
+            assert body["details"]["retryAfterSeconds"] == 1
+        # Only that verb and path: reads and other objects pass.
+        assert apps.read_namespaced_deployment("web", namespace).metadata.labels.get("n") is None
+        apps.list_namespaced_deployment(namespace)
+    assert [(e.verb, e.status) for e in proxy.injected()] == [("PATCH", 500), ("PATCH", 429), ("PATCH", 409)]
+
+    proxy.clear()
+    proxy.inject(fault("LIST", status=500, share=0.5))
+    outcomes = []
+    for _ in range(40):
+        try:
+            apps.list_namespaced_deployment(namespace)
+            outcomes.append(200)
+        except ApiException as error:
+            outcomes.append(error.status)
+    assert set(outcomes) == {200, 500}, "about half fail"
+    assert 8 <= outcomes.count(500) <= 32, outcomes
+    assert proxy.count("LIST", injected=True) == outcomes.count(500)
+    assert proxy.count("LIST", injected=False) >= outcomes.count(200)
+
+
+def test_a_delay_holds_the_request(
+    through_proxy: kubernetes.client.ApiClient, proxy: FaultProxy, namespace: str
+) -> None:
+    apps = kubernetes.client.AppsV1Api(through_proxy)
+    proxy.inject(fault("LIST", delay=0.5))
+    started = time.monotonic()
+    apps.list_namespaced_deployment(namespace)
+    assert time.monotonic() - started >= 0.5
+    started = time.monotonic()
+    apps.create_namespaced_deployment(namespace, deployment("quick"))
+    assert time.monotonic() - started < 0.5, "other verbs are not delayed"
+
+
+def test_a_watch_streams_events_and_its_client_sees_the_cut(
+    through_proxy: kubernetes.client.ApiClient,
+    admin: kubernetes.client.ApiClient,
+    proxy: FaultProxy,
+    namespace: str,
+) -> None:
+    proxy.inject(fault("WATCH", cut_after=2.0))
+    apps = kubernetes.client.AppsV1Api(through_proxy)
+    seen: list[str] = []
+    outcome: list[str] = []
+
+    def watch() -> None:
+        stream = kubernetes.watch.Watch().stream(
+            apps.list_namespaced_deployment, namespace, timeout_seconds=60, _request_timeout=90
+        )
+        try:
+            for event in stream:
+                seen.append(event["object"].metadata.name)
+            outcome.append("ended")
+        except Exception as error:  # the cut, as urllib3 reports it
+            outcome.append(type(error).__name__)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    started = time.monotonic()
+    watcher.start()
+    admin_apps = kubernetes.client.AppsV1Api(admin)
+    deadline = time.monotonic() + 10
+    while not seen:  # events stream through while the watch is open
+        assert time.monotonic() < deadline, "no event came through the proxy's watch"
+        admin_apps.create_namespaced_deployment(namespace, deployment(f"w{len(proxy.exchanges)}"))
+        time.sleep(0.2)
+    watcher.join(timeout=20)
+    assert not watcher.is_alive(), "the client never saw its watch cut"
+    assert 1.5 <= time.monotonic() - started < 20, "cut after about 2s, not at the 60s timeout"
+    assert outcome, "the watch thread ended without an outcome"
+    assert proxy.watches_cut == 1
+    assert proxy.count("WATCH") == 1
+
+
+def test_the_kill_point_runs_after_the_kth_write_took_effect_or_before_it_is_sent(
+    through_proxy: kubernetes.client.ApiClient,
+    admin: kubernetes.client.ApiClient,
+    proxy: FaultProxy,
+    namespace: str,
+) -> None:
+    apps = kubernetes.client.AppsV1Api(through_proxy)
+    admin_apps = kubernetes.client.AppsV1Api(admin)
+    existed: list[bool] = []
+
+    def look() -> None:  # on the proxy's thread, while the client still waits for the answer
+        names = {d.metadata.name for d in admin_apps.list_namespaced_deployment(namespace).items}
+        existed.append("second" in names)
+
+    point = proxy.kill_at(2, look)
+    apps.list_namespaced_deployment(namespace)  # reads are not writes
+    apps.create_namespaced_deployment(namespace, deployment("first"))
+    assert not point.fired.is_set()
+    apps.create_namespaced_deployment(namespace, deployment("second"))
+    assert point.fired.is_set() and existed == [True], "the hook ran once the server had answered"
+    apps.create_namespaced_deployment(namespace, deployment("third"))
+    assert existed == [True], "only once"
+
+    point = proxy.kill_at(1, look, before=True)
+    with pytest.raises(ApiException):
+        apps.create_namespaced_deployment(namespace, deployment("fourth"))
+    assert point.fired.is_set()
+    names = {d.metadata.name for d in admin_apps.list_namespaced_deployment(namespace).items}
+    assert "fourth" not in names, "before: the write never reached the server"
