@@ -8,12 +8,14 @@ from typing import Any
 from shepherd import crdschema
 from shepherd.core.spec import SpecError, parse_release_name, parse_spec
 
+SHEPHERD_KINDS = ("Release", "ReleaseApproval", "ReleasePolicy")
+
 
 def lint_documents(documents: Iterable[Any]) -> Iterator[str]:
     """One line per problem, naming the Release and the field."""
     crd = crdschema.load_crd("release")
     for index, document in enumerate(documents):
-        if not isinstance(document, Mapping) or document.get("kind") != "Release":
+        if not isinstance(document, Mapping) or not _meant_as_a_release(document):
             continue
         name = (document.get("metadata") or {}).get("name") or f"document {index + 1}"
         violations = crdschema.validate(crd, document)
@@ -26,3 +28,11 @@ def lint_documents(documents: Iterable[Any]) -> Iterator[str]:
             parse_spec(document.get("spec"))
         except SpecError as error:
             yield f"Release {name}: {error}"
+
+
+def _meant_as_a_release(document: Mapping[str, Any]) -> bool:
+    """A Release, or a document of Shepherd's API group of no kind it has: linted as a Release, so a
+    misspelt kind is reported (as the API server would) instead of passing unchecked."""
+    group = str(document.get("apiVersion") or "").split("/", 1)[0]
+    kind = document.get("kind")
+    return kind == "Release" or (group == "shepherd.dev" and kind not in SHEPHERD_KINDS)

@@ -81,3 +81,21 @@ def test_run_rejects_a_readiness_endpoint_without_a_port() -> None:
     result = CliRunner().invoke(main, ["run", "-A", "--readiness=http://0.0.0.0/readyz"])
     assert result.exit_code == 2
     assert "--readiness" in result.output and "http://0.0.0.0:8080/healthz" in result.output
+
+
+def test_lint_reports_a_misspelt_kind_of_shepherds_group_but_not_other_kinds(tmp_path: Path) -> None:
+    documents = [
+        {
+            "apiVersion": "shepherd.dev/v1alpha1",
+            "kind": "Relase",
+            "metadata": {"name": "shop"},
+            "spec": release_spec(),
+        },
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop"}, "spec": {"ports": []}},
+    ]
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump_all(documents))
+    result = CliRunner().invoke(main, ["lint", str(path)])
+    assert result.exit_code == 1
+    assert 'Release shop: kind: Invalid value: "Relase": must be Release' in result.output
+    assert "Service" not in result.output
