@@ -467,6 +467,29 @@ def status_cause(obj: Json, violation: Violation) -> Json:
     return {"reason": reason, "field": field, "message": message}
 
 
+def violation_field(violation: Violation) -> str:
+    return violation[0] if isinstance(violation, tuple) else violation.field
+
+
+def violation_message(violation: Violation) -> str:
+    return violation[1] if isinstance(violation, tuple) else violation.message
+
+
+def drop_path(obj: Json, path: str) -> None:
+    """Remove the field at a path such as "spec.steps[0].colour" (no-op when it is not there)."""
+    steps: list[str | int] = [
+        int(index) if index else name for index, name in re.findall(r"\[(\d+)\]|([^.\[\]]+)", path)
+    ]
+    node: Any = obj
+    for step in steps[:-1]:
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(node, dict):
+        node.pop(steps[-1], None)
+
+
 def invalid(kind: str, group: str, obj: Json, violations: list[Violation]) -> kmock.KubernetesError:
     causes = [status_cause(obj, violation) for violation in violations]
     errors = [
@@ -681,7 +704,7 @@ class LocalKubernetes(kmock.KubernetesEmulator):
                 verbs=VERBS,
                 subresources={"status"} if builtin.status_subresource else set(),
             )
-        self._create(Target(NAMESPACES, None, None, None), {"metadata": {"name": "default"}})
+        self._create(Target(NAMESPACES, None, None, None), {"metadata": {"name": "default"}}, strict=True)
         self.fallback["get /openapi/v3"] << self._serve_openapi_paths
         self.fallback[re.compile(r"/openapi/v3/apis?/.+")] << self._serve_openapi_group_version
 
@@ -804,17 +827,19 @@ class LocalKubernetes(kmock.KubernetesEmulator):
     def _serve_request(
         self, method: str, target: Target, params: Mapping[str, str], headers: Mapping[str, str], body: bytes
     ) -> tuple[int, Json]:
+        # Gap: field validation. Strict (kubectl's default) refuses unknown fields, else they are dropped.
+        strict = params.get("fieldValidation") == "Strict"
         match method, target.name:
             case "GET", None:
                 return 200, self._list(target, params)
             case "GET", _:
                 return 200, self._existing(target)[1]
             case "POST", None:
-                return 201, self._create(target, json_object(body, headers.get("Content-Type", "")))
+                return 201, self._create(target, json_object(body, headers.get("Content-Type", "")), strict)
             case "PUT", str():
-                return 200, self._replace(target, json_object(body, headers.get("Content-Type", "")))
+                return 200, self._replace(target, json_object(body, headers.get("Content-Type", "")), strict)
             case "PATCH", str():
-                return 200, self._patch(target, headers.get("Content-Type", ""), body)
+                return 200, self._patch(target, headers.get("Content-Type", ""), body, strict)
             case "DELETE", str():
                 return 200, self._delete(*self._existing(target))
         raise api_error(405, "MethodNotAllowed", f"{method} is not supported here")
@@ -891,7 +916,7 @@ class LocalKubernetes(kmock.KubernetesEmulator):
 
     # Writes: every one goes through _commit, which versions it, stores it and tells the watchers.
 
-    def _create(self, target: Target, body: Json) -> Json:
+    def _create(self, target: Target, body: Json, strict: bool) -> Json:
         info = self._resources[target.resource]
         obj = copy.deepcopy(body)
         meta = obj.setdefault("metadata", {})
@@ -924,6 +949,7 @@ class LocalKubernetes(kmock.KubernetesEmulator):
         obj |= {"apiVersion": api_version(target.resource), "kind": info.kind}
         if "status" in info.subresources:
             obj.pop("status", None)  # Gap: with a status subresource, a create cannot set the status.
+        obj = self._without_unknown_fields(target.resource, obj, strict)
         return self._commit(key, "ADDED", self._admitted(target.resource, obj, None), None)
 
     def _namespace_of_new(self, target: Target, namespaced: bool | None, meta: Json) -> str | None:
@@ -939,19 +965,19 @@ class LocalKubernetes(kmock.KubernetesEmulator):
             raise not_found(NAMESPACES, target.namespace)
         return target.namespace
 
-    def _replace(self, target: Target, body: Json) -> Json:
+    def _replace(self, target: Target, body: Json, strict: bool) -> Json:
         # Gap: kmock leaves PUT unmapped; a real server replaces the whole object.
         key, old = self._existing(target)
         if (body.get("metadata") or {}).get("name", target.name) != target.name:
             raise bad_request(f"the name of the object does not match the name on the URL ({target.name})")
-        return self._update(target, key, old, copy.deepcopy(body))
+        return self._update(target, key, old, copy.deepcopy(body), strict)
 
-    def _patch(self, target: Target, content_type: str, body: bytes) -> Json:
+    def _patch(self, target: Target, content_type: str, body: bytes, strict: bool) -> Json:
         key, old = self._existing(target)
         custom = target.resource in self._crd_names
-        return self._update(target, key, old, patched(old, content_type, body, custom=custom))
+        return self._update(target, key, old, patched(old, content_type, body, custom=custom), strict)
 
-    def _update(self, target: Target, key: ObjectKey, old: Json, new: Json) -> Json:
+    def _update(self, target: Target, key: ObjectKey, old: Json, new: Json, strict: bool) -> Json:
         old_meta, new_meta = old["metadata"], new.get("metadata") or {}
         # Gap: optimistic concurrency; a write that names a stale resourceVersion is a 409 Conflict.
         if new_meta.get("resourceVersion") not in (None, "", old_meta["resourceVersion"]):
@@ -967,7 +993,7 @@ class LocalKubernetes(kmock.KubernetesEmulator):
                 group=target.resource.group,
                 kind=target.resource.plural,
             )
-        new = self._status_rules(target, old, new)
+        new = self._without_unknown_fields(target.resource, self._status_rules(target, old, new), strict)
         meta = {k: v for k, v in (new.get("metadata") or {}).items() if k not in SERVER_OWNED_METADATA}
         new["metadata"] = meta | {k: old_meta[k] for k in SERVER_OWNED_METADATA if k in old_meta}
         new |= {"apiVersion": old["apiVersion"], "kind": old["kind"]}
@@ -980,6 +1006,30 @@ class LocalKubernetes(kmock.KubernetesEmulator):
         if meta_of(new).get("deletionTimestamp") and not meta_of(new).get("finalizers"):
             return self._commit(key, "DELETED", new, old)
         return self._commit(key, "MODIFIED", new, old)
+
+    def _without_unknown_fields(self, resource: kmock.resource, obj: Json, strict: bool) -> Json:
+        """A custom object as kube-apiserver decodes it: unknown fields are a 400 when the client asked for
+        strict validation, and are otherwise dropped (the server only warns)."""
+        crd_name = self._crd_names.get(resource)
+        if crd_name is None or self.validate_custom_object is None:
+            return obj
+        crd = self._live((CRDS, None, crd_name)) or {}
+        unknown = [
+            violation_field(v)
+            for v in self.validate_custom_object(crd, obj)
+            if violation_message(v).startswith('unknown field "')
+        ]
+        if not unknown:
+            return obj
+        if strict:
+            kind, version = obj.get("kind", ""), str(obj.get("apiVersion", "")).rpartition("/")[2]
+            fields = ", ".join(f'unknown field "{path}"' for path in unknown)
+            refused = f'{kind} in version "{version}" cannot be handled as a {kind}'
+            raise bad_request(f"{refused}: strict decoding error: {fields}")
+        pruned = copy.deepcopy(obj)
+        for path in unknown:
+            drop_path(pruned, path)
+        return pruned
 
     def _status_rules(self, target: Target, old: Json, new: Json) -> Json:
         # Gap: kmock applies a /status write to the whole object. With a status subresource, the main
