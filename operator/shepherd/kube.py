@@ -314,6 +314,8 @@ class KubeAPI:
                     _preload_content=False,
                 )
             except ApiException as error:
+                if error.status == 409:
+                    raise Conflict(f"Release {key.name} annotation {name}: {_message(error)}") from error
                 if error.status != 422:  # 422: the annotation changed or went meanwhile
                     raise
                 continue
@@ -324,16 +326,21 @@ class KubeAPI:
         """Merge-patch the status subresource; returns the new resourceVersion."""
         self._may_write()
         self._count()
-        response = self._custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            key.namespace,
-            PLURAL,
-            key.name,
-            {"status": dict(status)},
-            _content_type=MERGE_PATCH,
-            _preload_content=False,
-        )
+        try:
+            response = self._custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                key.namespace,
+                PLURAL,
+                key.name,
+                {"status": dict(status)},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise Conflict(f"Release {key.name} status: {_message(error)}") from error
+            raise
         return str(json.loads(response.data)["metadata"].get("resourceVersion", ""))
 
     def post_event(self, release: Mapping[str, Any], event: Event, now: datetime) -> None:

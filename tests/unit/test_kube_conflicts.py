@@ -1,0 +1,54 @@
+"""A 409 from any of the operator's writes is a Conflict, retried at once (README: the order of writes and
+the backoff), not a failure that backs off: seen on the real API server through the fault proxy, where a
+409 on the status write or the annotation removal backed a promoted Release off for 30s at a time."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from shepherd.core.actions import RemoveAnnotations
+from shepherd.kube import Conflict, KubeAPI, ReleaseKey
+
+KEY = ReleaseKey("shop", "shop")
+
+
+def answering(code: int) -> Any:
+    def call(*_: object, **__: object) -> None:
+        error = ApiException(status=code, reason="Conflict" if code == 409 else "Error")
+        error.body = json.dumps({"kind": "Status", "code": code, "message": "the object has been modified"})
+        raise error
+
+    return call
+
+
+@pytest.fixture
+def api() -> KubeAPI:
+    return KubeAPI(kubernetes.client.Configuration())
+
+
+def test_a_conflict_on_the_status_write_is_a_conflict(api: KubeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(api._custom, "patch_namespaced_custom_object_status", answering(409))
+    with pytest.raises(Conflict, match="Release shop status: the object has been modified"):
+        api.patch_status(KEY, {"phase": "Succeeded"})
+
+
+def test_a_conflict_on_an_annotation_removal_is_a_conflict(
+    api: KubeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api._custom, "patch_namespaced_custom_object", answering(409))
+    removal = RemoveAnnotations(keys=("shepherd.dev/promote",), values={"shepherd.dev/promote": "true"})
+    with pytest.raises(Conflict, match=r"annotation shepherd\.dev/promote"):
+        api.apply(KEY, removal, {})
+
+
+@pytest.mark.parametrize("code", [429, 500])
+def test_other_failures_stay_what_they_are(api: KubeAPI, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    monkeypatch.setattr(api._custom, "patch_namespaced_custom_object_status", answering(code))
+    with pytest.raises(ApiException) as raised:
+        api.patch_status(KEY, {"phase": "Succeeded"})
+    assert not isinstance(raised.value, Conflict) and raised.value.status == code
