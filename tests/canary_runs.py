@@ -279,6 +279,7 @@ class CanaryRun:
         self.core.create_namespace({"metadata": {"name": self.namespace}})
         self.timeline = Timeline(shepherd.admin, self.namespace)
         self.timeline.start()
+        self.timeout = TIMEOUT  # each wait's deadline
         self.custom.create_namespaced_custom_object(
             GROUP, VERSION, self.namespace, "releases", small_release("1.0.0")
         )
@@ -289,8 +290,9 @@ class CanaryRun:
         )
 
     def wait(
-        self, what: str, predicate: Callable[[Mapping[str, Any]], bool], timeout: float = TIMEOUT
+        self, what: str, predicate: Callable[[Mapping[str, Any]], bool], timeout: float | None = None
     ) -> dict[str, Any]:
+        timeout = timeout or self.timeout
         deadline = time.monotonic() + timeout
         release: dict[str, Any] = {}
         while time.monotonic() < deadline:
