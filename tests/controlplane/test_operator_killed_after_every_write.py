@@ -60,8 +60,10 @@ def test_the_canary_killed_after_each_of_its_writes(
     line = f"kill points: {n}, runs: {n}, property violations: {sum(map(len, violations.values()))}"
     print(f"\n{command}: the clean run's writes: {', '.join(f'{v} {p}' for _, v, p, _ in writes)}")
     print(f"{command}: {line} (killed in {n - len(missed)} runs; fewer than k writes in {missed or 'none'})")
-    assert not violations, f"{line}\n" + "\n".join(
-        f"killed after write {k}: {v}" for k, v in violations.items()
+    assert not violations, (
+        f"{line}\n"
+        + "\n".join(f"killed after write {k}: {v}" for k, v in violations.items())
+        + f"\nthe last operator's log:\n{shepherd.logs()}"
     )
     assert len(missed) <= n // 5, f"{line}; the operator made fewer than k writes for k in {missed}"
 
