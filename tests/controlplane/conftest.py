@@ -9,7 +9,6 @@ serves the session; each test gets a namespace of its own and, when it asks, an 
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,14 +19,10 @@ import pytest
 from shepherd.lab.cluster import InstalledChart, OperatorProcess, install_chart
 from shepherd.lab.controlplane import ControlPlane, binaries_problem
 from shepherd.lab.podsim import PodSimulator
+from story import Kubectl, Story, kubectl_runner
 
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
-# tests/ holds the helpers the tiers share; pytest puts only this directory on sys.path.
-sys.path.insert(0, str(TESTS))
-
-from story import Kubectl, Story, kubectl_runner  # noqa: E402
-
 BIN_DIR = Path(os.environ.get("SHEPHERD_CLUSTER_BIN", REPO / ".cluster" / "bin"))
 CHART = REPO / "charts" / "shepherd"
 

