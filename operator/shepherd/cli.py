@@ -18,6 +18,7 @@ from shepherd.health import Endpoint
 from shepherd.kube import load_configuration
 from shepherd.leader import LeaderElection, LeadershipLost, default_identity
 from shepherd.runner import OperatorOptions, run_operator
+from shepherd.sharding import SHARD_INDEX_FLAG, Shard, ShardError
 
 
 def _seconds(value: str, name: str) -> float:
@@ -79,6 +80,19 @@ def main() -> None:
     "--retry-period", default="2s", show_default=True, help="Interval between attempts to take or renew."
 )
 @click.option(
+    "--shards",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Split the Releases among this many operators, by a hash of namespace/name; each acts only on its "
+    "own (and leader-elects on a Lease of its own).",
+)
+@click.option(
+    "--shard-index",
+    type=int,
+    help="Which of the --shards this operator is, 0 to N-1 (required when --shards is more than 1).",
+)
+@click.option(
     "--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on /metrics here."
 )
 @click.option(
@@ -101,6 +115,8 @@ def run(
     lease_duration: str,
     renew_deadline: str,
     retry_period: str,
+    shards: int,
+    shard_index: int | None,
     metrics_port: int | None,
     kubeconfig: str | None,
     context: str | None,
@@ -122,7 +138,10 @@ def run(
     )
     for problem_field, message in timing.problems():
         raise click.BadParameter(message, param_hint="--" + problem_field.replace("_", "-"))
-    election = LeaderElection(lease_namespace, lease_name, identity or default_identity(), timing)
+    shard = _shard(shards, shard_index)
+    election = LeaderElection(
+        lease_namespace, shard.lease_name(lease_name), identity or default_identity(), timing
+    )
     options = OperatorOptions(
         namespaces=namespaces,
         standalone=standalone,
@@ -132,6 +151,7 @@ def run(
         priority=priority,
         metrics_port=metrics_port,
         leader_election=election if leader_elect else None,
+        shard=shard,
     )
     configuration = load_configuration(kubeconfig, context)
     try:
@@ -149,6 +169,18 @@ async def _run_until_signalled(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await run_operator(configuration, options, stop)
+
+
+def _shard(shards: int, index: int | None) -> Shard:
+    if index is None and shards > 1:
+        raise click.BadParameter(
+            f"is required with --shards {shards}: give each operator one of 0 to {shards - 1}",
+            param_hint=SHARD_INDEX_FLAG,
+        )
+    try:
+        return Shard(index or 0, shards)
+    except ShardError as error:
+        raise click.BadParameter(error.message, param_hint=error.flag) from None
 
 
 def _endpoint(url: str | None, flag: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -16,8 +17,11 @@ from shepherd.handlers import REGISTRY, Runtime, operator_settings
 from shepherd.health import Endpoint, HealthServer, Readiness
 from shepherd.kube import KubeAPI
 from shepherd.leader import LeaderElection, LeaderElector, LeadershipLost
+from shepherd.sharding import Shard
 
 DEFAULT_RESYNC_SECONDS = 30.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class OperatorOptions:
     priority: int = 0
     metrics_port: int | None = None  # serve /metrics on this port (0: any free port)
     leader_election: LeaderElection | None = None  # None: act at once, alone or by Kopf's peering
+    # Act only on this shard's Releases (with leader election, on the shard's own Lease).
+    shard: Shard = field(default_factory=Shard)
 
 
 async def run_operator(
@@ -45,6 +51,8 @@ async def run_operator(
     election, this candidate stands by in contact with the API server.
     """
     runtime = runtime or Runtime(api=KubeAPI(configuration), resync_seconds=options.resync_seconds)
+    if not options.shard.whole:
+        logger.info("%s: acting only on the Releases of this shard", options.shard)
     stop = stop_flag or asyncio.Event()
     started = asyncio.Event()  # Kopf has started its watches
     elector = None if options.leader_election is None else LeaderElector(runtime.api, options.leader_election)

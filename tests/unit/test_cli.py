@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import kubernetes
+import pytest
 import yaml
 from click.testing import CliRunner
 from simulation import ordered_spec, release_spec
 
 from shepherd.cli import main
+from shepherd.runner import OperatorOptions
+from shepherd.sharding import Shard
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -99,3 +104,58 @@ def test_lint_reports_a_misspelt_kind_of_shepherds_group_but_not_other_kinds(tmp
     assert result.exit_code == 1
     assert 'Release shop: kind: Invalid value: "Relase": must be Release' in result.output
     assert "Service" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "message"),
+    [
+        pytest.param(["--shards=0"], "--shards", "must be 1 or more, got 0", id="no-shards"),
+        pytest.param(["--shards=3"], "--shard-index", "is required with --shards 3", id="index-missing"),
+        pytest.param(
+            ["--shards=3", "--shard-index=3"],
+            "--shard-index",
+            "must be 0 to 2 with --shards 3",
+            id="too-high",
+        ),
+        pytest.param(["--shard-index=1"], "--shard-index", "must be 0 with --shards 1", id="unsharded"),
+        pytest.param(["--shards=two"], "--shards", "'two' is not a valid integer", id="not-a-number"),
+    ],
+)
+def test_run_refuses_a_shard_that_cannot_exist_naming_the_flag(
+    args: list[str], flag: str, message: str
+) -> None:
+    result = CliRunner().invoke(main, ["run", "-A", *args])
+    assert result.exit_code == 2
+    assert re.search(f"Invalid value for '?{flag}'?: ", result.output) and message in result.output
+
+
+def started_options(monkeypatch: pytest.MonkeyPatch, *args: str) -> OperatorOptions:
+    """The options `shepherd run` would start the operator with."""
+    started: list[OperatorOptions] = []
+
+    async def run_until_signalled(configuration: object, options: OperatorOptions) -> None:
+        started.append(options)
+
+    monkeypatch.setattr("shepherd.cli.load_configuration", lambda *_: kubernetes.client.Configuration())
+    monkeypatch.setattr("shepherd.cli._run_until_signalled", run_until_signalled)
+    result = CliRunner().invoke(main, ["run", "-A", *args])
+    assert result.exit_code == 0, result.output
+    (options,) = started
+    return options
+
+
+def test_run_leader_elects_a_shard_on_the_shards_own_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = started_options(
+        monkeypatch, "--leader-elect", "--lease-name=ops", "--shards=3", "--shard-index=2"
+    )
+
+    assert options.shard == Shard(2, 3)
+    assert options.leader_election is not None
+    assert options.leader_election.name == "ops-shard-2-of-3"
+
+
+def test_run_is_one_shard_on_the_named_lease_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = started_options(monkeypatch, "--leader-elect", "--lease-name=ops")
+
+    assert options.shard == Shard(0, 1)
+    assert options.leader_election is not None and options.leader_election.name == "ops"
