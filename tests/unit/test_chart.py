@@ -11,6 +11,11 @@ from typing import Any
 import helm_python as helm
 import pytest
 import yaml
+from click.testing import CliRunner
+
+from shepherd.cli import main
+from shepherd.runner import OperatorOptions
+from shepherd.sharding import Shard
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "shepherd"
@@ -298,3 +303,93 @@ def test_the_values_schema_rejects_bad_values(
 
 def test_the_default_values_satisfy_the_schema(chart: helm.Chart) -> None:
     chart.validate_schema(chart.values)
+
+
+def shard_deployments(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == "Deployment"]
+
+
+def test_an_unsharded_chart_passes_no_shard_and_labels_none(chart: helm.Chart) -> None:
+    objects = render(chart)
+
+    assert render(chart, {"sharding": {"shards": 1}}) == objects
+    (deployment,) = shard_deployments(objects)
+    assert deployment["metadata"]["name"] == "shepherd"
+    assert not [a for a in operator_container(objects)["args"] if a.startswith("--shard")]
+    assert "shepherd.dev/shard" not in yaml.safe_dump(objects)
+
+
+def test_each_shard_is_a_deployment_of_replicas_pods_on_a_selector_of_its_own(chart: helm.Chart) -> None:
+    deployments = shard_deployments(render(chart, {"sharding": {"shards": 3}}))
+
+    assert [d["metadata"]["name"] for d in deployments] == [f"shepherd-shard-{i}" for i in range(3)]
+    for index, deployment in enumerate(deployments):
+        spec = deployment["spec"]
+        (container,) = spec["template"]["spec"]["containers"]
+        assert spec["replicas"] == 2, "one pod of the shard acts, the other stands by"
+        assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+        assert container["args"][:6] == [
+            "run",
+            "--all-namespaces",
+            "--leader-elect",
+            "--lease-name=shepherd",
+            "--shards=3",
+            f"--shard-index={index}",
+        ]
+        selector = spec["selector"]["matchLabels"]
+        assert selector["shepherd.dev/shard"] == str(index)
+        spread = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+        term = spread["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+        assert term["labelSelector"]["matchLabels"] == selector, "a shard's standby avoids its leader's node"
+        for other in deployments:
+            labels = other["spec"]["template"]["metadata"]["labels"]
+            selected = selector.items() <= labels.items()
+            assert selected is (other is deployment), "a shard's Deployment selects only its own pods"
+
+
+def test_each_shard_pod_leader_elects_on_a_lease_the_role_names(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's own arguments, parsed by `shepherd run`: each shard elects on a Lease the Role allows."""
+    objects = render(chart, {"sharding": {"shards": 2}, "replicas": 1})
+    elected: list[tuple[str, Shard]] = []
+
+    async def run_until_signalled(configuration: object, options: OperatorOptions) -> None:
+        assert options.leader_election is not None
+        elected.append((options.leader_election.name, options.shard))
+
+    monkeypatch.setattr("shepherd.cli.load_configuration", lambda *_: None)
+    monkeypatch.setattr("shepherd.cli._run_until_signalled", run_until_signalled)
+    for deployment in shard_deployments(objects):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        result = CliRunner().invoke(main, container["args"])
+        assert result.exit_code == 0, result.output
+
+    assert elected == [("shepherd-shard-0-of-2", Shard(0, 2)), ("shepherd-shard-1-of-2", Shard(1, 2))]
+    lease_rules = only(objects, "Role", "shepherd-leader-election")["rules"]
+    assert {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": [name for name, _ in elected],
+        "verbs": ["get", "update"],
+    } in lease_rules
+
+
+@pytest.mark.parametrize(
+    ("shards", "offending"),
+    [
+        pytest.param(0, "/sharding/shards", id="no-shards"),
+        pytest.param(17, "/sharding/shards", id="too-many"),
+        pytest.param("2", "/sharding/shards", id="a-string"),
+    ],
+)
+def test_the_values_schema_rejects_a_bad_shard_count(
+    chart: helm.Chart, shards: object, offending: str
+) -> None:
+    with pytest.raises(helm.HelmValuesError, match=re.escape(offending)):
+        chart.render({"sharding": {"shards": shards}}, name="shepherd", namespace="shepherd-system")
+
+
+def test_the_values_schema_rejects_an_unknown_sharding_value(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmValuesError, match="'count' not allowed"):
+        chart.render({"sharding": {"count": 2}}, name="shepherd", namespace="shepherd-system")

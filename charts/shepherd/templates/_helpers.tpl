@@ -50,3 +50,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "shepherd.leaseName" -}}
 {{- include "shepherd.fullname" . }}
 {{- end }}
+
+{{/* Every leader Lease as a YAML flow list: the Lease, or with sharding.shards > 1 each shard's, named as
+`shepherd run --shards` derives it from --lease-name: <lease>-shard-<index>-of-<shards>. */}}
+{{- define "shepherd.leaseNames" -}}
+{{- $lease := include "shepherd.leaseName" . }}
+{{- $shards := int .Values.sharding.shards }}
+{{- $names := list $lease }}
+{{- if gt $shards 1 }}
+{{- $names = list }}
+{{- range $index := until $shards }}
+{{- $names = append $names (printf "%s-shard-%d-of-%d" $lease $index $shards) }}
+{{- end }}
+{{- end }}
+{{- printf "[%s]" (join ", " $names) }}
+{{- end }}
