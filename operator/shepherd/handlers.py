@@ -1,8 +1,10 @@
 """The Kopf shell: one long-lived loop per Release, woken by watch events or when due.
 
-Kopf watches Releases, owned Deployments and Jobs, approvals and policies; each watch event only sets the
-Release's wake-up flag. The loop reconciles, then sleeps until the next change,
-the decision's own due time (a pause ends, a deadline passes), or the resync.
+Kopf watches Releases and feeds them into the cache; the cache's informers watch owned Deployments,
+revisions, Jobs and ConfigMaps, approvals, policies and namespaces. A watch event only sets the wake-up
+flag of the Releases it concerns. The loop reconciles (from the cache), then sleeps until the next change,
+the decision's own due time (a pause ends, a deadline passes), or the resync, which comes at a random
+point of the second half of its interval so that the Releases' resyncs never arrive as one burst.
 
 A reconcile that fails is tried again: at once after a conflict (a write that lost a race), otherwise after
 an exponential backoff with jitter (tenacity) that only a change of the Release itself cuts short; the
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,11 +27,12 @@ import kopf
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity import wait_exponential_jitter as exponential_jitter
 
-from shepherd.core.workloads import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
-from shepherd.kube import APPROVALS, GROUP, PLURAL, VERSION, Conflict, KubeAPI, ReleaseKey
+from shepherd.cache import Cache, Wakes
+from shepherd.kube import GROUP, PLURAL, VERSION, Conflict, KubeAPI, ReleaseKey
 from shepherd.metrics import OperatorMetrics
 from shepherd.notifier import DeliveryPolicy, Notifier
 from shepherd.reconcile import Outcome, reconcile
+from shepherd.sharding import Shard
 
 REGISTRY = kopf.OperatorRegistry()
 FIRST_BACKOFF_SECONDS = 1.0
@@ -50,6 +54,9 @@ class Runtime:
     api: KubeAPI
     resync_seconds: float
     clock: Callable[[], datetime] = utc_now
+    shard: Shard = field(default_factory=Shard)
+    cache: Cache = field(default_factory=Cache)
+    synced: asyncio.Event = field(default_factory=asyncio.Event)  # every informer has listed once
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     started: int = 0  # reconciles begun, and finished: lets a test wait for one that began after a change
@@ -105,10 +112,17 @@ class Runtime:
             await asyncio.wait_for(self.changed(key).wait(), timeout=seconds)
 
     def seconds_until(self, due: datetime | None) -> float:
-        """Sleep until the decision is due, never longer than the resync safety net."""
+        """Sleep until the decision is due, never longer than the resync safety net (jittered)."""
+        resync = self.resync_seconds * random.uniform(0.5, 1.0)
         if due is None:
-            return self.resync_seconds
-        return min(self.resync_seconds, max(0.0, (due - self.clock()).total_seconds()))
+            return resync
+        return min(resync, max(0.0, (due - self.clock()).total_seconds()))
+
+    def owns(self, namespace: str, name: str) -> bool:
+        return self.shard.owns(namespace, name)
+
+    def wakes(self) -> Wakes:
+        return Wakes(release=self.wake, everyone=self.wake_all, namespace=self.wake_namespace)
 
     def depend(self, key: ReleaseKey, releases: tuple[tuple[str, str], ...]) -> None:
         """Remember which Releases this one waits for, so their changes wake it."""
@@ -118,6 +132,11 @@ class Runtime:
     def wake_all(self) -> None:
         for waker in self._wakers.values():
             waker.set()
+
+    def wake_namespace(self, namespace: str) -> None:
+        for key, waker in self._wakers.items():
+            if key.namespace == namespace:
+                waker.set()
 
     def wake_dependents(self, key: ReleaseKey) -> None:
         for dependent in self._dependents.get(key, ()):
@@ -166,13 +185,18 @@ async def send_last_notifications(memo: Any, **_: Any) -> None:
     await memo.runtime.notifier.drain()
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, registry=REGISTRY, cancellation_timeout=10.0)
+def in_this_shard(name: str, namespace: str | None, memo: Any, **_: Any) -> bool:
+    return bool(memo.runtime.owns(namespace or "", name))
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, registry=REGISTRY, cancellation_timeout=10.0, when=in_this_shard)
 async def rollout_loop(
     name: str, namespace: str | None, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
 ) -> None:
     runtime: Runtime = memo.runtime
     key = ReleaseKey(namespace or "", name)
     wake = runtime.waker(key)
+    await runtime.synced.wait()  # decide on nothing before the watches have listed what exists
     try:
         while True:
             outcome = await reconcile_until_done(runtime, key)
@@ -194,6 +218,7 @@ async def reconcile_until_done(runtime: Runtime, key: ReleaseKey) -> Outcome | N
         before_sleep=lambda state: _log_failure(key, state),
         reraise=True,
     )
+    fresh = False  # after a conflict, the Release is read from the API server, not the cache
     async for attempt in retrying:
         with attempt:
             runtime.waker(key).clear()
@@ -203,12 +228,20 @@ async def reconcile_until_done(runtime: Runtime, key: ReleaseKey) -> Outcome | N
                 with runtime.metrics.reconcile_duration.time():
                     return await reconcile(
                         runtime.api,
+                        runtime.cache,
                         key,
                         runtime.clock,
                         runtime.metrics,
                         runtime.notifier,
                         on_write=lambda version: runtime.wrote(key, version),
+                        fresh=fresh,
                     )
+            except Conflict as conflict:
+                runtime.metrics.reconcile_errors.inc()
+                if conflict.current is not None:
+                    runtime.cache.remember([conflict.current])
+                fresh = True
+                raise
             except Exception:
                 runtime.metrics.reconcile_errors.inc()
                 raise
@@ -221,7 +254,10 @@ def _log_failure(key: ReleaseKey, state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome is not None else None
     delay = state.next_action.sleep if state.next_action is not None else 0.0
     when = f"retrying in {delay:.1f}s" if delay else "retrying at once"
-    logger.warning(
+    # A conflict retried at once is the cache's ordinary race with another writer, not a failure.
+    level = logging.INFO if isinstance(error, Conflict) and not delay else logging.WARNING
+    logger.log(
+        level,
         "%s/%s: reconcile failed (attempt %d, %s): %s",
         key.namespace,
         key.name,
@@ -233,40 +269,18 @@ def _log_failure(key: ReleaseKey, state: RetryCallState) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, registry=REGISTRY)
-async def release_changed(name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    if namespace:
-        memo.runtime.release_changed(
-            ReleaseKey(namespace, name),
-            body.metadata.get("resourceVersion"),
-            body.metadata.get("generation"),
-            body.metadata.get("annotations"),
-        )
-        memo.runtime.wake_dependents(ReleaseKey(namespace, name))
-
-
-@kopf.on.event(GROUP, VERSION, "releasepolicies", registry=REGISTRY)
-async def policy_changed(memo: Any, **_: Any) -> None:
-    """A policy may concern any Release: wake them all (a freeze begins or ends, a gate appears)."""
-    memo.runtime.wake_all()
-
-
-@kopf.on.event(GROUP, VERSION, APPROVALS, registry=REGISTRY)
-async def approval_changed(namespace: str | None, spec: kopf.Spec, memo: Any, **_: Any) -> None:
-    release = spec.get("release")
-    if namespace and release:
-        memo.runtime.wake(ReleaseKey(namespace, str(release)))
-
-
-@kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=REGISTRY)
-async def deployment_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
-    release = labels.get(INSTANCE_LABEL)
-    if release and namespace:
-        memo.runtime.wake(ReleaseKey(namespace, release))
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY_LABEL: MANAGED_BY}, registry=REGISTRY)
-async def job_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
-    """A job gate's or a migration's Job finished: its Release may go on (or fail) at once."""
-    release = labels.get(INSTANCE_LABEL)
-    if release and namespace:
-        memo.runtime.wake(ReleaseKey(namespace, release))
+async def release_changed(
+    name: str, namespace: str | None, type: str | None, event: Any, memo: Any, **_: Any
+) -> None:
+    if not namespace:
+        return
+    runtime: Runtime = memo.runtime
+    key = ReleaseKey(namespace, name)
+    raw = event["object"]
+    if type == "DELETED":
+        runtime.cache.releases.remove(raw)
+    else:
+        runtime.cache.releases.put(raw)
+    meta = raw.get("metadata") or {}
+    runtime.release_changed(key, meta.get("resourceVersion"), meta.get("generation"), meta.get("annotations"))
+    runtime.wake_dependents(key)

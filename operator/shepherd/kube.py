@@ -1,7 +1,9 @@
-"""The Kubernetes adapter: reads what the core observes, applies what it decides.
+"""The Kubernetes adapter: applies what the core decides, and reads what the watches cannot give.
 
-Built on the official client with raw JSON (no model classes: the core works
-on plain dicts). Calls are blocking, so the shell runs them in threads.
+Built on the official client with raw JSON (no model classes: the core works on plain dicts). Calls are
+blocking, so the shell runs them in threads. Every write returns what the server answered (`Written`), so
+that the watch-fed cache holds the operator's own writes before their echo arrives. The reads here serve
+the cases a watch cannot: a Release not yet seen, a re-read after a conflict, Secrets (never watched).
 """
 
 from __future__ import annotations
@@ -34,18 +36,15 @@ from shepherd.core.actions import (
     RemoveAnnotations,
 )
 from shepherd.core.rejection import Rejection
-from shepherd.core.spec import RevisionContent
 from shepherd.core.timefmt import format_time
-from shepherd.core.workloads import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
+from shepherd.core.workloads import MANAGED_BY
 
 GROUP = "shepherd.dev"
 VERSION = "v1alpha1"
 PLURAL = "releases"
 APPROVALS = "releaseapprovals"
+POLICIES = "releasepolicies"
 MERGE_PATCH = "application/merge-patch+json"
-# Names, labels and owners are all a list of ConfigMaps needs: ask for their metadata only (their data can
-# be a MiB each), and take whole objects from a server that cannot answer so.
-METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 JSON_PATCH = "application/json-patch+json"
 # Leases go through the generic object API as plain JSON: the typed client re-renders their times, and drops
 # the fraction of a whole second that metav1.MicroTime requires.
@@ -83,8 +82,23 @@ class Rejected(Exception):
         self.rejection = rejection
 
 
+@dataclass(frozen=True)
+class Written:
+    """One object as a write left it: the server's answer, or for a deletion the object removed."""
+
+    plural: str
+    object: dict[str, Any]
+    deleted: bool = False
+
+
 class Conflict(Exception):
-    """A write lost a race (409, or a compare-and-swap that found the object changed): read and try again."""
+    """A write lost a race (409, or a compare-and-swap that found the object changed): read and try again.
+
+    `current` is the object as read after the conflict, when the adapter read it."""
+
+    def __init__(self, message: str, current: Written | None = None) -> None:
+        super().__init__(message)
+        self.current = current
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,8 @@ class KubeAPI:
 
     def __init__(self, configuration: kubernetes.client.Configuration) -> None:
         self.configuration = configuration
+        # One connection per thread the shell writes from (runner.API_THREADS), not the client's default.
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 32)
         self._client = kubernetes.client.ApiClient(configuration)
         # Typed as Any: the generated stubs want model classes, the core speaks plain dicts.
         self._custom: Any = kubernetes.client.CustomObjectsApi(self._client)
@@ -127,83 +143,6 @@ class KubeAPI:
             raise
         return release
 
-    def owned_deployments(self, key: ReleaseKey, uid: str) -> dict[str, dict[str, Any]]:
-        items = self._json(
-            self._apps.list_namespaced_deployment(
-                key.namespace, label_selector=_owned_selector(key), _preload_content=False
-            )
-        )["items"]
-        return {d["metadata"]["name"]: d for d in items if _owned_by(d, uid)}
-
-    def owned_jobs(self, key: ReleaseKey, uid: str) -> dict[str, dict[str, Any]]:
-        items = self._json(
-            self._batch.list_namespaced_job(
-                key.namespace, label_selector=_owned_selector(key), _preload_content=False
-            )
-        )["items"]
-        return {j["metadata"]["name"]: j for j in items if _owned_by(j, uid)}
-
-    def owned_config_maps(self, key: ReleaseKey, uid: str) -> dict[str, dict[str, Any]]:
-        """The Release's ConfigMaps, metadata only."""
-        items = self._json(
-            self._core.list_namespaced_config_map(
-                key.namespace,
-                label_selector=_owned_selector(key),
-                _headers={"Accept": METADATA_ONLY},
-                _preload_content=False,
-            )
-        )["items"]
-        return {c["metadata"]["name"]: {"metadata": c["metadata"]} for c in items if _owned_by(c, uid)}
-
-    def recorded_revisions(self, key: ReleaseKey, uid: str) -> dict[int, RevisionContent]:
-        items = self._json(
-            self._apps.list_namespaced_controller_revision(
-                key.namespace, label_selector=_owned_selector(key), _preload_content=False
-            )
-        )["items"]
-        return {
-            int(item["revision"]): RevisionContent.from_dict(item.get("data") or {})
-            for item in items
-            if _owned_by(item, uid) and isinstance(item.get("revision"), int)
-        }
-
-    def approvals(self, namespace: str) -> list[dict[str, Any]]:
-        """ReleaseApprovals of a namespace; none when the CRD is not installed."""
-        try:
-            listed = self._json(
-                self._custom.list_namespaced_custom_object(
-                    GROUP, VERSION, namespace, APPROVALS, _preload_content=False
-                )
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return []
-            raise
-        return list(listed.get("items") or [])
-
-    def policies(self) -> list[dict[str, Any]]:
-        """Every ReleasePolicy (cluster-scoped); none when the CRD is not installed."""
-        try:
-            listed = self._json(
-                self._custom.list_cluster_custom_object(
-                    GROUP, VERSION, "releasepolicies", _preload_content=False
-                )
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return []
-            raise
-        return list(listed.get("items") or [])
-
-    def namespace_labels(self, namespace: str) -> dict[str, str]:
-        try:
-            found = self._json(self._core.read_namespace(namespace, _preload_content=False))
-        except ApiException as error:
-            if error.status == 404:
-                return {}
-            raise
-        return dict((found.get("metadata") or {}).get("labels") or {})
-
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         """Only the Secrets a Release (or its policy) names: its Prometheus connection's, its webhook gates'
         headers, its notifications' URLs."""
@@ -219,15 +158,15 @@ class KubeAPI:
 
     # --- writes --------------------------------------------------------------------------------
 
-    def apply(self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]) -> str | None:
-        """Apply one action; returns the Release's new resourceVersion when it wrote the Release itself.
+    def apply(self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]) -> list[Written]:
+        """Apply one action; returns the objects as the server left them.
 
         Raises Rejected when the API server refuses the Release's content, Conflict on a lost race."""
         self._may_write()
         if isinstance(action, RemoveAnnotations):
             return self._remove_annotations(key, action)
         try:
-            self._apply(key, action, live)
+            written = self._apply(key, action, live)
         except ApiException as error:
             kind, name = _written(action)
             if error.status in (400, 422) and kind:
@@ -243,59 +182,78 @@ class KubeAPI:
             if refused is None:
                 raise
             raise Rejected(refused) from error
+        return [written] if written is not None else []
+
+    def _apply(
+        self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]
+    ) -> Written | None:
+        namespace = key.namespace
+        if isinstance(action, ApplyDeployment):
+            return self._apply_deployment(key, action, live.get(action.name))
+        if isinstance(action, DeleteDeployment):
+            return self._delete(
+                "deployments",
+                namespace,
+                action.name,
+                lambda: self._apps.delete_namespaced_deployment(
+                    action.name, namespace, propagation_policy="Background", _preload_content=False
+                ),
+            )
+        if isinstance(action, ApplyConfigMap):
+            # Immutable and named by its content: one that exists already is this one.
+            return self._create(
+                "configmaps",
+                lambda: self._core.create_namespaced_config_map(
+                    namespace, dict(action.manifest), _preload_content=False
+                ),
+            )
+        if isinstance(action, DeleteConfigMap):
+            return self._delete(
+                "configmaps",
+                namespace,
+                action.name,
+                lambda: self._core.delete_namespaced_config_map(
+                    action.name, namespace, _preload_content=False
+                ),
+            )
+        if isinstance(action, RecordRevision):
+            return self._create(
+                "controllerrevisions",
+                lambda: self._apps.create_namespaced_controller_revision(
+                    namespace, dict(action.manifest), _preload_content=False
+                ),
+            )
+        if isinstance(action, DeleteRevision):
+            return self._delete(
+                "controllerrevisions",
+                namespace,
+                action.name,
+                lambda: self._apps.delete_namespaced_controller_revision(
+                    action.name, namespace, _preload_content=False
+                ),
+            )
+        if isinstance(action, CreateJob):
+            return self._create(
+                "jobs",
+                lambda: self._batch.create_namespaced_job(
+                    namespace, dict(action.manifest), _preload_content=False
+                ),
+            )
+        if isinstance(action, DeleteJob):
+            return self._delete(
+                "jobs",
+                namespace,
+                action.name,
+                lambda: self._batch.delete_namespaced_job(
+                    action.name, namespace, propagation_policy="Background", _preload_content=False
+                ),
+            )
         return None
 
-    def _apply(self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]) -> None:
-        if isinstance(action, ApplyDeployment):
-            self._apply_deployment(key, action, live.get(action.name))
-        elif isinstance(action, DeleteDeployment):
-            self._ignore_missing(
-                lambda: self._apps.delete_namespaced_deployment(
-                    action.name, key.namespace, propagation_policy="Background", _preload_content=False
-                )
-            )
-        elif isinstance(action, ApplyConfigMap):
-            # Immutable and named by its content: one that exists already is this one.
-            self._ignore_existing(
-                lambda: self._core.create_namespaced_config_map(
-                    key.namespace, dict(action.manifest), _preload_content=False
-                )
-            )
-        elif isinstance(action, DeleteConfigMap):
-            self._ignore_missing(
-                lambda: self._core.delete_namespaced_config_map(
-                    action.name, key.namespace, _preload_content=False
-                )
-            )
-        elif isinstance(action, RecordRevision):
-            self._ignore_existing(
-                lambda: self._apps.create_namespaced_controller_revision(
-                    key.namespace, dict(action.manifest), _preload_content=False
-                )
-            )
-        elif isinstance(action, DeleteRevision):
-            self._ignore_missing(
-                lambda: self._apps.delete_namespaced_controller_revision(
-                    action.name, key.namespace, _preload_content=False
-                )
-            )
-        elif isinstance(action, CreateJob):
-            self._ignore_existing(
-                lambda: self._batch.create_namespaced_job(
-                    key.namespace, dict(action.manifest), _preload_content=False
-                )
-            )
-        elif isinstance(action, DeleteJob):
-            self._ignore_missing(
-                lambda: self._batch.delete_namespaced_job(
-                    action.name, key.namespace, propagation_policy="Background", _preload_content=False
-                )
-            )
-
-    def _remove_annotations(self, key: ReleaseKey, action: RemoveAnnotations) -> str | None:
+    def _remove_annotations(self, key: ReleaseKey, action: RemoveAnnotations) -> list[Written]:
         """Remove each command annotation that still holds the acknowledged value: one given again with
-        another value meanwhile is a new command and stays. Returns the last new resourceVersion."""
-        version = None
+        another value meanwhile is a new command and stays."""
+        written = []
         for name in action.keys:
             path = "/metadata/annotations/" + name.replace("~", "~0").replace("/", "~1")
             ops: list[dict[str, Any]] = [{"op": "remove", "path": path}]
@@ -319,13 +277,17 @@ class KubeAPI:
                 if error.status != 422:  # 422: the annotation changed or went meanwhile
                     raise
                 continue
-            version = str(json.loads(response.data)["metadata"].get("resourceVersion", ""))
-        return version
+            written.append(Written(PLURAL, json.loads(response.data)))
+        return written
 
-    def patch_status(self, key: ReleaseKey, status: Mapping[str, Any]) -> str:
-        """Merge-patch the status subresource; returns the new resourceVersion."""
+    def patch_status(self, key: ReleaseKey, status: Mapping[str, Any], resource_version: str = "") -> Written:
+        """Merge-patch the status subresource; with `resource_version`, only if the Release is still at it
+        (else Conflict), so a decision made on a stale copy is never written."""
         self._may_write()
         self._count()
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
             response = self._custom.patch_namespaced_custom_object_status(
                 GROUP,
@@ -333,7 +295,7 @@ class KubeAPI:
                 key.namespace,
                 PLURAL,
                 key.name,
-                {"status": dict(status)},
+                body,
                 _content_type=MERGE_PATCH,
                 _preload_content=False,
             )
@@ -341,7 +303,7 @@ class KubeAPI:
             if error.status == 409:
                 raise Conflict(f"Release {key.name} status: {_message(error)}") from error
             raise
-        return str(json.loads(response.data)["metadata"].get("resourceVersion", ""))
+        return Written(PLURAL, json.loads(response.data))
 
     def post_event(self, release: Mapping[str, Any], event: Event, now: datetime) -> None:
         self._may_write()
@@ -446,22 +408,24 @@ class KubeAPI:
 
     def _apply_deployment(
         self, key: ReleaseKey, action: ApplyDeployment, live: Mapping[str, Any] | None
-    ) -> None:
+    ) -> Written:
         manifest = dict(action.manifest)
         if live is None:
             try:
                 self._count()
-                self._apps.create_namespaced_deployment(key.namespace, manifest, _preload_content=False)
-                return
+                created = self._apps.create_namespaced_deployment(
+                    key.namespace, manifest, _preload_content=False
+                )
+                return Written("deployments", json.loads(created.data))
             except ApiException as error:
                 if error.status != 409:
                     raise
-                live = self._json(
-                    self._apps.read_namespaced_deployment(action.name, key.namespace, _preload_content=False)
-                )
+                live = self._read_deployment(key, action.name)
+                if live is None:
+                    raise Conflict(f"Deployment {action.name} was deleted while being created") from error
         self._count()
         try:
-            self._apps.patch_namespaced_deployment(
+            patched = self._apps.patch_namespaced_deployment(
                 action.name,
                 key.namespace,
                 _deployment_patch(manifest, live),
@@ -469,36 +433,52 @@ class KubeAPI:
                 _preload_content=False,
             )
         except ApiException as error:
-            if error.status == 422 and self._changed_since(key, action.name, live):
+            if error.status == 422:
                 # A failed "test" of the resourceVersion is a 422 too: the Deployment changed since read.
-                raise Conflict(f"Deployment {action.name} changed since it was read") from error
+                tested = (live.get("metadata") or {}).get("resourceVersion")
+                try:
+                    current = self._read_deployment(key, action.name)
+                except ApiException:
+                    current = None
+                now = (current or {}).get("metadata", {}).get("resourceVersion")
+                if tested and now != tested:
+                    seen = Written("deployments", current) if current is not None else None
+                    raise Conflict(f"Deployment {action.name} changed since it was read", seen) from error
             raise
+        return Written("deployments", json.loads(patched.data))
 
-    def _changed_since(self, key: ReleaseKey, name: str, live: Mapping[str, Any]) -> bool:
-        tested = (live.get("metadata") or {}).get("resourceVersion")
+    def _read_deployment(self, key: ReleaseKey, name: str) -> dict[str, Any] | None:
         try:
-            now = self._json(
+            found: dict[str, Any] = self._json(
                 self._apps.read_namespaced_deployment(name, key.namespace, _preload_content=False)
             )
-        except ApiException:
-            return True
-        return bool(tested) and now["metadata"].get("resourceVersion") != tested
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
 
-    def _ignore_missing(self, call: Any) -> None:
+    def _delete(self, plural: str, namespace: str, name: str, call: Callable[[], Any]) -> Written:
+        gone: dict[str, Any] = {"metadata": {"namespace": namespace, "name": name}}
         try:
             self._count()
-            call()
+            answer = json.loads(call().data or "{}")
         except ApiException as error:
             if error.status != 404:
                 raise
+            return Written(plural, gone, deleted=True)
+        # The object removed (its version tells older watch events apart), or a Status naming nothing.
+        removed = answer if answer.get("kind") not in (None, "Status") else gone
+        return Written(plural, removed, deleted=True)
 
-    def _ignore_existing(self, call: Any) -> None:
+    def _create(self, plural: str, call: Callable[[], Any]) -> Written | None:
         try:
             self._count()
-            call()
+            return Written(plural, json.loads(call().data))
         except ApiException as error:
             if error.status != 409:
                 raise
+            return None
 
     def _json(self, response: Any) -> Any:
         self._count()
@@ -567,14 +547,6 @@ def _client_rejection(error: ValueError, kind: str, name: str) -> Rejection | No
     message = "; ".join(f"{path}: {text}" for path, text in problems)
     fields = ", ".join(dict.fromkeys(path for path, _ in problems))
     return Rejection(kind, name, 0, message, fields)
-
-
-def _owned_selector(key: ReleaseKey) -> str:
-    return f"{INSTANCE_LABEL}={key.name},{MANAGED_BY_LABEL}={MANAGED_BY}"
-
-
-def _owned_by(obj: Mapping[str, Any], uid: str) -> bool:
-    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
 def _deployment_patch(manifest: Mapping[str, Any], live: Mapping[str, Any]) -> list[dict[str, Any]]:

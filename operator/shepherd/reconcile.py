@@ -6,6 +6,10 @@ that fails, or an operator killed between two writes, leaves either the old stat
 next pass decides again), or the new status and part of its actions (the next pass derives the same actions
 from it and finishes them): never a status behind the workloads, which would make the next decision undo
 work already done. Command annotations are removed last, once their acknowledgement is in status.
+
+Everything observed comes from the watch-fed cache, which also holds the answers of this operator's own
+writes: a pass makes no read request. The status write names the resourceVersion the decision was made
+on, so a decision made on a copy that someone else changed meanwhile is refused (a conflict: read again).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shepherd.cache import Cache
 from shepherd.core import Observations, ReleaseObject, decide, needed
 from shepherd.core.actions import Event
 from shepherd.core.gates import Approval, dependencies
@@ -25,7 +30,7 @@ from shepherd.core.policy import Policy, applicable, policy_gates
 from shepherd.core.rejection import record_rejection
 from shepherd.core.spec import ApprovalGate, PrometheusSpec, SpecError, parse_spec
 from shepherd.core.timefmt import parse_time
-from shepherd.kube import KubeAPI, Rejected, ReleaseKey
+from shepherd.kube import KubeAPI, Rejected, ReleaseKey, Written
 from shepherd.measure import gather
 from shepherd.metrics import OperatorMetrics
 from shepherd.notifier import Notifier
@@ -43,32 +48,40 @@ class Outcome:
 
 async def reconcile(
     api: KubeAPI,
+    cache: Cache,
     key: ReleaseKey,
     clock: Callable[[], datetime],
     metrics: OperatorMetrics | None = None,
     notifier: Notifier | None = None,
     on_write: Callable[[str], None] | None = None,
+    fresh: bool = False,
 ) -> Outcome | None:
     """Returns None when the Release is gone or being deleted. `on_write` is told the resourceVersion of
-    each write to the Release itself, as it happens, so that its echo on the watch wakes nothing."""
+    each write to the Release itself, as it happens, so that its echo on the watch wakes nothing. `fresh`
+    reads the Release from the API server first (after a conflict, or when the watch has not shown it)."""
+
+    def written(writes: list[Written]) -> None:
+        cache.remember(writes)
+        for write in writes:
+            if write.plural == "releases" and not write.deleted:
+                own(str(write.object["metadata"].get("resourceVersion", "")))
+
     own = on_write or (lambda _version: None)
-    # A fresh read, not the watch's copy: the decision must never run on a status older than our last write.
-    release = await asyncio.to_thread(api.get_release, key)
+    release = None if fresh else cache.release(key)
+    if release is None:
+        release = await asyncio.to_thread(api.get_release, key)
+        if release is not None:
+            cache.remember([Written("releases", release)])
     if release is None or release["metadata"].get("deletionTimestamp"):
         return None
     meta = release["metadata"]
     uid = str(meta.get("uid", ""))
-    deployments, revisions, jobs, policies = await asyncio.gather(
-        asyncio.to_thread(api.owned_deployments, key, uid),
-        asyncio.to_thread(api.recorded_revisions, key, uid),
-        asyncio.to_thread(api.owned_jobs, key, uid),
-        asyncio.to_thread(api.policies),
-    )
-    # Namespace labels matter only to policy selectors: no policy, no extra read.
-    labels = await asyncio.to_thread(api.namespace_labels, key.namespace) if policies else {}
-    # ConfigMaps exist only for config in the spec or a recorded revision: none, no extra read.
-    uses_config = (release.get("spec") or {}).get("config") or any(r.config for r in revisions.values())
-    config_maps = await asyncio.to_thread(api.owned_config_maps, key, uid) if uses_config else {}
+    deployments = cache.owned_deployments(key, uid)
+    revisions = cache.recorded_revisions(key, uid)
+    jobs = cache.owned_jobs(key, uid)
+    policies = cache.all_policies()
+    labels = cache.namespace_labels(key.namespace) if policies else {}
+    config_maps = cache.owned_config_maps(key, uid)
     view = ReleaseObject(
         name=key.name,
         namespace=key.namespace,
@@ -83,7 +96,7 @@ async def reconcile(
     answers, webhooks, (approvals, releases) = await asyncio.gather(
         gather(api, key, prometheus_spec(view.spec), asked, clock()),
         call_webhooks(api, key.namespace, asked.webhook_calls),
-        gate_observations(api, key, view.spec, matched) if asked.gate_objects else no_gate_objects(),
+        gate_observations(api, cache, key, view.spec, matched) if asked.gate_objects else no_gate_objects(),
     )
     now = clock()
     observed = Observations(
@@ -105,7 +118,8 @@ async def reconcile(
     status = decision.status
     patch = status_patch(old_status, status)
     if patch:
-        own(await asyncio.to_thread(api.patch_status, key, patch))
+        version = str(meta.get("resourceVersion") or "")
+        written([await asyncio.to_thread(api.patch_status, key, patch, version)])
         if notifier is not None:
             # Only now is the transition recorded: sent once, in the background, never holding the rollout.
             notifier.send(release, select(view, status, matched, now))
@@ -115,14 +129,12 @@ async def reconcile(
     wake_at = decision.wake_at
     try:
         for action in decision.actions:
-            version = await asyncio.to_thread(api.apply, key, action, deployments)
-            if version:
-                own(version)
+            written(await asyncio.to_thread(api.apply, key, action, deployments))
     except Rejected as refused:
         # Nothing after the refused write is applied; the Release is held until its content changes.
         status, event = record_rejection(view.generation, status, refused.rejection, clock())
         logger.warning("%s/%s: %s", key.namespace, key.name, event.message)
-        own(await asyncio.to_thread(api.patch_status, key, status_patch(decision.status, status)))
+        written([await asyncio.to_thread(api.patch_status, key, status_patch(decision.status, status))])
         if metrics is not None:
             metrics.record(key.namespace, key.name, observe(decision.status, status, view.annotations))
         await post_events(api, key, release, (event,), now)
@@ -163,7 +175,7 @@ async def no_gate_objects() -> GateObjects:
 
 
 async def gate_observations(
-    api: KubeAPI, key: ReleaseKey, spec: Mapping[str, Any], policies: Sequence[Policy]
+    api: KubeAPI, cache: Cache, key: ReleaseKey, spec: Mapping[str, Any], policies: Sequence[Policy]
 ) -> GateObjects:
     """What gates look at: the namespace's approvals (if a gate asks) and the Releases depended on."""
     try:
@@ -173,13 +185,15 @@ async def gate_observations(
     gates = (*own, *policy_gates(policies))
     approvals: tuple[Approval, ...] = ()
     if any(isinstance(g.kind, ApprovalGate) for g in gates):
-        raw = await asyncio.to_thread(api.approvals, key.namespace)
-        approvals = tuple(approval_of(item) for item in raw)
+        approvals = tuple(approval_of(item) for item in cache.namespace_approvals(key.namespace))
     wanted = dependencies(gates, key.namespace)
-    read = await asyncio.gather(
-        *(asyncio.to_thread(api.get_release, ReleaseKey(namespace, name)) for namespace, name in wanted)
-    )
+    read = await asyncio.gather(*(depended_on(api, cache, ReleaseKey(*release)) for release in wanted))
     return approvals, dict(zip(wanted, read, strict=True))
+
+
+async def depended_on(api: KubeAPI, cache: Cache, key: ReleaseKey) -> dict[str, Any] | None:
+    """From the cache; a Release outside the watched namespaces is read (only while gating on it)."""
+    return cache.release(key) or await asyncio.to_thread(api.get_release, key)
 
 
 def approval_of(item: Mapping[str, Any]) -> Approval:

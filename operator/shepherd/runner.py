@@ -7,6 +7,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -20,6 +21,8 @@ from shepherd.leader import LeaderElection, LeaderElector, LeadershipLost
 from shepherd.sharding import Shard
 
 DEFAULT_RESYNC_SECONDS = 30.0
+
+API_THREADS = 32
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +50,17 @@ async def run_operator(
 ) -> None:
     """Run until `stop_flag` is set or a signal comes; raise LeadershipLost when the lease was lost.
 
-    `ready_flag` is set once the operator is ready: Kopf has started (watching Releases), or, with leader
-    election, this candidate stands by in contact with the API server.
+    `ready_flag` is set once the operator is ready: Kopf has started (watching Releases) and the cache has
+    listed everything it watches, or, with leader election, this candidate stands by in contact with the
+    API server.
     """
-    runtime = runtime or Runtime(api=KubeAPI(configuration), resync_seconds=options.resync_seconds)
+    # Writes block in threads: enough of them that a slow call never holds another Release's step.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="shepherd-api")
+    )
+    runtime = runtime or Runtime(
+        api=KubeAPI(configuration), resync_seconds=options.resync_seconds, shard=options.shard
+    )
     if not options.shard.whole:
         logger.info("%s: acting only on the Releases of this shard", options.shard)
     stop = stop_flag or asyncio.Event()
@@ -59,7 +69,8 @@ async def run_operator(
 
     def readiness() -> Readiness:
         if elector is None or elector.leading():
-            return Readiness(started.is_set(), "watching Releases" if started.is_set() else "starting")
+            watching = started.is_set() and runtime.synced.is_set()
+            return Readiness(watching, "watching Releases" if watching else "starting")
         if elector.in_contact():
             return Readiness(True, f"standing by; the leader is {elector.holder or 'being elected'}")
         return Readiness(False, "no contact with the API server")
@@ -70,7 +81,7 @@ async def run_operator(
         readiness,
     )
     metrics_server = None
-    relay = asyncio.create_task(_relay(started, ready_flag))
+    relay = asyncio.create_task(_relay((started, runtime.synced), ready_flag))
     try:
         await health.start()
         if options.metrics_port is not None:
@@ -120,21 +131,33 @@ async def _lead(
 async def _kopf(
     runtime: Runtime, options: OperatorOptions, stop: asyncio.Event, started: asyncio.Event, standalone: bool
 ) -> None:
-    await kopf.operator(
-        registry=REGISTRY,
-        settings=operator_settings(),
-        clusterwide=not options.namespaces,
-        namespaces=list(options.namespaces),
-        standalone=standalone,
-        priority=options.priority,
-        memo=kopf.Memo(runtime=runtime),
-        stop_flag=stop,
-        ready_flag=started,
-    )
+    """Kopf (Releases, and each one's loop) beside the informers that fill the cache the loops read."""
+    connection = runtime.cache.watch(runtime.api.configuration, options.namespaces, runtime.wakes())
+    informing = asyncio.create_task(runtime.cache.run(runtime.synced))
+    try:
+        await kopf.operator(
+            registry=REGISTRY,
+            settings=operator_settings(),
+            clusterwide=not options.namespaces,
+            namespaces=list(options.namespaces),
+            standalone=standalone,
+            priority=options.priority,
+            memo=kopf.Memo(runtime=runtime),
+            stop_flag=stop,
+            ready_flag=started,
+        )
+    finally:
+        informing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await informing
+        await connection.close()
 
 
-async def _relay(started: asyncio.Event, ready_flag: asyncio.Event | threading.Event | None) -> None:
-    await started.wait()
+async def _relay(
+    started: tuple[asyncio.Event, ...], ready_flag: asyncio.Event | threading.Event | None
+) -> None:
+    for flag in started:
+        await flag.wait()
     _set(ready_flag)
 
 
@@ -160,7 +183,9 @@ class OperatorThread:
 
     def __enter__(self) -> OperatorThread:
         self.runtime = self.runtime or Runtime(
-            api=KubeAPI(self.configuration), resync_seconds=self.options.resync_seconds
+            api=KubeAPI(self.configuration),
+            resync_seconds=self.options.resync_seconds,
+            shard=self.options.shard,
         )
         self._thread = threading.Thread(target=self._main, name="shepherd-operator", daemon=True)
         self._thread.start()

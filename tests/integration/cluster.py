@@ -8,13 +8,26 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import kubernetes.client
 import yaml
 
+from shepherd.core.workloads import INSTANCE_LABEL
 from shepherd.kube import KubeAPI, ReleaseKey
 from shepherd.runner import OperatorThread
 from story import QUICKSTART, REPO, quickstart_release  # noqa: F401 (the stories import them from here)
 
 DEFAULT_TIMEOUT = 45.0
+
+
+def owned_deployments(api: KubeAPI, key: ReleaseKey, uid: str) -> dict[str, dict[str, Any]]:
+    """The Deployments the Release owns, read from the API server (the operator reads them from its cache)."""
+    apps: Any = kubernetes.client.AppsV1Api(kubernetes.client.ApiClient(api.configuration))
+    listed = apps.list_namespaced_deployment(
+        key.namespace, label_selector=f"{INSTANCE_LABEL}={key.name}", _preload_content=False
+    )
+    items = json.loads(listed.data)["items"]
+    owned = (d for d in items if any(r.get("uid") == uid for r in d["metadata"].get("ownerReferences") or []))
+    return {d["metadata"]["name"]: d for d in owned}
 
 
 class Cluster:
@@ -34,8 +47,8 @@ class Cluster:
         return dict(self.release(name).get("status") or {})
 
     def deployments(self, name: str = "shop", namespace: str = "default") -> dict[str, dict[str, Any]]:
-        uid = self.release(name)["metadata"]["uid"]
-        return self.api.owned_deployments(ReleaseKey(namespace, name), uid)
+        uid = self.release(name, namespace)["metadata"]["uid"]
+        return owned_deployments(self.api, ReleaseKey(namespace, name), uid)
 
     def replicas(self, name: str = "shop") -> dict[str, int]:
         return {n: d["spec"]["replicas"] for n, d in self.deployments(name).items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import kubernetes.client
 import yaml
 from rich.console import Console
 from rich.markup import escape
@@ -29,6 +31,7 @@ from rich.table import Table
 
 from shepherd import crdschema
 from shepherd.core.promql import render_query
+from shepherd.core.workloads import INSTANCE_LABEL
 from shepherd.kube import KubeAPI, ReleaseKey, load_configuration
 from shepherd.lab.exporter import SeriesKey, TrafficExporter
 from shepherd.lab.promserver import PrometheusServer
@@ -78,11 +81,20 @@ class Kubectl:
         return done.stdout
 
 
+def owned_deployments(apps: Any, key: ReleaseKey) -> dict[str, dict[str, Any]]:
+    """The Release's Deployments, as the demo shows them (the operator reads them from its watches)."""
+    listed = apps.list_namespaced_deployment(
+        key.namespace, label_selector=f"{INSTANCE_LABEL}={key.name}", _preload_content=False
+    )
+    return {d["metadata"]["name"]: d for d in json.loads(listed.data)["items"]}
+
+
 class ProgressWatcher:
     """Prints a line whenever the Release's phase, weight, step or message changes."""
 
     def __init__(self, api: KubeAPI) -> None:
         self.api = api
+        self.apps = kubernetes.client.AppsV1Api(kubernetes.client.ApiClient(api.configuration))
         self.status: dict[str, Any] = {}
         self._seen: tuple[Any, ...] = ()
         self._lock = threading.Lock()
@@ -90,7 +102,7 @@ class ProgressWatcher:
     def poll(self) -> dict[str, Any]:
         release = self.api.get_release(RELEASE) or {}
         status = release.get("status") or {}
-        deployments = self.api.owned_deployments(RELEASE, release.get("metadata", {}).get("uid", ""))
+        deployments = owned_deployments(self.apps, RELEASE)
         line = (
             status.get("phase"),
             status.get("canaryWeight"),

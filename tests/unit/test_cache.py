@@ -1,0 +1,109 @@
+"""What a reconcile reads: the watches' objects and the answers of the operator's own writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shepherd.cache import Cache, approved_release, owning_release
+from shepherd.core.workloads import INSTANCE_LABEL
+from shepherd.kube import ReleaseKey, Written
+
+SHOP = ReleaseKey("prod", "shop")
+
+
+def child(
+    name: str, version: int, uid: str = "uid-shop", release: str = "shop", **extra: Any
+) -> dict[str, Any]:
+    meta = {
+        "name": name,
+        "namespace": "prod",
+        "resourceVersion": str(version),
+        "labels": {INSTANCE_LABEL: release},
+        "ownerReferences": [{"kind": "Release", "name": release, "uid": uid}],
+    }
+    return {"metadata": meta, **extra}
+
+
+def test_only_children_owned_by_this_release_are_its_own() -> None:
+    cache = Cache()
+    cache.deployments.put(child("shop-api", 1))
+    cache.deployments.put(child("shop-old", 2, uid="uid-of-a-deleted-shop"))
+    cache.deployments.put(child("cart-api", 3, uid="uid-cart", release="cart"))
+
+    assert list(cache.owned_deployments(SHOP, "uid-shop")) == ["shop-api"]
+
+
+def test_a_write_is_seen_by_the_next_pass_before_its_echo() -> None:
+    cache = Cache()
+    cache.deployments.put(child("shop-api", 4, spec={"replicas": 1}))
+
+    cache.remember([Written("deployments", child("shop-api", 9, spec={"replicas": 3}))])
+    cache.deployments.put(child("shop-api", 6, spec={"replicas": 2}))  # a watch event from before the write
+
+    assert cache.owned_deployments(SHOP, "uid-shop")["shop-api"]["spec"] == {"replicas": 3}
+
+
+def test_a_deleted_child_is_gone_at_once_and_stays_gone() -> None:
+    cache = Cache()
+    cache.jobs.put(child("shop-smoke-1", 4))
+
+    cache.remember([Written("jobs", child("shop-smoke-1", 7), deleted=True)])
+    cache.jobs.put(child("shop-smoke-1", 5))  # the job controller's update, from before the deletion
+
+    assert cache.owned_jobs(SHOP, "uid-shop") == {}
+
+
+def test_a_config_map_written_is_kept_without_its_data() -> None:
+    cache = Cache()
+    cache.remember([Written("configmaps", child("shop-config-5d8f", 3, data={"LOG_LEVEL": "debug"}))])
+
+    assert cache.owned_config_maps(SHOP, "uid-shop")["shop-config-5d8f"] == {
+        "metadata": child("shop-config-5d8f", 3)["metadata"]
+    }
+
+
+def test_the_release_status_written_replaces_the_copy_the_decision_read() -> None:
+    cache = Cache()
+    release = {
+        "metadata": {"name": "shop", "namespace": "prod", "resourceVersion": "10"},
+        "status": {"step": 1},
+    }
+    cache.releases.put(release)
+
+    answer = {**release, "metadata": {**release["metadata"], "resourceVersion": "11"}, "status": {"step": 2}}
+    cache.remember([Written("releases", answer)])
+    cache.releases.put(release)  # Kopf's copy of the version the decision was made on, arriving late
+
+    assert (cache.release(SHOP) or {})["status"] == {"step": 2}
+
+
+def test_recorded_revisions_are_parsed_once_per_version() -> None:
+    cache = Cache()
+    record = child("shop-1", 3, revision=1, data={"version": "1.0.0", "components": []})
+    cache.revisions.put(record)
+
+    first = cache.recorded_revisions(SHOP, "uid-shop")[1]
+    assert cache.recorded_revisions(SHOP, "uid-shop")[1] is first
+    cache.revisions.put({**record, "metadata": {**record["metadata"], "resourceVersion": "4"}})
+    assert cache.recorded_revisions(SHOP, "uid-shop")[1] is not first
+
+
+def test_policies_approvals_and_namespace_labels() -> None:
+    cache = Cache()
+    cache.policies.put({"metadata": {"name": "freeze", "resourceVersion": "1"}})
+    cache.approvals.put({"metadata": {"name": "ok", "namespace": "prod", "resourceVersion": "2"}})
+    cache.approvals.put({"metadata": {"name": "ok", "namespace": "dev", "resourceVersion": "3"}})
+    cache.namespaces.put({"metadata": {"name": "prod", "resourceVersion": "4", "labels": {"tier": "1"}}})
+
+    assert [p["metadata"]["name"] for p in cache.all_policies()] == ["freeze"]
+    assert [a["metadata"]["namespace"] for a in cache.namespace_approvals("prod")] == ["prod"]
+    assert cache.namespace_labels("prod") == {"tier": "1"}
+    assert cache.namespace_labels("unseen") == {}
+
+
+def test_a_child_names_its_release_by_label_and_an_approval_by_its_spec() -> None:
+    assert owning_release(child("shop-api", 1)) == SHOP
+    assert owning_release({"metadata": {"name": "x", "namespace": "prod"}}) is None
+    approval = {"metadata": {"namespace": "prod", "name": "a"}, "spec": {"release": "shop"}}
+    assert approved_release(approval) == SHOP
+    assert approved_release(None) is None
