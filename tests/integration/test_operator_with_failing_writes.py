@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from shepherd.core.actions import Action, ApplyDeployment
 from shepherd.handlers import Runtime
-from shepherd.kube import KubeAPI, ReleaseKey, load_configuration
+from shepherd.kube import KubeAPI, ReleaseKey, Written, load_configuration
 from shepherd.lab.localapi import LocalAPIThread
 from shepherd.runner import OperatorOptions, OperatorThread
 
@@ -43,10 +43,10 @@ class FaultyKubeAPI(KubeAPI):
         self.deployment_writes: list[tuple[str, int, int, str]] = []  # name, replicas, revision, image
         self.attempts: list[tuple[float, str]] = []  # every write tried: when, what
 
-    def apply(self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]) -> str | None:
+    def apply(self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]) -> list[Written]:
         what = type(action).__name__ + (f" {action.name}" if isinstance(action, ApplyDeployment) else "")
         self._attempt(what)
-        version = super().apply(key, action, live)
+        written = super().apply(key, action, live)
         if isinstance(action, ApplyDeployment):
             spec = action.manifest["spec"]
             labels = spec["template"]["metadata"]["labels"]
@@ -55,17 +55,19 @@ class FaultyKubeAPI(KubeAPI):
                 self.deployment_writes.append(
                     (action.name, spec["replicas"], int(labels["shepherd.dev/revision"]), image)
                 )
-        return version
+        return written
 
-    def _apply(self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]) -> None:
+    def _apply(
+        self, key: ReleaseKey, action: Action, live: Mapping[str, Mapping[str, Any]]
+    ) -> Written | None:
         refusal = self.refuses(action)
         if refusal is not None:  # as the API server answers, under the adapter's own classification
             raise _error(422, refusal)
-        super()._apply(key, action, live)
+        return super()._apply(key, action, live)
 
-    def patch_status(self, key: ReleaseKey, status: Mapping[str, Any]) -> str:
+    def patch_status(self, key: ReleaseKey, status: Mapping[str, Any], resource_version: str = "") -> Written:
         self._attempt("status")
-        return super().patch_status(key, status)
+        return super().patch_status(key, status, resource_version)
 
     def _attempt(self, what: str) -> None:
         with self.lock:

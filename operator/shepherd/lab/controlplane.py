@@ -367,6 +367,10 @@ class ControlPlane:
                 # Deployments and Jobs are what the stories watch: answer their changes without delay.
                 "--concurrent-deployment-syncs=10",
                 "--concurrent-job-syncs=10",
+                # Its default of 20 requests a second would make thousands of Releases (the scale bench)
+                # wait on the controllers, not on the operator.
+                "--kube-api-qps=500",
+                "--kube-api-burst=1000",
             ],
         )
 
