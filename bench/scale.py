@@ -158,14 +158,19 @@ def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
                 if e["stage"] == "ResponseComplete"
             ]
             idle = [e for e in idle if stamp(e["requestReceivedTimestamp"]) <= window_end]
-            by_verb = collections.Counter(e["verb"] for e in idle if e["verb"] != "watch")
-            results["idle_window_seconds"] = window_end - window_start
-            results["idle_requests_per_second"] = {
-                v: n / (window_end - window_start) for v, n in sorted(by_verb.items())
-            }
-            results["idle_requests_per_second_per_release"] = (
-                sum(by_verb.values()) / (window_end - window_start) / count
+            span = window_end - window_start
+            # The leader Lease's renewals are the replica's, not any Release's; watches stay open.
+            lease = [e for e in idle if e["objectRef"].get("resource") == "leases"]
+            by_verb = collections.Counter(
+                f"{e['verb']} {e['objectRef'].get('resource', '')}"
+                for e in idle
+                if e["verb"] != "watch" and e["objectRef"].get("resource") != "leases"
             )
+            results["idle_window_seconds"] = span
+            results["idle_requests_per_second"] = {v: n / span for v, n in sorted(by_verb.items())}
+            results["idle_requests_per_second_per_release"] = sum(by_verb.values()) / span / count
+            results["idle_lease_requests_per_second"] = len(lease) / span
+            results["idle_watch_requests"] = sum(1 for e in idle if e["verb"] == "watch")
             results["idle_cpu_share"] = cpu_used / (window_end - window_start)
             results["rss_mib"] = process.rss_mib()
 
@@ -195,6 +200,7 @@ def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
             }
 
             lateness, step_writes = [], []
+            written: collections.Counter[str] = collections.Counter()
             steps = [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"pause": {}}]
             for index in range(SAMPLES):
                 namespace, name = names[(index * count // SAMPLES + 1) % count]
@@ -213,15 +219,25 @@ def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
                 writes = [
                     e
                     for e in plane.audited_requests(operator_user, before)
-                    if e["stage"] == "ResponseComplete" and e["verb"] in WRITES
+                    if e["stage"] == "ResponseComplete"
+                    and e["verb"] in WRITES
+                    and e["objectRef"].get("resource") != "leases"
                 ]
                 step_writes.append(len(writes) / len(steps))
+                written.update(
+                    f"{e['verb']} {e['objectRef'].get('resource', '')}"
+                    + (f"/{e['objectRef']['subresource']}" if e["objectRef"].get("subresource") else "")
+                    for e in writes
+                )
             results["due_step_lateness_seconds"] = {
                 "p50": percentile(lateness, 0.5),
                 "p99": percentile(lateness, 0.99),
                 "samples": len(lateness),
             }
             results["writes_per_canary_step"] = sum(step_writes) / len(step_writes)
+            results["writes_per_canary_step_by_kind"] = {
+                kind: n / (SAMPLES * len(steps)) for kind, n in written.most_common()
+            }
         admin.close()
     return results
 
@@ -233,12 +249,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--resync", default="10s", help="the operator's safety-net resync (seconds, e.g. 10s)"
     )
     options = parser.parse_args(argv)
+    runs = []
     for count in options.releases:
         workdir = Path(tempfile.mkdtemp(prefix=f"shepherd-scale-{count}-"))
         try:
-            print(json.dumps(bench(count, options.resync, workdir), indent=2), flush=True)
+            runs.append(bench(count, options.resync, workdir))
+            print(json.dumps(runs[-1], indent=2), flush=True)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+    if len(runs) > 1:
+        first, last = runs[0], runs[-1]
+        growth = (last["rss_mib"] - first["rss_mib"]) / (last["releases"] - first["releases"]) * 1000
+        print(json.dumps({"rss_mib_per_1000_releases": growth}), flush=True)
     return 0
 
 

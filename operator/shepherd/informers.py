@@ -237,12 +237,25 @@ class Informer:
                 failures = 0
             except Expired:
                 version = None
-            except (aiohttp.ClientError, TimeoutError, APIError, ValueError) as error:
-                failures += 1
-                delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (failures - 1))
-                delay += random.uniform(0, FIRST_RETRY_SECONDS)
-                logger.warning("watch of %s failed (%s); again in %.1fs", self._where(), error, delay)
-                await asyncio.sleep(delay)
+            except APIError as error:
+                if error.status != 404:
+                    failures = await self._back_off(failures, error)
+                    continue
+                # The resource is not served (its CRD is not installed): there is none of it, until it is.
+                self.store.replace([], "")
+                self.synced.set()
+                version = None
+                await asyncio.sleep(MAX_RETRY_SECONDS)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+                failures = await self._back_off(failures, error)
+
+    async def _back_off(self, failures: int, error: Exception) -> int:
+        delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2**failures) + random.uniform(
+            0, FIRST_RETRY_SECONDS
+        )
+        logger.warning("watch of %s failed (%s); again in %.1fs", self._where(), error, delay)
+        await asyncio.sleep(delay)
+        return failures + 1
 
     async def _list(self) -> str:
         objects: list[dict[str, Any]] = []
@@ -280,7 +293,11 @@ class Informer:
         accept = METADATA_ONLY if self.resource.metadata_only else "application/json"
         self.watches += 1
         url = f"{self.connection.host}{self.resource.path(self.namespace)}?{urlencode(params)}"
-        async with self.connection.session.get(url, headers=self.connection.headers(accept)) as response:
+        # Past the server's own end of the watch, the connection is dead without having said so.
+        limit = aiohttp.ClientTimeout(total=int(params["timeoutSeconds"]) + 60, sock_connect=30)
+        async with self.connection.session.get(
+            url, headers=self.connection.headers(accept), timeout=limit
+        ) as response:
             if response.status == 410:
                 raise Expired()
             if response.status != 200:
