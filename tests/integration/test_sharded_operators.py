@@ -1,0 +1,126 @@
+"""Story: two operators, shards 0 and 1 of 2, on one API; each acts only on its own Releases.
+
+Each operator talks to the API with its own token, so the local API's request log tells who made each call.
+Both run Kopf and watch every Release. The one write a shard makes to another shard's Release is Kopf adding
+the finalizer that both shards need (each runs a daemon for every Release, idle for the other shard's): the
+first to see a new Release adds it. Were a shard to hold that the finalizer is not needed, it would remove
+it and the owner add it back, without end; the story would see the removals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import kmock
+import pytest
+from cluster import Cluster, quickstart_release
+
+from helpers import wait_until
+from shepherd.kube import KubeAPI, ReleaseKey, load_configuration
+from shepherd.lab.kubelet import KubeletSimulator
+from shepherd.lab.localapi import LocalAPIThread, write_kubeconfig
+from shepherd.runner import OperatorOptions, OperatorThread
+from shepherd.sharding import Shard
+
+# Until rollout_loop stops using a Kopf `when=` filter for the shard: a shard for which the filter is false
+# holds that the Release needs no finalizer and removes the one the owning shard's daemon adds, forever, and
+# the owner's status writes lose their resourceVersion to those patches (the Releases never progress).
+# A non-owned Release's daemon should idle instead (`await stopped.wait()`). Strict: it fails once fixed.
+pytestmark = pytest.mark.xfail(
+    strict=True, reason="shards fight over Kopf's finalizer while rollout_loop is filtered with when="
+)
+
+SHARDS = 2
+CANDIDATES = ("apple", "berry", "cherry", "damson", "elder", "fig", "grape", "hazel", "kiwi", "lemon", "lime")
+# Three Releases of each shard; no dashes in their names: a child's name, <release>-<component>, tells its
+# Release.
+OWNED = {
+    index: [name for name in CANDIDATES if Shard(index, SHARDS).owns("default", name)][:3]
+    for index in range(SHARDS)
+}
+OWNER = {name: f"shard-{index}" for index, names in OWNED.items() for name in names}
+FINALIZERS = "/metadata/finalizers"
+
+
+def release_named(request: kmock.Request) -> str | None:
+    """The Release a request concerns: by its name, its child's name or its Event's object."""
+    body: dict[str, Any] = request.data if isinstance(request.data, dict) else {}
+    if request.resource is None or not request.resource.plural:
+        return None
+    if request.resource.plural == "events":
+        return str((body.get("involvedObject") or {}).get("name") or "") or None
+    name = request.name or (body.get("metadata") or {}).get("name")
+    if not name:
+        return None
+    return str(name) if request.resource.plural == "releases" else str(name).split("-")[0]
+
+
+def finalizer_operations(request: kmock.Request) -> list[str]:
+    """The JSON-patch operations on metadata.finalizers, e.g. ["add"] or ["remove"]."""
+    operations = request.data if isinstance(request.data, list) else []
+    return [op["op"] for op in operations if op.get("path", "").startswith(FINALIZERS)]
+
+
+def writes(local_api: LocalAPIThread, since: int = 0) -> list[tuple[str, str, kmock.Request]]:
+    """(shard, Release, request) of every write a shard sent about a Release, from the `since`-th on."""
+    found = []
+    for request in list(local_api.emulator)[since:]:
+        who = request.headers.get("Authorization", "").removeprefix("Bearer token-")
+        release = release_named(request)
+        if who.startswith("shard-") and release is not None and str(request.method.value) != "GET":
+            found.append((who, release, request))
+    return found
+
+
+@pytest.fixture
+def cluster(local_api: LocalAPIThread, kubectl: object, kubelet: KubeletSimulator) -> Iterator[Cluster]:
+    """The cluster of the story, without the suite's own operator: the two shards are the operators."""
+    api = KubeAPI(load_configuration(str(local_api.kubeconfig_path)))
+    yield Cluster(kubectl, api)  # type: ignore[arg-type]
+    api.close()
+
+
+def test_two_shards_split_the_releases_and_each_acts_only_on_its_own(
+    cluster: Cluster, local_api: LocalAPIThread, tmp_path: Path
+) -> None:
+    assert [len(names) for names in OWNED.values()] == [3, 3]
+    with ExitStack() as stack:
+        for index in range(SHARDS):
+            who = f"shard-{index}"
+            kubeconfig = write_kubeconfig(tmp_path / who, local_api.url, users={f"token-{who}": who})
+            options = OperatorOptions(resync_seconds=300, standalone=True, shard=Shard(index, SHARDS))
+            stack.enter_context(OperatorThread(load_configuration(str(kubeconfig), who), options))
+
+        for name in OWNER:
+            release = quickstart_release("1.0.0")
+            release["metadata"]["name"] = name
+            cluster.apply(release)
+        for name in OWNER:
+            cluster.wait_phase("Succeeded", name=name, revision=1)
+
+        acted = {
+            (who, release) for who, release, request in writes(local_api) if not finalizer_operations(request)
+        }
+        assert acted == {(who, name) for name, who in OWNER.items()}, (
+            "each Release's status, children and Events come from its own shard"
+        )
+        finalizing = [(who, release, finalizer_operations(r)) for who, release, r in writes(local_api)]
+        foreign = [(who, release, ops) for who, release, ops in finalizing if ops and OWNER[release] != who]
+        taken = [(who, release) for who, release, ops in foreign if ops != ["add"]]
+        assert not taken, f"a shard took the finalizer of another's Release {len(taken)} times: {taken[:4]}"
+        assert len(foreign) <= 2 * len(OWNER), "at most one try per shard to add the finalizer"
+
+        deleted = len(list(local_api.emulator))
+        gone = [OWNED[0][0], OWNED[1][0]]
+        cluster.kubectl("delete", "release", *gone, "--wait=false")
+        wait_until(
+            lambda: all(cluster.api.get_release(ReleaseKey("default", name)) is None for name in gone),
+            timeout=30,
+            message="the deleted Releases to go (each shard lets go of the finalizer)",
+        )
+        # The others are left alone: their finalizers stay.
+        after = [(who, release) for who, release, r in writes(local_api, deleted) if finalizer_operations(r)]
+        assert {release for _, release in after} <= set(gone)
