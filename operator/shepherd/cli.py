@@ -207,9 +207,9 @@ def demo(keep: bool, port: int) -> None:
 )
 def lint(files: tuple[Path, ...]) -> None:
     """Check Release manifests against the CRD schema and the operator's own rules."""
-    from shepherd.lint import lint_documents
+    from shepherd.lint import lint_documents, warn_documents
 
-    problems = 0
+    problems = warnings = 0
     for path in files:
         try:
             documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
@@ -220,6 +220,9 @@ def lint(files: tuple[Path, ...]) -> None:
         for line in lint_documents(documents):
             click.echo(f"{path}: {line}", err=True)
             problems += 1
+        for line in warn_documents(documents):  # the Release is valid: a warning never fails lint
+            click.echo(f"{path}: warning: {line}", err=True)
+            warnings += 1
     if problems:
         raise click.ClickException(f"{problems} problem(s) found")
-    click.echo(f"{len(files)} file(s) OK")
+    click.echo(f"{len(files)} file(s) OK" + (f", {warnings} warning(s)" if warnings else ""))

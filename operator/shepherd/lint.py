@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from shepherd import crdschema
+from shepherd.core.replica_traffic import inexact_weights
 from shepherd.core.spec import SpecError, parse_release_name, parse_spec
 
 SHEPHERD_KINDS = ("Release", "ReleaseApproval", "ReleasePolicy")
@@ -28,6 +29,27 @@ def lint_documents(documents: Iterable[Any]) -> Iterator[str]:
             parse_spec(document.get("spec"))
         except SpecError as error:
             yield f"Release {name}: {error}"
+
+
+def warn_documents(documents: Iterable[Any]) -> Iterator[str]:
+    """One line per warning about a valid Release: it does what it says, but perhaps not what was meant.
+
+    With replica routing (the default) a setWeight step gives the canary ceil(replicas * weight / 100)
+    pods, so a weight that a component's replica count cannot represent gives it another share of the
+    pods, hence of the requests."""
+    for document in documents:
+        if not isinstance(document, Mapping) or not _meant_as_a_release(document):
+            continue
+        if any(lint_documents([document])) or not _routed_by_replicas(document.get("spec")):
+            continue  # its problems are reported; a routed canary's weight is exact
+        name = (document.get("metadata") or {}).get("name")
+        for inexact in inexact_weights(parse_spec(document.get("spec"))):
+            yield f"Release {name}: {inexact.field}: {inexact.describe()}"
+
+
+def _routed_by_replicas(spec: Any) -> bool:
+    routing = (((spec or {}).get("strategy") or {}).get("canary") or {}).get("trafficRouting")
+    return not isinstance(routing, Mapping) or "replicas" in routing
 
 
 def _meant_as_a_release(document: Mapping[str, Any]) -> bool:

@@ -287,6 +287,7 @@ def _view(name: str, release: Mapping[str, Any]) -> Group:
         f"[bold]{name}[/]  version {escape(str(spec.get('version')))}  "
         f"phase [bold]{state.get('phase', 'Pending')}[/]",
         f"weight {escape('[' + '#' * (weight // 5) + '.' * (20 - weight // 5) + ']')} {weight}%",
+        *(f"  {escape(line)}" for line in replica_shares(state)),
         escape(str(state.get("message", ""))),
     ]
     steps = (spec.get("strategy") or {}).get("canary", {}).get("steps") or []
@@ -314,6 +315,26 @@ def _view(name: str, release: Mapping[str, Any]) -> Group:
         lines.append(table)
     lines.append(_history_table(state))
     return Group(*lines)
+
+
+def replica_shares(state: Mapping[str, Any]) -> list[str]:
+    """With replica routing, what each component's canary really gets (status.traffic): its share of the
+    pods, which is its share of the requests, beside the weight the step asked for."""
+    traffic = state.get("traffic")
+    if not isinstance(traffic, Mapping) or traffic.get("routing") != "Replicas":
+        return []
+    asked = traffic.get("desiredWeight", 0)
+    lines = []
+    for component in traffic.get("components") or []:
+        name, canary, stable = (component.get(key, 0) for key in ("name", "canaryPods", "stablePods"))
+        if not canary:
+            lines.append(f"{name}: no canary pod ({stable} stable)")
+            continue
+        lines.append(
+            f"{name}: canary {component.get('canaryShare', 0)}% of pods ({canary}/{canary + stable}), "
+            f"asked {asked}%"
+        )
+    return lines
 
 
 @main.command()

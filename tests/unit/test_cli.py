@@ -57,6 +57,47 @@ def test_lint_finds_a_dependency_cycle_the_crd_cannot_express(tmp_path: Path) ->
     )
 
 
+def release_document(name: str, replicas: int, weights: list[int]) -> dict:
+    spec = release_spec()
+    spec["components"][1]["replicas"] = replicas
+    spec["strategy"]["canary"]["steps"] = [{"setWeight": weight} for weight in weights]
+    return {
+        "apiVersion": "shepherd.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def test_lint_warns_of_a_weight_the_replicas_cannot_represent_without_failing(tmp_path: Path) -> None:
+    path = tmp_path / "coarse.yaml"
+    path.write_text(
+        yaml.safe_dump_all([release_document("shop", 2, [25, 50]), release_document("exact", 4, [25])])
+    )
+    result = CliRunner().invoke(main, ["lint", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("warning:") == 1, "api has 4 replicas, 50% of 2 is 1 pod: only one is inexact"
+    warning = (
+        "Release shop: spec.strategy.canary.steps[0].setWeight: setWeight 25 with 2 replicas of component "
+        "web gives the canary 50% of the pods (1 of 2); set replicas to a multiple of 4, or route by "
+        "Gateway API"
+    )
+    assert f"{path}: warning: {warning}" in result.output
+    assert "1 file(s) OK, 1 warning(s)" in result.output
+
+
+def test_lint_counts_only_problems_and_warns_nothing_of_an_invalid_release(tmp_path: Path) -> None:
+    broken = release_document("broken", 2, [25])
+    broken["spec"]["components"][0]["replicas"] = 0
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump_all([broken, release_document("coarse", 2, [25])]))
+    result = CliRunner().invoke(main, ["lint", str(path)])
+    assert result.exit_code == 1
+    assert "1 problem(s) found" in result.output
+    assert "Release broken: spec.components[0].replicas" in result.output
+    assert "warning: Release coarse:" in result.output and "warning: Release broken" not in result.output
+
+
 def test_lint_reports_broken_yaml(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("kind: [Release\n")

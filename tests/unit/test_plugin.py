@@ -1,4 +1,5 @@
-"""The pure parts of `kubectl release approve`: which revision it approves, and the approval's name."""
+"""The pure parts of `kubectl release`: which revision `approve` approves, the approval's name, and what
+`get` shows of the canary's real share of pods."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from rich.console import Console
 
-from shepherd.plugin import approval_name, hoist_connection_options, revision_to_approve
+from shepherd.plugin import (
+    _view,
+    approval_name,
+    hoist_connection_options,
+    replica_shares,
+    revision_to_approve,
+)
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 RELEASE_NAMES = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
@@ -99,3 +107,38 @@ def test_connection_options_are_taken_anywhere_on_the_line_like_kubectl(
     typed: list[str], parsed: list[str]
 ) -> None:
     assert hoist_connection_options(typed) == parsed
+
+
+PAUSED_AT_25 = {
+    "phase": "Paused",
+    "canaryWeight": 25,
+    "message": "step 2/5, canary at 25%",
+    "traffic": {
+        "routing": "Replicas",
+        "desiredWeight": 25,
+        "components": [
+            {"name": "api", "canaryPods": 1, "stablePods": 3, "canaryShare": 25},
+            {"name": "web", "canaryPods": 1, "stablePods": 1, "canaryShare": 50},
+            {"name": "worker", "canaryPods": 0, "stablePods": 3, "canaryShare": 0},
+        ],
+    },
+}
+
+
+def test_get_shows_each_components_real_share_of_pods_beside_the_weight_asked() -> None:
+    assert replica_shares(PAUSED_AT_25) == [
+        "api: canary 25% of pods (1/4), asked 25%",
+        "web: canary 50% of pods (1/2), asked 25%",
+        "worker: no canary pod (3 stable)",
+    ]
+    console = Console(record=True, width=200)
+    console.print(_view("shop", {"spec": {"version": "1.1.0"}, "status": PAUSED_AT_25}))
+    shown = console.export_text()
+    assert "  web: canary 50% of pods (1/2), asked 25%" in shown
+    assert shown.index("asked 25%") < shown.index("step 2/5"), "under the weight, before the message"
+
+
+def test_get_shows_no_shares_at_rest_or_for_another_routing() -> None:
+    assert replica_shares({"phase": "Succeeded", "canaryWeight": 100}) == []
+    routed = {**PAUSED_AT_25, "traffic": {**PAUSED_AT_25["traffic"], "routing": "GatewayAPI"}}
+    assert replica_shares(routed) == []
