@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck unit integration controlplane e2e bench install prometheus \
-	cluster cluster-binaries clean
+	cluster cluster-binaries gateway-api-crds clean
 
 # The real control plane of the tests, built from the pinned Go module in controlplane/: kube-apiserver and
 # kube-controller-manager (k8s.io/kubernetes), etcd (go.etcd.io/etcd/server/v3), helm (helm.sh/helm/v4)
@@ -20,6 +20,11 @@ GO_LDFLAGS     = -s -w -X $(VERSION_PKG).gitVersion=$(K8S_VERSION) \
 	-X $(VERSION_PKG).gitMajor=$(word 1,$(subst ., ,$(K8S_VERSION:v%=%))) \
 	-X $(VERSION_PKG).gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION:v%=%))) \
 	-X $(VERSION_PKG).gitTreeState=clean -X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION)
+
+# The Gateway API CRDs of the standard channel, copied from the sigs.k8s.io/gateway-api module pinned in
+# controlplane/go.mod (file names kept), for the tests that route traffic with HTTPRoutes.
+GATEWAY_API_CRDS    := .cluster/crds/gateway-api
+GATEWAY_API_VERSION = $(shell awk '$$1 == "sigs.k8s.io/gateway-api" {print $$2}' $(CLUSTER_MODULE)/go.mod)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +48,17 @@ $(CLUSTER_BIN)/.built: $(CLUSTER_MODULE)/go.mod $(CLUSTER_MODULE)/go.sum $(wildc
 	  ./cmd/etcd ./cmd/kstatus helm.sh/helm/v4/cmd/helm
 	touch $@
 
-cluster-binaries: $(CLUSTER_BIN)/.built
+$(GATEWAY_API_CRDS)/VERSION: $(CLUSTER_MODULE)/go.mod $(CLUSTER_MODULE)/go.sum
+	@command -v go >/dev/null 2>&1 || { echo "error: Go 1.26 is needed to fetch the Gateway API CRDs ($(CLUSTER_MODULE))" >&2; exit 1; }
+	cd $(CLUSTER_MODULE) && GOTOOLCHAIN=local go mod download sigs.k8s.io/gateway-api
+	rm -rf $(GATEWAY_API_CRDS) && mkdir -p $(GATEWAY_API_CRDS)
+	src="$$(cd $(CLUSTER_MODULE) && GOTOOLCHAIN=local go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/standard" && \
+	  cp "$$src"/*.yaml $(GATEWAY_API_CRDS)/ && chmod u+w $(GATEWAY_API_CRDS)/*.yaml
+	printf 'sigs.k8s.io/gateway-api %s standard\n' '$(GATEWAY_API_VERSION)' > $@
+
+gateway-api-crds: $(GATEWAY_API_CRDS)/VERSION
+
+cluster-binaries: $(CLUSTER_BIN)/.built $(GATEWAY_API_CRDS)/VERSION
 
 # A real control plane with the chart installed by helm and the operator running: prints a KUBECONFIG.
 cluster: install cluster-binaries
