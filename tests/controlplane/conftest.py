@@ -3,7 +3,8 @@ modules (`make cluster-binaries`), the chart installed by the real helm, the ope
 ServiceAccount token, pods played by `shepherd.lab.podsim`.
 
 Never skipped: without the binaries every test here fails, saying how to build them. One control plane
-serves the session; each test gets a namespace of its own and, when it asks, an operator of its own.
+serves the session, with the Gateway API CRDs (standard channel, from the pinned sigs.k8s.io/gateway-api
+module) installed; each test gets a namespace of its own and, when it asks, an operator of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ import kubernetes
 import pytest
 
 from shepherd.lab.cluster import InstalledChart, OperatorProcess, install_chart
-from shepherd.lab.controlplane import ControlPlane, binaries_problem
+from shepherd.lab.controlplane import (
+    ControlPlane,
+    binaries_problem,
+    gateway_api_crds_problem,
+    install_gateway_api_crds,
+)
 from shepherd.lab.podsim import PodSimulator
 from story import Kubectl, Story, kubectl_runner
 
@@ -25,15 +31,25 @@ TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 BIN_DIR = Path(os.environ.get("SHEPHERD_CLUSTER_BIN", REPO / ".cluster" / "bin"))
 CHART = REPO / "charts" / "shepherd"
+GATEWAY_API_CRDS = Path(
+    os.environ.get("SHEPHERD_GATEWAY_API_CRDS", REPO / ".cluster" / "crds" / "gateway-api")
+)
 
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    problem = binaries_problem(BIN_DIR)
+    problem = binaries_problem(BIN_DIR) or gateway_api_crds_problem(GATEWAY_API_CRDS)
     if problem is not None:
         pytest.fail(f"the real control plane cannot start: {problem}", pytrace=False)
     with ControlPlane(BIN_DIR, tmp_path_factory.mktemp("controlplane")) as plane:
+        install_gateway_api_crds(plane, GATEWAY_API_CRDS)
         yield plane
+
+
+@pytest.fixture(scope="session")
+def gateway_api_crds(control_plane: ControlPlane) -> Path:
+    """The folder of the Gateway API CRDs that the session's control plane serves."""
+    return GATEWAY_API_CRDS
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,14 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not be built, started or reached; the message says which part and why."""
 
 
+class RequestError(ControlPlaneError):
+    """The API server answered a request with an HTTP error `status`."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -205,17 +213,24 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(config))
         return path
 
-    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        """One admin call to the API server (JSON in, JSON out)."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        content_type: str = "application/json",
+    ) -> Any:
+        """One admin call to the API server (JSON in, JSON out; a PATCH names its kind by content_type)."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
+        request.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(request, context=self._admin_tls(), timeout=30) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")
-            raise ControlPlaneError(f"{method} {path}: HTTP {error.code}: {detail}") from error
+            raise RequestError(f"{method} {path}: HTTP {error.code}: {detail}", error.code) from error
 
     def _write_pki(self) -> trustme.CA:
         ca = trustme.CA(organization_name="shepherd lab")
@@ -410,6 +425,124 @@ class ControlPlane:
             code = process.popen.poll()
             if code is not None:
                 raise ControlPlaneError(f"{process.name} exited with {code}\n{self.log_tail()}")
+
+
+# The standard channel of the Gateway API: `make gateway-api-crds` copies its files, names kept, from the
+# sigs.k8s.io/gateway-api module pinned in controlplane/go.mod, with a VERSION file naming that version.
+BUNDLE_VERSION_ANNOTATION = "gateway.networking.k8s.io/bundle-version"
+CHANNEL_ANNOTATION = "gateway.networking.k8s.io/channel"
+# Where each kind a Gateway API bundle holds is applied (cluster-scoped, server-side apply).
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+BUNDLE_KINDS = {
+    "CustomResourceDefinition": "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+    "ValidatingAdmissionPolicy": f"{ADMISSION}/validatingadmissionpolicies",
+    "ValidatingAdmissionPolicyBinding": f"{ADMISSION}/validatingadmissionpolicybindings",
+}
+FIELD_MANAGER = "shepherd-lab"
+
+
+@dataclass(frozen=True)
+class GatewayAPIBundle:
+    """What install_gateway_api_crds applied: the bundle's version and channel, each CRD, and how long
+    applying them and waiting until each was Established and in discovery took."""
+
+    version: str
+    channel: str
+    crds: tuple[str, ...]
+    others: tuple[str, ...]
+    seconds: float
+
+
+def gateway_api_crds_problem(crd_dir: Path) -> str | None:
+    """Why the Gateway API CRDs cannot be installed from crd_dir, or None when they can."""
+    if not (crd_dir / "VERSION").is_file() or not any(crd_dir.glob("*.yaml")):
+        return (
+            f"no Gateway API CRDs in {crd_dir}; copy them from the pinned module with "
+            "`make gateway-api-crds` (part of `make cluster-binaries`)"
+        )
+    return None
+
+
+def install_gateway_api_crds(
+    control_plane: ControlPlane, crd_dir: Path, *, timeout: float = 60.0
+) -> GatewayAPIBundle:
+    """Create every document of crd_dir/*.yaml as the admin (one already there is server-side applied,
+    so installing again or another version is harmless), then wait until each CRD is Established and its
+    resource is listed by discovery in each served version."""
+    problem = gateway_api_crds_problem(crd_dir)
+    if problem is not None:
+        raise ControlPlaneError(problem)
+    started = time.monotonic()
+    documents = [
+        document
+        for path in sorted(crd_dir.glob("*.yaml"))
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if document
+    ]
+    crds: list[dict[str, Any]] = []
+    others: list[str] = []
+    for document in documents:
+        kind, name = document.get("kind"), document["metadata"]["name"]
+        if kind not in BUNDLE_KINDS:
+            raise ControlPlaneError(f"{crd_dir}: {kind} {name} is not a kind a Gateway API bundle holds")
+        # A create costs the API server half of what an apply does on these large schemas (their managed
+        # fields); the HTTPRoute CRD is too large for a client-side apply's last-applied annotation.
+        try:
+            control_plane.request("POST", f"{BUNDLE_KINDS[kind]}?fieldManager={FIELD_MANAGER}", document)
+        except RequestError as error:
+            if error.status != 409:
+                raise
+            control_plane.request(
+                "PATCH",
+                f"{BUNDLE_KINDS[kind]}/{name}?fieldManager={FIELD_MANAGER}&force=true",
+                document,
+                content_type="application/apply-patch+yaml",
+            )
+        if kind == "CustomResourceDefinition":
+            crds.append(document)
+        else:
+            others.append(f"{kind}/{name}")
+    if not crds:
+        raise ControlPlaneError(f"{crd_dir} holds no CustomResourceDefinition")
+    deadline = started + timeout
+    for crd in crds:
+        _wait_until_served(control_plane, crd, deadline)
+    annotations = crds[0]["metadata"].get("annotations") or {}
+    return GatewayAPIBundle(
+        version=str(annotations.get(BUNDLE_VERSION_ANNOTATION, "")),
+        channel=str(annotations.get(CHANNEL_ANNOTATION, "")),
+        crds=tuple(sorted(crd["metadata"]["name"] for crd in crds)),
+        others=tuple(others),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _wait_until_served(control_plane: ControlPlane, crd: Mapping[str, Any], deadline: float) -> None:
+    name = crd["metadata"]["name"]
+    group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+    versions = [v["name"] for v in crd["spec"]["versions"] if v.get("served")]
+    last = "not read yet"
+    while True:
+        live = control_plane.request("GET", f"{BUNDLE_KINDS['CustomResourceDefinition']}/{name}")
+        conditions = {c["type"]: c for c in (live.get("status") or {}).get("conditions") or []}
+        established = conditions.get("Established", {}).get("status") == "True"
+        last = json.dumps(list(conditions.values()))
+        if established:
+            missing = [v for v in versions if not _discovered(control_plane, group, v, plural)]
+            if not missing:
+                return
+            last = f"Established, but discovery does not list {plural} in {', '.join(missing)} yet"
+        if time.monotonic() > deadline:
+            raise ControlPlaneError(f"CRD {name} was not served in time: {last}")
+        time.sleep(0.1)
+
+
+def _discovered(control_plane: ControlPlane, group: str, version: str, plural: str) -> bool:
+    try:
+        listed = control_plane.request("GET", f"/apis/{group}/{version}")
+    except ControlPlaneError:
+        return False
+    return any(resource.get("name") == plural for resource in listed.get("resources") or [])
 
 
 def file_name(user: str) -> str:
