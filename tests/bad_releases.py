@@ -366,10 +366,13 @@ BAD_RELEASES = [
         "step-with-setWeight-and-pause",
         setting(f"{STEPS}[0].pause", {}),
         f"{STEPS}[0]",
-        "exactly one of setWeight, pause or analysis",
+        "exactly one of setWeight, pause, analysis, setCanaryScale or setHeaderRoute",
     ),
     BadRelease(
-        "empty-step", appending(STEPS, {}), f"{STEPS}[5]", "exactly one of setWeight, pause or analysis"
+        "empty-step",
+        appending(STEPS, {}),
+        f"{STEPS}[5]",
+        "exactly one of setWeight, pause, analysis, setCanaryScale or setHeaderRoute",
     ),
     BadRelease("51-steps", setting(STEPS, [{"setWeight": 100}] * 51), STEPS, "at most 50 items"),
     BadRelease(
@@ -383,6 +386,46 @@ BAD_RELEASES = [
         setting("spec.strategy.canary.trafficRouting", {}),
         "spec.strategy.canary.trafficRouting",
         "exactly one routing kind: replicas",
+    ),
+    BadRelease(
+        "trafficRouting-with-both-kinds",
+        setting("spec.strategy.canary.trafficRouting", {"replicas": {}, "gatewayAPI": {"httpRoute": "shop"}}),
+        "spec.strategy.canary.trafficRouting",
+        "exactly one routing kind: replicas or gatewayAPI",
+    ),
+    BadRelease(
+        "gatewayAPI-without-a-route",
+        setting("spec.strategy.canary.trafficRouting", {"gatewayAPI": {}}),
+        "spec.strategy.canary.trafficRouting.gatewayAPI",
+        "exactly one of httpRoute",
+    ),
+    BadRelease(
+        "gatewayAPI-weightScale-0",
+        setting(
+            "spec.strategy.canary.trafficRouting", {"gatewayAPI": {"httpRoute": "shop", "weightScale": 0}}
+        ),
+        "spec.strategy.canary.trafficRouting.gatewayAPI.weightScale",
+        "greater than or equal to 1",
+    ),
+    BadRelease(
+        "setCanaryScale-with-two-kinds",
+        setting(f"{STEPS}[0]", {"setCanaryScale": {"replicas": 1, "weight": 10}}),
+        f"{STEPS}[0].setCanaryScale",
+        "exactly one of replicas, weight, matchTrafficWeight",
+    ),
+    BadRelease(
+        "headerValue-with-two-kinds",
+        setting(
+            f"{STEPS}[0]",
+            {
+                "setHeaderRoute": {
+                    "name": "beta",
+                    "match": [{"headerName": "X-Beta", "headerValue": {"exact": "1", "regex": "1"}}],
+                }
+            },
+        ),
+        f"{STEPS}[0].setHeaderRoute.match[0].headerValue",
+        "exactly one of exact, prefix, regex",
     ),
     BadRelease(
         "bad-bake-duration", setting("spec.postRelease.bake", "5"), "spec.postRelease.bake", "should match"
@@ -627,7 +670,7 @@ BAD_RELEASES = [
         "step-with-analysis-and-pause",
         with_analysis(setting(f"{STEPS}[1].analysis", {})),
         f"{STEPS}[1]",
-        "exactly one of setWeight, pause or analysis",
+        "exactly one of setWeight, pause, analysis, setCanaryScale or setHeaderRoute",
     ),
     BadRelease(
         "analysis-step-without-spec-analysis",

@@ -29,6 +29,10 @@ CONFIG_MAPS = Resource("", "v1", "configmaps", label_selector=MANAGED, metadata_
 APPROVAL_OBJECTS = Resource(GROUP, VERSION, APPROVALS)
 POLICY_OBJECTS = Resource(GROUP, VERSION, POLICIES, namespaced=False)
 NAMESPACES = Resource("", "v1", "namespaces", namespaced=False, metadata_only=True)
+SERVICES = Resource("", "v1", "services", label_selector=MANAGED)
+# Every HTTPRoute, not only Shepherd's: the routes are the user's; a cluster without the Gateway API
+# CRDs serves none, and the informer stays empty.
+HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
 
 
 @dataclass
@@ -50,6 +54,8 @@ class Cache:
     approvals: Store = field(default_factory=Store)
     policies: Store = field(default_factory=Store)
     namespaces: Store = field(default_factory=Store)
+    services: Store = field(default_factory=lambda: Store(INSTANCE_LABEL))
+    routes: Store = field(default_factory=Store)
     informers: list[Informer] = field(default_factory=list)
     _parsed: dict[tuple[str, str], tuple[str, RevisionContent]] = field(default_factory=dict)
 
@@ -73,6 +79,12 @@ class Cache:
             if isinstance(item.get("revision"), int):
                 recorded[int(item["revision"])] = self._content(key.namespace, name, item)
         return recorded
+
+    def owned_services(self, key: ReleaseKey, uid: str) -> dict[str, dict[str, Any]]:
+        return _owned(self.services.labelled(key.namespace, key.name), uid)
+
+    def route(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.routes.get(namespace, name)
 
     def namespace_approvals(self, namespace: str) -> list[dict[str, Any]]:
         return list(self.approvals.in_namespace(namespace))
@@ -110,7 +122,11 @@ class Cache:
     # --- the watches ---------------------------------------------------------------------------
 
     def watch(
-        self, configuration: kubernetes.client.Configuration, namespaces: Collection[str], wakes: Wakes
+        self,
+        configuration: kubernetes.client.Configuration,
+        namespaces: Collection[str],
+        wakes: Wakes,
+        route_changed: Callable[[tuple[str, str]], None] = lambda _key: None,
     ) -> Connection:
         """Make the informers (per namespace when the operator serves only some); `run` starts them."""
         connection = Connection(configuration)
@@ -134,6 +150,10 @@ class Cache:
         def everyone(_old: Mapping[str, Any] | None, _new: Mapping[str, Any] | None) -> None:
             wakes.everyone()
 
+        def route(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
+            meta = (new or old or {}).get("metadata") or {}
+            route_changed((str(meta.get("namespace") or ""), str(meta.get("name") or "")))
+
         def add(resource: Resource, store: Store, changed: Any, scope: str | None) -> None:
             self.informers.append(
                 Informer(connection, resource, store, scope, changed=changed, relisted=wakes.everyone)
@@ -145,6 +165,8 @@ class Cache:
             add(JOBS, self.jobs, owner_changed, scope)
             add(CONFIG_MAPS, self.config_maps, _nothing, scope)
             add(APPROVAL_OBJECTS, self.approvals, approval_changed, scope)
+            add(SERVICES, self.services, _nothing, scope)
+            add(HTTP_ROUTES, self.routes, route, scope)
         add(POLICY_OBJECTS, self.policies, everyone, None)
         add(NAMESPACES, self.namespaces, labels_changed, None)
         return connection
@@ -174,6 +196,8 @@ class Cache:
             REVISIONS.plural: self.revisions,
             JOBS.plural: self.jobs,
             CONFIG_MAPS.plural: self.config_maps,
+            SERVICES.plural: self.services,
+            HTTP_ROUTES.plural: self.routes,
         }
 
 
@@ -196,7 +220,7 @@ def _labels(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 
 def _nothing(_old: Mapping[str, Any] | None, _new: Mapping[str, Any] | None) -> None:
-    """Recorded revisions and ConfigMaps change only by the operator's own writes."""
+    """Recorded revisions, ConfigMaps and managed Services change only by the operator's own writes."""
 
 
 def _kept(plural: str, obj: dict[str, Any]) -> dict[str, Any]:

@@ -26,12 +26,14 @@ from shepherd.core.actions import (
     Action,
     ApplyConfigMap,
     ApplyDeployment,
+    ApplyService,
     CreateJob,
     DeleteConfigMap,
     DeleteDeployment,
     DeleteJob,
     DeleteRevision,
     Event,
+    PatchRoute,
     RecordRevision,
     RemoveAnnotations,
 )
@@ -49,6 +51,7 @@ JSON_PATCH = "application/json-patch+json"
 # Leases go through the generic object API as plain JSON: the typed client re-renders their times, and drops
 # the fraction of a whole second that metav1.MicroTime requires.
 COORDINATION = "coordination.k8s.io"
+GATEWAY = "gateway.networking.k8s.io"
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +242,15 @@ class KubeAPI:
                     namespace, dict(action.manifest), _preload_content=False
                 ),
             )
+        if isinstance(action, ApplyService):
+            return self._create(
+                "services",
+                lambda: self._core.create_namespaced_service(
+                    namespace, dict(action.manifest), _preload_content=False
+                ),
+            )
+        if isinstance(action, PatchRoute):
+            return self._patch_route(action)
         if isinstance(action, DeleteJob):
             return self._delete(
                 "jobs",
@@ -447,6 +459,27 @@ class KubeAPI:
             raise
         return Written("deployments", json.loads(patched.data))
 
+    def _patch_route(self, action: PatchRoute) -> Written:
+        """One JSON patch of the route, tested against the version the plan was made on."""
+        ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": action.resource_version}]
+        self._count()
+        try:
+            patched = self._custom.patch_namespaced_custom_object(
+                GATEWAY,
+                "v1",
+                action.namespace,
+                "httproutes",
+                action.name,
+                [*ops, *map(dict, action.ops)],
+                _content_type=JSON_PATCH,
+                _preload_content=False,
+            )
+        except ApiException as error:
+            if error.status == 422 and "test failed" in _message(error):
+                raise Conflict(f"HTTPRoute {action.name} changed since it was read") from error
+            raise
+        return Written("httproutes", json.loads(patched.data))
+
     def _read_deployment(self, key: ReleaseKey, name: str) -> dict[str, Any] | None:
         try:
             found: dict[str, Any] = self._json(
@@ -512,6 +545,10 @@ def _written(action: Action) -> tuple[str, str]:
         return "Job", action.name
     if isinstance(action, RecordRevision):
         return "ControllerRevision", str(action.manifest["metadata"]["name"])
+    if isinstance(action, ApplyService):
+        return "Service", action.name
+    if isinstance(action, PatchRoute):
+        return "HTTPRoute", action.name
     return "", str(getattr(action, "name", ""))
 
 

@@ -30,6 +30,7 @@ from shepherd.core.policy import Policy, applicable, policy_gates
 from shepherd.core.rejection import record_rejection
 from shepherd.core.spec import ApprovalGate, PrometheusSpec, SpecError, parse_spec
 from shepherd.core.timefmt import parse_time
+from shepherd.core.traffic import route_key
 from shepherd.kube import KubeAPI, Rejected, ReleaseKey, Written
 from shepherd.measure import gather
 from shepherd.metrics import OperatorMetrics
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 class Outcome:
     wake_at: datetime | None  # when the decision may change without any watch event
     dependencies: tuple[tuple[str, str], ...] = ()  # Releases whose changes must wake this one
+    routes: tuple[tuple[str, str], ...] = ()  # HTTPRoutes whose changes must wake this one
 
 
 async def reconcile(
@@ -82,6 +84,7 @@ async def reconcile(
     policies = cache.all_policies()
     labels = cache.namespace_labels(key.namespace) if policies else {}
     config_maps = cache.owned_config_maps(key, uid)
+    routes = route_keys(release.get("spec") or {}, key.namespace)
     view = ReleaseObject(
         name=key.name,
         namespace=key.namespace,
@@ -112,6 +115,8 @@ async def reconcile(
         webhooks,
         jobs,
         config_maps=config_maps,
+        routes={route: cache.route(*route) for route in routes},
+        services=cache.owned_services(key, uid) if routes else {},
     )
     decision = decide(view, observed, now)
     old_status = release.get("status") or {}
@@ -139,7 +144,7 @@ async def reconcile(
             metrics.record(key.namespace, key.name, observe(decision.status, status, view.annotations))
         await post_events(api, key, release, (event,), now)
         wake_at = None
-    return Outcome(wake_at, tuple(releases))
+    return Outcome(wake_at, tuple(releases), routes)
 
 
 async def post_events(
@@ -157,6 +162,15 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     patch: dict[str, Any] = {k: v for k, v in new.items() if v is not None and old.get(k) != v}
     patch.update({k: None for k in old if new.get(k) is None})
     return patch
+
+
+def route_keys(spec: Mapping[str, Any], namespace: str) -> tuple[tuple[str, str], ...]:
+    """The HTTPRoutes a valid spec routes through (an invalid one routes nothing: it is held)."""
+    try:
+        routing = parse_spec(spec).routing
+    except SpecError:
+        return ()
+    return tuple(route_key(ref, namespace) for ref in routing.routes) if routing else ()
 
 
 def prometheus_spec(spec: Mapping[str, Any]) -> PrometheusSpec | None:

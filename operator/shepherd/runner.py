@@ -132,7 +132,9 @@ async def _kopf(
     runtime: Runtime, options: OperatorOptions, stop: asyncio.Event, started: asyncio.Event, standalone: bool
 ) -> None:
     """Kopf (Releases, and each one's loop) beside the informers that fill the cache the loops read."""
-    connection = runtime.cache.watch(runtime.api.configuration, options.namespaces, runtime.wakes())
+    connection = runtime.cache.watch(
+        runtime.api.configuration, options.namespaces, runtime.wakes(), runtime.wake_routed
+    )
     informing = asyncio.create_task(runtime.cache.run(runtime.synced))
     try:
         await kopf.operator(

@@ -26,14 +26,6 @@ from shepherd.lab.podsim import PodSimulator
 from shepherd.sharding import Shard
 from story import Story, kubectl_runner, quickstart_release
 
-# Until rollout_loop stops using a Kopf `when=` filter for the shard: a shard for which the filter is false
-# holds that the Release needs no finalizer and removes the one the owning shard's daemon adds, forever, and
-# the owner's status writes lose their resourceVersion to those patches (the Releases never progress).
-# A non-owned Release's daemon should idle instead (`await stopped.wait()`). Strict: it fails once fixed.
-pytestmark = pytest.mark.xfail(
-    strict=True, reason="shards fight over Kopf's finalizer while rollout_loop is filtered with when="
-)
-
 REPO = Path(__file__).resolve().parents[2]
 BIN_DIR = REPO / ".cluster" / "bin"
 CHART = REPO / "charts" / "shepherd"

@@ -35,18 +35,20 @@ from shepherd.core.actions import (
     Action,
     ApplyConfigMap,
     ApplyDeployment,
+    ApplyService,
     CreateJob,
     DeleteConfigMap,
     DeleteDeployment,
     DeleteJob,
     DeleteRevision,
     Event,
+    PatchRoute,
     RecordRevision,
     RemoveAnnotations,
 )
 from shepherd.kube import KubeAPI, ReleaseKey, load_configuration
 from shepherd.lab.kubelet import KubeletSimulator
-from shepherd.lab.localapi import LocalAPIThread, write_kubeconfig
+from shepherd.lab.localapi import LocalAPIThread, install_crds, write_kubeconfig
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 CHART = Path(__file__).resolve().parents[2] / "charts" / "shepherd"
@@ -57,6 +59,15 @@ TOKEN, USER = "token-operator", "operator"  # the operator's own token tells its
 POLICY = {"apiVersion": "shepherd.dev/v1alpha1", "kind": "ReleasePolicy"}
 LEASE = "shepherd"  # the chart's full name, for a Helm release named shepherd
 EXERCISED = ReleaseKey(WATCHED, "exercised")
+GATEWAY_API_CRDS = Path(__file__).resolve().parents[2] / ".cluster" / "crds" / "gateway-api"
+
+
+def gateway_api_crd(plural: str) -> Path:
+    """A Gateway API CRD as `make cluster-binaries` copies it from the pinned module."""
+    path = GATEWAY_API_CRDS / f"gateway.networking.k8s.io_{plural}.yaml"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run make cluster-binaries", pytrace=False)
+    return path
 
 
 @dataclass(frozen=True)
@@ -182,7 +193,7 @@ def deployment(uid: str) -> dict[str, Any]:
     }
 
 
-def actions(uid: str) -> list[Action]:
+def actions(uid: str, route_version: str = "") -> list[Action]:
     revision = {"apiVersion": "apps/v1", "kind": "ControllerRevision", "revision": 1, "data": {}}
     pod = {"spec": {"restartPolicy": "Never", "containers": [{"name": "smoke", "image": "smoke:1"}]}}
     job = {"apiVersion": "batch/v1", "kind": "Job", "spec": {"template": pod}}
@@ -198,7 +209,30 @@ def actions(uid: str) -> list[Action]:
         CreateJob({**job, "metadata": {"name": "exercised-smoke-1", **owned(uid)}}),
         DeleteJob("exercised-smoke-1"),
         RemoveAnnotations(("shepherd.dev/promote",)),
+        ApplyService(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "exercised-api-canary", **owned(uid)},
+                "spec": {"ports": [{"port": 80}]},
+            }
+        ),
+        PatchRoute(
+            WATCHED,
+            "exercised",
+            route_version,
+            ({"op": "add", "path": "/metadata/labels", "value": {"a": "b"}},),
+        ),
     ]
+
+
+def route_version(api: KubeAPI) -> str:
+    """The resourceVersion of the HTTPRoute the exercise patches (read without the operator's token: the
+    operator itself has it from its cache)."""
+    path = f"/apis/gateway.networking.k8s.io/v1/namespaces/{WATCHED}/httproutes/exercised"
+    code, route = request_json("GET", api.configuration.host + path)
+    assert code == 200, route
+    return str(route["metadata"]["resourceVersion"])
 
 
 def event(api: KubeAPI) -> None:
@@ -213,7 +247,9 @@ def write_lease(api: KubeAPI) -> None:
 EXERCISES: dict[str, Callable[[KubeAPI, str], object]] = {
     "get_release": lambda api, uid: api.get_release(EXERCISED),
     "read_secret": lambda api, uid: api.read_secret(WATCHED, "prometheus-credentials"),
-    "apply": lambda api, uid: [api.apply(EXERCISED, action, {}) for action in actions(uid)],
+    "apply": lambda api, uid: [
+        api.apply(EXERCISED, action, {}) for action in actions(uid, route_version(api))
+    ],
     "patch_status": lambda api, uid: api.patch_status(EXERCISED, {"message": "exercised"}),
     "post_event": lambda api, uid: event(api),
     "get_lease": lambda api, uid: api.get_lease(RELEASE_NAMESPACE, LEASE, 5),
@@ -270,6 +306,13 @@ def test_the_chart_grants_exactly_the_calls_the_operator_makes(
             "POST", f"{local_api.url}/api/v1/namespaces", {"metadata": {"name": namespace}}
         )
         assert code == 201
+    install_crds(local_api.url, [gateway_api_crd("httproutes")])
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "exercised"},
+    }
+    kubectl("apply", f"--namespace={WATCHED}", "-f", "-", input=yaml.safe_dump(route | {"spec": {}}))
     policy = {"metadata": {"name": "everywhere"}, "spec": {"description": "selects every namespace"}}
     kubectl("apply", "-f", "-", input=yaml.safe_dump(POLICY | policy))  # so the namespace's labels are read
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", local_api.url, users={TOKEN: USER})

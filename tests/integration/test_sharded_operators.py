@@ -25,14 +25,6 @@ from shepherd.lab.localapi import LocalAPIThread, write_kubeconfig
 from shepherd.runner import OperatorOptions, OperatorThread
 from shepherd.sharding import Shard
 
-# Until rollout_loop stops using a Kopf `when=` filter for the shard: a shard for which the filter is false
-# holds that the Release needs no finalizer and removes the one the owning shard's daemon adds, forever, and
-# the owner's status writes lose their resourceVersion to those patches (the Releases never progress).
-# A non-owned Release's daemon should idle instead (`await stopped.wait()`). Strict: it fails once fixed.
-pytestmark = pytest.mark.xfail(
-    strict=True, reason="shards fight over Kopf's finalizer while rollout_loop is filtered with when="
-)
-
 SHARDS = 2
 CANDIDATES = ("apple", "berry", "cherry", "damson", "elder", "fig", "grape", "hazel", "kiwi", "lemon", "lime")
 # Three Releases of each shard; no dashes in their names: a child's name, <release>-<component>, tells its

@@ -79,6 +79,27 @@ class RemoveAnnotations:
     values: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ApplyService:
+    """Create a stable or canary Service Shepherd manages for Gateway API routing (one that exists is it)."""
+
+    manifest: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["metadata"]["name"])
+
+
+@dataclass(frozen=True)
+class PatchRoute:
+    """JSON-patch an HTTPRoute (weights, Shepherd's header rules) if it is still at `resource_version`."""
+
+    namespace: str
+    name: str
+    resource_version: str
+    ops: tuple[Mapping[str, Any], ...]
+
+
 Action = (
     ApplyDeployment
     | DeleteDeployment
@@ -89,6 +110,8 @@ Action = (
     | CreateJob
     | DeleteJob
     | RemoveAnnotations
+    | ApplyService
+    | PatchRoute
 )
 
 

@@ -62,6 +62,7 @@ from shepherd.core.migrations import (
 from shepherd.core.model import Decision, Observations, ReleaseObject
 from shepherd.core.policy import active_freezes, applicable, freeze_changes, policy_gates
 from shepherd.core.rejection import held_status
+from shepherd.core.replica_traffic import replica_traffic
 from shepherd.core.report import describe, format_duration, wave_label
 from shepherd.core.revisions import (
     retained_revisions,
@@ -77,6 +78,8 @@ from shepherd.core.spec import (
     Pause,
     ReleaseSpec,
     RevisionContent,
+    SetCanaryScale,
+    SetHeaderRoute,
     SetWeight,
     SpecError,
     Waves,
@@ -99,6 +102,7 @@ from shepherd.core.status import (
     rollout_conditions,
 )
 from shepherd.core.timefmt import format_time
+from shepherd.core.traffic import TrafficPlan, plan_traffic
 from shepherd.core.workloads import GROUP, WorkloadPlan, desired_deployments, plan_workloads
 
 PROMOTE = f"{GROUP}/promote"
@@ -156,7 +160,8 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     # Gates are judged while gating; after that, status keeps the verdict that let the revision start.
     judging_gates = rollout.phase is Phase.GATING
     order = waves(spec, content.templates)
-    plan = _plan(release, rollout, spec, content, observed)
+    planned = _plan(release, rollout, spec, content, observed)
+    plan = planned.plan
     for _ in range(MAX_TRANSITIONS_PER_DECISION):
         following = _advance(
             _track_readiness(rollout, plan, now), spec, order, plan, evidence, migrations, now, events
@@ -164,7 +169,8 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
         if following == rollout:
             break
         rollout = following
-        plan = _plan(release, rollout, spec, content, observed)
+        planned = _plan(release, rollout, spec, content, observed)
+        plan = planned.plan
     progress = migration_progress(rollout, migrations)
     rollout = replace(rollout, message=describe(rollout, spec, order, plan, evidence, now, progress))
 
@@ -206,6 +212,7 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
         "gates": shown_gates or None,
         "commands": bounded(acks),
         "rejected": None,
+        "traffic": planned.status or replica_traffic(rollout, spec, observed.deployments),
     }
     wake_at = _wake_at(release, rollout, spec, plan, evidence, now, migration_deadlines(rollout, migrations))
     return Decision(status, tuple(actions), tuple(events), wake_at)
@@ -227,6 +234,7 @@ def _invalid_spec(release: ReleaseObject, rollout: Rollout, error: SpecError, no
             rollout_conditions(rollout, message), previous, release.generation, now
         ),
         "commands": release.status.get("commands"),
+        "traffic": release.status.get("traffic"),  # the workloads are held as they are
     }
     events = () if already_reported else (Event("Warning", "InvalidSpec", message),)
     return Decision(status, (), events, None)
@@ -363,7 +371,7 @@ def _plan(
     spec: ReleaseSpec,
     content: RevisionContent,
     observed: Observations,
-) -> WorkloadPlan:
+) -> TrafficPlan:
     stable = (
         content if rollout.stable_hash == content.hash else observed.revisions.get(rollout.stable_revision)
     )
@@ -375,7 +383,10 @@ def _plan(
     deadline_seconds = max(1, int(spec.progress_deadline.total_seconds()))
     plan = plan_workloads(release.ref, desired, observed.deployments, deadline_seconds)
     in_use = contents_in_use(desired or (), {rollout.revision: content, rollout.stable_revision: stable})
-    return with_config(plan, release.ref, in_use, observed.config_maps)
+    plan = with_config(plan, release.ref, in_use, observed.config_maps)
+    return plan_traffic(
+        plan, release.ref, rollout, spec, observed.routes, observed.services, observed.deployments
+    )
 
 
 def _unused_config(
@@ -525,6 +536,8 @@ def _progress(
         if judged.state == "Failed":
             return _fail(rollout, spec, (judged.reason, judged.message), now, events)
         return _next_step(rollout, now) if judged.state == "Passed" else rollout
+    if isinstance(step, SetCanaryScale | SetHeaderRoute):
+        return _next_step(rollout, now)  # the plan that converged was made with this step in effect
     if step.duration is None:
         return _enter(rollout, Phase.PAUSED, "CanaryPauseStep", now, events, keep_clock=True)
     if rollout.step_since is not None and now >= rollout.step_since + step.duration:

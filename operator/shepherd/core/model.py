@@ -60,6 +60,9 @@ class Observations:
     webhooks: Mapping[str, WebhookAnswer] = field(default_factory=dict)  # webhook gates' answers, by gate
     jobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # live Jobs owned by the Release
     config_maps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # owned ConfigMaps, by name
+    # Gateway API routing: the HTTPRoutes the spec names (None: not found), the Services Shepherd manages
+    routes: Mapping[tuple[str, str], Mapping[str, Any] | None] = field(default_factory=dict)
+    services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

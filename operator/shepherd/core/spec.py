@@ -111,7 +111,63 @@ class AnalysisStep:
     metrics: tuple[str, ...] | None  # None: every metric of spec.analysis
 
 
-Step = SetWeight | Pause | AnalysisStep
+@dataclass(frozen=True)
+class SetCanaryScale:
+    """With Gateway API routing, the canary's pods apart from its traffic weight; neither set: match it."""
+
+    replicas: int | None = None
+    weight: int | None = None
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    name: str
+    type: str  # Gateway API's HTTPHeaderMatch type: Exact or RegularExpression (a prefix becomes one)
+    value: str
+
+
+@dataclass(frozen=True)
+class SetHeaderRoute:
+    """Send requests whose headers match to the canary only; no matches removes the header route."""
+
+    name: str
+    matches: tuple[HeaderMatch, ...]
+
+
+Step = SetWeight | Pause | AnalysisStep | SetCanaryScale | SetHeaderRoute
+
+MAX_ROUTES = 10
+INJECTED_RULE_PREFIX = "shepherd-"  # the names of the header-route rules Shepherd adds to an HTTPRoute
+MAX_WEIGHT_SCALE = 10_000
+
+
+@dataclass(frozen=True)
+class RouteRef:
+    """An existing HTTPRoute whose weights Shepherd sets; `rules` by name (none: every rule that sends
+    to both of the component's Services)."""
+
+    name: str
+    namespace: str | None  # None: the Release's
+    component: str
+    rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GatewayRouting:
+    routes: tuple[RouteRef, ...]
+    services: Mapping[str, tuple[str, str]]  # component -> (stable, canary) Services named by the user
+    weight_scale: int = 100
+
+    def service_names(self, release: str, component: str) -> tuple[str, str]:
+        """The component's stable and canary Services: the user's, or the ones Shepherd manages."""
+        return self.services.get(component) or managed_service_names(release, component)
+
+    def managed(self, component: str) -> bool:
+        return component not in self.services
+
+
+def managed_service_names(release: str, component: str) -> tuple[str, str]:
+    return f"{release}-{component}-stable", f"{release}-{component}-canary"
 
 
 @dataclass(frozen=True)
@@ -276,6 +332,7 @@ class ReleaseSpec:
     notifications: tuple[NotificationSpec, ...] = ()
     config: tuple[ConfigEntry, ...] = ()
     migrations: tuple[Migration, ...] = ()
+    routing: GatewayRouting | None = None  # None: split by replica ratio
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -415,6 +472,15 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
     strategy = _mapping(spec.get("strategy"), "spec.strategy")
     canary = _mapping(strategy.get("canary"), "spec.strategy.canary")
     steps = _steps(canary.get("steps"))
+    routing = _routing(canary.get("trafficRouting"), components)
+    for index, step in enumerate(steps):
+        if isinstance(step, SetCanaryScale | SetHeaderRoute) and routing is None:
+            kind = "setCanaryScale" if isinstance(step, SetCanaryScale) else "setHeaderRoute"
+            raise SpecError(
+                f"spec.strategy.canary.steps[{index}].{kind}",
+                "needs spec.strategy.canary.trafficRouting.gatewayAPI: with replica routing, the canary's "
+                "pods are its traffic",
+            )
     post = _mapping(spec.get("postRelease"), "spec.postRelease")
     bake = None if post.get("bake") is None else parse_duration(post["bake"], "spec.postRelease.bake")
     analysis = None if spec.get("analysis") is None else _analysis(spec["analysis"])
@@ -450,6 +516,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
         notifications=parse_notifications(spec.get("notifications")),
         config=config,
         migrations=migrations,
+        routing=routing,
     )
 
 
@@ -608,15 +675,24 @@ def _unique_name(item: Mapping[str, Any], field: str, taken: Sequence[str], kind
     return name
 
 
+STEP_KINDS = ("setWeight", "pause", "analysis", "setCanaryScale", "setHeaderRoute")
+
+
 def _steps(raw: Any) -> tuple[Step, ...]:
     steps: list[Step] = []
     last_weight = 0
     for index, item in enumerate(_list(raw, "spec.strategy.canary.steps", "steps")):
         field = f"spec.strategy.canary.steps[{index}]"
         item = _mapping(item, field)
-        kinds = [k for k in ("setWeight", "pause", "analysis") if k in item]
+        kinds = [k for k in STEP_KINDS if k in item]
         if len(kinds) != 1:
-            raise SpecError(field, "each step sets exactly one of setWeight, pause, analysis")
+            raise SpecError(field, f"each step sets exactly one of {', '.join(STEP_KINDS)}")
+        if kinds == ["setCanaryScale"]:
+            steps.append(_canary_scale(item["setCanaryScale"], f"{field}.setCanaryScale"))
+            continue
+        if kinds == ["setHeaderRoute"]:
+            steps.append(_header_route(item["setHeaderRoute"], f"{field}.setHeaderRoute"))
+            continue
         if kinds == ["analysis"]:
             names = _mapping(item["analysis"], f"{field}.analysis").get("metrics")
             steps.append(
@@ -640,6 +716,127 @@ def _steps(raw: Any) -> tuple[Step, ...]:
                 Pause(None if duration is None else parse_duration(duration, f"{field}.pause.duration"))
             )
     return tuple(steps)
+
+
+def _canary_scale(raw: Any, field: str) -> SetCanaryScale:
+    scale = _mapping(raw, field)
+    kinds = [k for k in ("replicas", "weight", "matchTrafficWeight") if k in scale]
+    if len(kinds) != 1:
+        raise SpecError(field, "sets exactly one of replicas, weight, matchTrafficWeight")
+    value = scale[kinds[0]]
+    if kinds == ["matchTrafficWeight"]:
+        if value is not True:
+            raise SpecError(f"{field}.matchTrafficWeight", "must be true (omit the step to keep the scale)")
+        return SetCanaryScale()
+    upper = 100 if kinds == ["weight"] else 10_000
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= upper:
+        raise SpecError(f"{field}.{kinds[0]}", f"must be an integer 0..{upper}, not {value!r}")
+    return SetCanaryScale(replicas=value) if kinds == ["replicas"] else SetCanaryScale(weight=value)
+
+
+def _header_route(raw: Any, field: str) -> SetHeaderRoute:
+    route = _mapping(raw, field)
+    name = route.get("name")
+    if not isinstance(name, str) or not _DNS_LABEL.match(name) or len(name) > 40:
+        raise SpecError(f"{field}.name", f"must be a DNS label of at most 40 characters, not {name!r}")
+    matches = []
+    for index, item in enumerate(_list(route.get("match"), f"{field}.match", "header matches", 16)):
+        where = f"{field}.match[{index}]"
+        item = _mapping(item, where)
+        header = item.get("headerName")
+        if not isinstance(header, str) or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,256}", header):
+            raise SpecError(f"{where}.headerName", f"must be an HTTP header name, not {header!r}")
+        value = _mapping(item.get("headerValue"), f"{where}.headerValue")
+        kinds = [k for k in ("exact", "prefix", "regex") if k in value]
+        if len(kinds) != 1 or not isinstance(value[kinds[0]], str) or not value[kinds[0]]:
+            raise SpecError(f"{where}.headerValue", "sets exactly one of exact, prefix, regex, as a string")
+        text = value[kinds[0]]
+        if kinds == ["exact"]:
+            matches.append(HeaderMatch(header, "Exact", text))
+        elif kinds == ["prefix"]:
+            matches.append(HeaderMatch(header, "RegularExpression", "^" + re.escape(text) + ".*"))
+        else:
+            try:
+                re.compile(text)
+            except re.error as error:
+                raise SpecError(
+                    f"{where}.headerValue.regex", f"is not a regular expression: {error}"
+                ) from None
+            matches.append(HeaderMatch(header, "RegularExpression", text))
+    return SetHeaderRoute(name, tuple(matches))
+
+
+def _routing(raw: Any, components: Sequence[Component]) -> GatewayRouting | None:
+    field = "spec.strategy.canary.trafficRouting"
+    routing = _mapping(raw, field)
+    if "gatewayAPI" not in routing:
+        return None
+    if "replicas" in routing:
+        raise SpecError(field, "sets exactly one routing kind: replicas or gatewayAPI")
+    field += ".gatewayAPI"
+    gateway = _mapping(routing["gatewayAPI"], field)
+    names = [c.name for c in components]
+    only = names[0] if len(names) == 1 else None
+    if ("httpRoute" in gateway) == ("httpRoutes" in gateway):
+        raise SpecError(field, "sets exactly one of httpRoute (one route's name) or httpRoutes (a list)")
+    routes: list[RouteRef] = []
+    if "httpRoute" in gateway:
+        name = gateway["httpRoute"]
+        if not isinstance(name, str) or not _DNS_SUBDOMAIN.match(name):
+            raise SpecError(f"{field}.httpRoute", f"must be an HTTPRoute's name, not {name!r}")
+        if only is None:
+            raise SpecError(
+                f"{field}.httpRoute", "names no component: with several components, list httpRoutes"
+            )
+        routes.append(RouteRef(name, None, only))
+    for index, item in enumerate(
+        _list(gateway.get("httpRoutes"), f"{field}.httpRoutes", "routes", MAX_ROUTES)
+    ):
+        where = f"{field}.httpRoutes[{index}]"
+        item = _mapping(item, where)
+        name, namespace = item.get("name"), item.get("namespace")
+        if not isinstance(name, str) or not _DNS_SUBDOMAIN.match(name):
+            raise SpecError(f"{where}.name", f"must be an HTTPRoute's name, not {name!r}")
+        if namespace is not None and (not isinstance(namespace, str) or not _DNS_LABEL.match(namespace)):
+            raise SpecError(f"{where}.namespace", f"must be a namespace's name, not {namespace!r}")
+        component = item.get("component", only)
+        if component not in names:
+            allowed = ", ".join(names)
+            raise SpecError(
+                f"{where}.component", f"must name one of the components ({allowed}), not {component!r}"
+            )
+        rules = tuple(_strings(item.get("rules") or [], f"{where}.rules"))
+        if any(rule.startswith(INJECTED_RULE_PREFIX) for rule in rules):
+            raise SpecError(
+                f"{where}.rules", f"rule names starting {INJECTED_RULE_PREFIX} are Shepherd's own"
+            )
+        ref = RouteRef(name, namespace, str(component), rules)
+        if any((r.name, r.namespace) == (ref.name, ref.namespace) for r in routes):
+            raise SpecError(f"{where}.name", f"HTTPRoute {name} is listed twice")
+        routes.append(ref)
+    services: dict[str, tuple[str, str]] = {}
+    for index, item in enumerate(_list(gateway.get("services"), f"{field}.services", "services")):
+        where = f"{field}.services[{index}]"
+        item = _mapping(item, where)
+        component = item.get("component", only)
+        if component not in names:
+            allowed = ", ".join(names)
+            raise SpecError(
+                f"{where}.component", f"must name one of the components ({allowed}), not {component!r}"
+            )
+        pair = []
+        for role in ("stable", "canary"):
+            value = item.get(role)
+            if not isinstance(value, str) or not _DNS_LABEL.match(value):
+                raise SpecError(f"{where}.{role}", f"must name the {role} Service, not {value!r}")
+            pair.append(value)
+        if pair[0] == pair[1]:
+            raise SpecError(f"{where}.canary", "must be another Service than the stable one")
+        services[str(component)] = (pair[0], pair[1])
+    scale = gateway.get("weightScale", 100)
+    if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= MAX_WEIGHT_SCALE:
+        raise SpecError(f"{field}.weightScale", f"must be an integer 1..{MAX_WEIGHT_SCALE}, not {scale!r}")
+    return GatewayRouting(tuple(routes), services, scale)
 
 
 def _strings(value: Any, field: str) -> list[str]:

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from shepherd.core.actions import Action, ApplyDeployment, DeleteDeployment
-from shepherd.core.spec import DEFAULT_REPLICAS, ReleaseSpec, RevisionContent, canary_replicas, waves
+from shepherd.core.spec import (
+    DEFAULT_REPLICAS,
+    ReleaseSpec,
+    RevisionContent,
+    SetCanaryScale,
+    canary_replicas,
+    waves,
+)
 from shepherd.core.status import PROMOTED, Phase, Rollout
 
 Role = Literal["stable", "canary"]
@@ -64,6 +71,7 @@ class WorkloadPlan:
     converged: bool  # every desired Deployment matches and is ready, and nothing extra is left
     failure: str | None  # a Deployment that reports it cannot make progress
     waiting_on: tuple[str, ...]  # human-readable: what is not ready yet
+    settled: bool = False  # every desired Deployment matches and is ready (extra ones may remain)
 
 
 def deployment_name(release: str, component: str, role: Role) -> str:
@@ -112,7 +120,8 @@ def desired_deployments(
             for name, template in current.templates.items()
             if name in promoted | moving
         ]
-    return _canary_split(rollout, current, stable, replicas, listed, promoted, moving)
+    routed = {ref.component for ref in spec.routing.routes} if spec.routing else set()
+    return _canary_split(rollout, spec, current, stable, replicas, listed, promoted, moving, routed)
 
 
 def _only_stable(
@@ -134,14 +143,17 @@ def _only_stable(
 
 def _canary_split(
     rollout: Rollout,
+    spec: ReleaseSpec,
     current: RevisionContent,
     stable: RevisionContent | None,
     replicas: Mapping[str, int],
     listed: Mapping[str, int],
     promoted: set[str],
     moving: set[str],
+    routed: set[str],
 ) -> list[DesiredDeployment]:
-    """Promoted components run the new template on stable; moving ones split by weight; the rest wait."""
+    """Promoted components run the new template on stable; moving ones split by weight (or, routed by
+    Gateway API, run a canary of its own scale beside a fully scaled stable); the rest wait."""
     desired: list[DesiredDeployment] = []
     stable_templates = stable.templates if stable is not None else {}
     fully_promoted = promoted >= set(current.templates)
@@ -152,7 +164,13 @@ def _canary_split(
                 DesiredDeployment(name, "stable", rollout.revision, current.version, total, template)
             )
             continue
-        canary = canary_replicas(total, rollout.canary_weight) if name in moving else 0
+        canary = 0
+        if name in moving:
+            canary = (
+                routed_canary_scale(spec, rollout, total)
+                if name in routed
+                else canary_replicas(total, rollout.canary_weight)
+            )
         if canary > 0:
             desired.append(
                 DesiredDeployment(name, "canary", rollout.revision, current.version, canary, template)
@@ -164,7 +182,7 @@ def _canary_split(
                     "stable",
                     rollout.stable_revision,
                     rollout.stable_version,
-                    total - canary,
+                    total if name in routed else total - canary,
                     stable_templates.get(name),
                 )
             )
@@ -183,6 +201,17 @@ def _canary_split(
                 )
             )
     return desired
+
+
+def routed_canary_scale(spec: ReleaseSpec, rollout: Rollout, total: int) -> int:
+    """The canary's replicas with Gateway API routing: the last setCanaryScale so far, else the weight's."""
+    scale = SetCanaryScale()
+    for step in spec.steps[: rollout.current_step + 1]:
+        if isinstance(step, SetCanaryScale):
+            scale = step
+    if scale.replicas is not None:
+        return scale.replicas
+    return canary_replicas(total, scale.weight if scale.weight is not None else rollout.canary_weight)
 
 
 def owner_reference(release: ReleaseRef) -> dict[str, Any]:
@@ -283,7 +312,7 @@ def plan_workloads(
 ) -> WorkloadPlan:
     """Diff desired against live Deployments: scale-ups and template changes first, then the rest."""
     if desired is None:
-        return WorkloadPlan((), True, None, ())
+        return WorkloadPlan((), True, None, (), settled=True)
     ups: list[Action] = []
     downs: list[Action] = []
     waiting: list[str] = []
@@ -325,7 +354,7 @@ def plan_workloads(
     downs.extend(DeleteDeployment(name) for name in sorted(set(live) - wanted_names))
     if ups or waiting:
         return WorkloadPlan(tuple(ups), False, failure, tuple(waiting))
-    return WorkloadPlan(tuple(downs), not downs, None, tuple(_describe(downs)))
+    return WorkloadPlan(tuple(downs), not downs, None, tuple(_describe(downs)), settled=True)
 
 
 def _named_failure(name: str, deployment: Mapping[str, Any]) -> str | None:

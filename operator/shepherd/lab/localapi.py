@@ -353,6 +353,9 @@ def patched(obj: Json, content_type: str, body: bytes, *, custom: bool) -> Json:
             patched_object: Json = jsonpatch.apply_patch(obj, patch)
         except jsonpatch.InvalidJsonPatch as error:
             raise bad_request(str(error)) from error
+        except jsonpatch.JsonPatchTestFailed as error:
+            # kube-apiserver's words (evanphx/json-patch): "testing value <path> failed: test failed".
+            raise api_error(422, "Invalid", f"testing value failed: test failed ({error})") from error
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as error:
             # Gap: a failed "test" op (or a missing path) is 422 Invalid in kube-apiserver, not 500.
             raise api_error(422, "Invalid", str(error)) from error
