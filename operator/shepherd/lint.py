@@ -40,16 +40,14 @@ def warn_documents(documents: Iterable[Any]) -> Iterator[str]:
     for document in documents:
         if not isinstance(document, Mapping) or not _meant_as_a_release(document):
             continue
-        if any(lint_documents([document])) or not _routed_by_replicas(document.get("spec")):
-            continue  # its problems are reported; a routed canary's weight is exact
+        if any(lint_documents([document])):
+            continue  # its problems are reported
+        spec = parse_spec(document.get("spec"))
+        if spec.routing is not None:
+            continue  # Gateway API routing gives every weight exactly
         name = (document.get("metadata") or {}).get("name")
-        for inexact in inexact_weights(parse_spec(document.get("spec"))):
+        for inexact in inexact_weights(spec):
             yield f"Release {name}: {inexact.field}: {inexact.describe()}"
-
-
-def _routed_by_replicas(spec: Any) -> bool:
-    routing = (((spec or {}).get("strategy") or {}).get("canary") or {}).get("trafficRouting")
-    return not isinstance(routing, Mapping) or "replicas" in routing
 
 
 def _meant_as_a_release(document: Mapping[str, Any]) -> bool:

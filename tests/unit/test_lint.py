@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from simulation import release_spec
@@ -35,3 +36,19 @@ def test_other_kinds_and_exact_weights_bring_no_warning() -> None:
     exact = release("exact", strategy={"canary": {"steps": [{"setWeight": 50}, {"setWeight": 100}]}})
     policy = {"apiVersion": "shepherd.dev/v1alpha1", "kind": "ReleasePolicy", "metadata": {"name": "p"}}
     assert list(warn_documents([exact, policy, "not a manifest"])) == []
+
+
+def test_gateway_api_routing_brings_no_warning() -> None:
+    container = {"name": "api", "image": "shop:2", "ports": [{"name": "http", "containerPort": 8080}]}
+    routed = release(
+        "routed",
+        components=[{"name": "api", "replicas": 2, "template": {"spec": {"containers": [container]}}}],
+        strategy={
+            "canary": {"trafficRouting": {"gatewayAPI": {"httpRoute": "shop"}}, "steps": [{"setWeight": 25}]}
+        },
+    )
+    assert list(lint_documents([routed])) == []
+    assert list(warn_documents([routed])) == []
+    by_replicas = copy.deepcopy(routed)
+    by_replicas["spec"]["strategy"]["canary"]["trafficRouting"] = {"replicas": {}}
+    assert len(list(warn_documents([by_replicas]))) == 1

@@ -4,6 +4,7 @@ steps a component's replica count cannot represent (what `shepherd lint` warns a
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from simulation import release_spec
 
 from shepherd.core.replica_traffic import exact_multiple, inexact_weights, replica_traffic, share
-from shepherd.core.spec import canary_replicas, content_of, parse_spec
+from shepherd.core.spec import GatewayRouting, RouteRef, canary_replicas, content_of, parse_spec
 from shepherd.core.status import Phase, Rollout
 from shepherd.core.workloads import ReleaseRef, desired_deployments, render_deployment
 
@@ -107,6 +108,12 @@ def test_at_rest_there_is_no_traffic_status() -> None:
     assert replica_traffic(baking, SPEC, deployments_for(baking)) is None, "promoted: no canary left"
     gating = rollout(Phase.GATING, 0)
     assert replica_traffic(gating, SPEC, deployments_for(rollout(Phase.SUCCEEDED, 0, revision=1))) is None
+
+
+def test_with_gateway_api_routing_the_pods_do_not_say_how_traffic_is_split() -> None:
+    routed = replace(SPEC, routing=GatewayRouting(routes=(RouteRef("shop", None, "api"),), services={}))
+    state = rollout(Phase.PROGRESSING, 25)
+    assert replica_traffic(state, routed, deployments_for(state)) is None
 
 
 def test_a_canary_phase_before_its_first_weight_shows_no_canary_pods() -> None:

@@ -48,8 +48,11 @@ def replica_traffic(
 
     `deployments` are the live Deployments the Release owns, as decide() observes them. Components are
     listed in the spec's order, then any other one that still has a Deployment (a component the new
-    revision drops keeps its stable pods until the promotion), by name.
+    revision drops keeps its stable pods until the promotion), by name. None with Gateway API routing:
+    there the routes say how traffic is split (core/traffic.py).
     """
+    if spec.routing is not None:
+        return None
     pods: dict[str, dict[str, int]] = {c.name: {"canary": 0, "stable": 0} for c in spec.components}
     others: dict[str, dict[str, int]] = {}
     for deployment in deployments.values():
