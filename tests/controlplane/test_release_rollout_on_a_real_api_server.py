@@ -38,9 +38,16 @@ def test_canary_paused_then_promoted_with_kubectl_release(story: Story) -> None:
     assert story.replicas() == {"shop-api": 2, "shop-api-canary": 2, "shop-web": 1, "shop-web-canary": 1}
     canary = story.apps.read_namespaced_deployment_status("shop-api-canary", story.namespace)
     assert canary.status.ready_replicas == 2, "the canary's pods are ready before the stable shrinks"
+    shares = [
+        (c["name"], c["canaryPods"], c["stablePods"], c["canaryShare"])
+        for c in paused["traffic"]["components"]
+    ]
+    assert shares == [("api", 2, 2, 50), ("web", 1, 1, 50)], "status.traffic: each component's pods"
+    assert "web: canary 50% of pods (1/2), asked 50%" in story.kubectl("release", "get", "shop").stdout
 
     story.kubectl("release", "promote", "shop")
     story.wait_phase("Succeeded", revision=2)
+    assert "traffic" not in story.status(), "at rest the status holds no traffic"
     assert story.images() == {
         "shop-api": "ghcr.io/example/shop-api:1.1.0",
         "shop-web": "ghcr.io/example/shop-web:1.1.0",

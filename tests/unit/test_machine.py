@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from datetime import timedelta
+from itertools import pairwise
 
 import pytest
 from simulation import (
@@ -23,6 +24,7 @@ from simulation import (
 from shepherd.core import Observations, decide
 from shepherd.core.actions import ApplyDeployment, DeleteDeployment, RecordRevision, RemoveAnnotations
 from shepherd.core.spec import content_of, parse_spec
+from shepherd.reconcile import status_patch
 
 # --- first revision ----------------------------------------------------------------------------
 
@@ -870,3 +872,74 @@ def test_a_retried_rollback_keeps_its_content_and_origin() -> None:
     assert (world.status["revision"], world.status["attempt"]) == (4, 2)
     assert world.image("shop-api-canary") == "shop/api:1.0.0"
     assert world.status["history"][-1]["rollbackOf"] == 1
+
+
+# --- status.traffic: each component's real share of pods --------------------------------------
+
+
+def _stored(status: dict) -> dict:
+    """The status as the API server keeps it: a merge patch's nulls remove their keys."""
+    return {key: value for key, value in status.items() if value is not None}
+
+
+def _shares(traffic: dict | None) -> dict[str, tuple[int, int, int]]:
+    """Per component: canary pods, stable pods, the canary's share in percent."""
+    assert traffic is not None
+    return {c["name"]: (c["canaryPods"], c["stablePods"], c["canaryShare"]) for c in traffic["components"]}
+
+
+def test_the_status_shows_the_real_share_while_the_canary_runs_and_nothing_once_settled() -> None:
+    world = canary_at(25)
+    traffic = world.status["traffic"]
+    assert traffic["desiredWeight"] == world.status["canaryWeight"] == 25
+    assert _shares(traffic) == {"api": (1, 3, 25), "web": (1, 1, 50)}
+
+    world.run_until("Paused")  # setWeight 50, then the pause without a duration
+    assert _shares(world.status["traffic"]) == {"api": (2, 2, 50), "web": (1, 1, 50)}
+    world.annotations[PROMOTE] = "true"
+    before = _stored(world.status)
+    world.run_until("Succeeded")
+    assert world.status.get("traffic") is None
+    assert status_patch(before, world.status)["traffic"] is None, "the merge patch drops it"
+
+
+def test_the_traffic_status_is_written_only_when_it_changes() -> None:
+    world = canary_at(25)
+    world.settle()
+    before = _stored(world.status)
+    decision = world.reconcile()
+    assert status_patch(before, decision.status) == {}, "a pass that changes nothing writes nothing"
+    world.advance(timedelta(minutes=1))  # the timed pause ends: setWeight 50
+    assert _shares(world.status["traffic"])["api"] == (2, 2, 50)
+    patches = [status_patch(_stored(a.status), b.status) for a, b in pairwise(world.decisions)]
+    assert any("traffic" in patch for patch in patches)
+    assert patches[-1] == {}, "the settled pass writes nothing"
+
+
+def test_an_abort_shows_the_canary_going_away_then_no_traffic_status() -> None:
+    world = canary_at(25)
+    world.annotations[ABORT] = "true"
+    world.reconcile()
+    assert world.phase == "RollingBack"
+    assert world.status["traffic"]["desiredWeight"] == 0
+    assert _shares(world.status["traffic"])["api"] == (1, 3, 25), "the canary still asks for its pod"
+    world.settle()
+    assert world.phase == "RolledBack" and world.status.get("traffic") is None
+
+
+def test_waves_show_the_promoted_wave_on_its_stable_deployment() -> None:
+    world = succeeded(ordered_spec("1.0.0"))
+    world.set_spec(ordered_spec("1.1.0"))
+    world.run_until("Paused")  # backend's wave at 50%
+    assert _shares(world.status["traffic"]) == {"frontend": (0, 2, 0), "backend": (2, 2, 50)}
+    world.annotations[PROMOTE] = "true"
+    world.settle()
+    world.run_until("Paused")  # backend promoted; frontend's wave at 50%
+    assert world.status["wave"] == 1
+    assert _shares(world.status["traffic"]) == {"frontend": (1, 1, 50), "backend": (0, 4, 0)}
+
+
+def test_a_first_revision_has_no_traffic_status() -> None:
+    world = World(release_spec("1.0.0"))
+    world.run_until("Baking")
+    assert all(d.status.get("traffic") is None for d in world.decisions)
