@@ -13,12 +13,11 @@ from shepherd.core.status import Phase, Rollout
 from shepherd.core.traffic import (
     RouteProblem,
     check_route,
-    header_routes,
     missing_services,
     route_change,
     target_weight,
 )
-from shepherd.core.workloads import ReleaseRef
+from shepherd.core.workloads import ReleaseRef, header_routes, routed_canary_scale
 
 RELEASE = ReleaseRef("shop", "prod", "uid-shop")
 STABLE, CANARY = "shop-api-stable", "shop-api-canary"
@@ -245,7 +244,9 @@ def test_header_routes_hold_from_their_step_while_the_canary_takes_traffic() -> 
     )
     (beta,) = header_routes(spec, rollout(Phase.PROGRESSING, step=1))
     assert beta.matches == (HeaderMatch("X-Beta", "RegularExpression", "^yes.*"),)
+    assert routed_canary_scale(spec, rollout(Phase.PROGRESSING, step=0), 4) == 1, "a pod for the header route"
     assert header_routes(spec, rollout(Phase.PAUSED, step=3)) == (), "removed by its own step"
+    assert routed_canary_scale(spec, rollout(Phase.PAUSED, step=3), 4) == 0
     assert header_routes(spec, rollout(Phase.ROLLING_BACK, step=1)) == ()
 
 

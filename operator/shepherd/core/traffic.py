@@ -29,38 +29,25 @@ from shepherd.core.spec import (
 )
 from shepherd.core.status import Phase, Rollout
 from shepherd.core.workloads import (
+    CANARY_PHASES,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     ReleaseRef,
     WorkloadPlan,
     deployment_name,
+    header_routes,
     owner_reference,
     selector_labels,
 )
 
 MAX_RULES = 16
 MAX_MATCHES = 128
-CANARY_PHASES = frozenset({Phase.PROGRESSING, Phase.PAUSED})
 
 RouteKey = tuple[str, str]  # namespace, name
 
 
 def route_key(ref: RouteRef, namespace: str) -> RouteKey:
     return ref.namespace or namespace, ref.name
-
-
-def header_routes(spec: ReleaseSpec, rollout: Rollout) -> tuple[SetHeaderRoute, ...]:
-    """The header routes in force: set by the steps so far, while a canary takes traffic; none otherwise."""
-    if not (rollout.is_canary and rollout.phase in CANARY_PHASES):
-        return ()
-    active: dict[str, SetHeaderRoute] = {}
-    for step in spec.steps[: rollout.current_step + 1]:
-        if isinstance(step, SetHeaderRoute):
-            if step.matches:
-                active[step.name] = step
-            else:
-                active.pop(step.name, None)
-    return tuple(active.values())
 
 
 def target_weight(rollout: Rollout, settled: bool) -> int | None:

@@ -22,12 +22,14 @@ from shepherd.core.spec import (
     ReleaseSpec,
     RevisionContent,
     SetCanaryScale,
+    SetHeaderRoute,
     canary_replicas,
     waves,
 )
 from shepherd.core.status import PROMOTED, Phase, Rollout
 
 Role = Literal["stable", "canary"]
+CANARY_PHASES = frozenset({Phase.PROGRESSING, Phase.PAUSED})  # a canary takes traffic by the steps
 
 GROUP = "shepherd.dev"
 API_VERSION = f"{GROUP}/v1alpha1"
@@ -204,14 +206,32 @@ def _canary_split(
 
 
 def routed_canary_scale(spec: ReleaseSpec, rollout: Rollout, total: int) -> int:
-    """The canary's replicas with Gateway API routing: the last setCanaryScale so far, else the weight's."""
+    """The canary's replicas with Gateway API routing: the last setCanaryScale so far, else the weight's
+    (and at least one pod while a header route sends it requests)."""
     scale = SetCanaryScale()
     for step in spec.steps[: rollout.current_step + 1]:
         if isinstance(step, SetCanaryScale):
             scale = step
     if scale.replicas is not None:
         return scale.replicas
-    return canary_replicas(total, scale.weight if scale.weight is not None else rollout.canary_weight)
+    if scale.weight is not None:
+        return canary_replicas(total, scale.weight)
+    matched = canary_replicas(total, rollout.canary_weight)
+    return max(matched, 1) if header_routes(spec, rollout) else matched
+
+
+def header_routes(spec: ReleaseSpec, rollout: Rollout) -> tuple[SetHeaderRoute, ...]:
+    """The header routes in force: set by the steps so far, while a canary takes traffic; none otherwise."""
+    if not (rollout.is_canary and rollout.phase in CANARY_PHASES):
+        return ()
+    active: dict[str, SetHeaderRoute] = {}
+    for step in spec.steps[: rollout.current_step + 1]:
+        if isinstance(step, SetHeaderRoute):
+            if step.matches:
+                active[step.name] = step
+            else:
+                active.pop(step.name, None)
+    return tuple(active.values())
 
 
 def owner_reference(release: ReleaseRef) -> dict[str, Any]:
