@@ -288,6 +288,7 @@ def _view(name: str, release: Mapping[str, Any]) -> Group:
         f"phase [bold]{state.get('phase', 'Pending')}[/]",
         f"weight {escape('[' + '#' * (weight // 5) + '.' * (20 - weight // 5) + ']')} {weight}%",
         *(f"  {escape(line)}" for line in replica_shares(state)),
+        *(f"  {escape(line)}" for line in route_weights(state)),
         escape(str(state.get("message", ""))),
     ]
     steps = (spec.get("strategy") or {}).get("canary", {}).get("steps") or []
@@ -333,6 +334,23 @@ def replica_shares(state: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"{name}: canary {component.get('canaryShare', 0)}% of pods ({canary}/{canary + stable}), "
             f"asked {asked}%"
+        )
+    return lines
+
+
+def route_weights(state: Mapping[str, Any]) -> list[str]:
+    """With Gateway API routing, each route's canary weight as it holds it, and whether it is live."""
+    traffic = state.get("traffic")
+    if not isinstance(traffic, Mapping) or traffic.get("routing") != "GatewayAPI":
+        return []
+    asked = traffic.get("desiredWeight", 0)
+    lines = []
+    for route in traffic.get("routes") or []:
+        live = "live" if route.get("verified") else f"not live: {route.get('message') or 'not yet accepted'}"
+        weight = route.get("weight")
+        held = "no split found" if weight is None else f"canary {weight}%"
+        lines.append(
+            f"HTTPRoute {route.get('namespace')}/{route.get('name')}: {held}, asked {asked}%, {live}"
         )
     return lines
 

@@ -16,6 +16,7 @@ from shepherd.plugin import (
     hoist_connection_options,
     replica_shares,
     revision_to_approve,
+    route_weights,
 )
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -142,3 +143,26 @@ def test_get_shows_no_shares_at_rest_or_for_another_routing() -> None:
     assert replica_shares({"phase": "Succeeded", "canaryWeight": 100}) == []
     routed = {**PAUSED_AT_25, "traffic": {**PAUSED_AT_25["traffic"], "routing": "GatewayAPI"}}
     assert replica_shares(routed) == []
+
+
+def test_get_shows_each_routes_weight_and_whether_the_gateway_accepted_it() -> None:
+    routes = [
+        {"name": "shop", "namespace": "prod", "weight": 20, "verified": True},
+        {
+            "name": "shop",
+            "namespace": "edge",
+            "weight": 0,
+            "verified": False,
+            "message": "is not Accepted by edge",
+        },
+    ]
+    status = {
+        "phase": "Progressing",
+        "traffic": {"routing": "GatewayAPI", "desiredWeight": 20, "routes": routes},
+    }
+
+    assert route_weights(status) == [
+        "HTTPRoute prod/shop: canary 20%, asked 20%, live",
+        "HTTPRoute edge/shop: canary 0%, asked 20%, not live: is not Accepted by edge",
+    ]
+    assert route_weights(PAUSED_AT_25) == [], "replica routing shows pods, not routes"
