@@ -17,12 +17,15 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from shepherd.core.leadership import LeaseRecord, LeaseTiming, Sighting, claim, released, sighted
 from shepherd.kube import KubeAPI
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ class LeaderElector:
         self._seen: Sighting | None = None
         self._renewed_at: float | None = None  # when the last successful take or renewal began
         self._contact_at: float | None = None  # when the Lease was last read
+        # A thread of its own: behind a queue of the Releases' writes, a renewal would miss its deadline.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shepherd-lease")
 
     @property
     def holder(self) -> str | None:
@@ -124,7 +129,7 @@ class LeaderElector:
         began, timing = self._clock(), self.election.timing
         try:
             lease = await asyncio.wait_for(
-                asyncio.to_thread(
+                self._call(
                     self._api.get_lease, self.election.namespace, self.election.name, timing.retry_period
                 ),
                 timing.renew_deadline,
@@ -144,7 +149,7 @@ class LeaderElector:
     async def _write(self, record: LeaseRecord) -> bool:
         timing = self.election.timing
         written = await asyncio.wait_for(
-            asyncio.to_thread(
+            self._call(
                 self._api.write_lease,
                 self.election.namespace,
                 self.election.name,
@@ -159,6 +164,9 @@ class LeaderElector:
         self._lease = written
         self._seen = sighted(self._seen, LeaseRecord.from_spec(written.get("spec") or {}), self._clock())
         return True
+
+    def _call(self, function: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        return asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
     def _where(self) -> str:
         return f"{self.election.namespace}/{self.election.name}"

@@ -125,7 +125,10 @@ async def _lead(
         stopping.cancel()
         await elector.release()
     if lost:
-        raise LeadershipLost(f"{elector.election.identity} lost the lease to {elector.holder or 'nobody'}")
+        identity = elector.election.identity
+        if elector.holder == identity:
+            raise LeadershipLost(f"{identity} could not renew its lease within the renew deadline")
+        raise LeadershipLost(f"{identity} lost the lease to {elector.holder or 'nobody'}")
 
 
 async def _kopf(
