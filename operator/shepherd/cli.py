@@ -129,6 +129,10 @@ def run(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    if not verbose:
+        # Kopf says at INFO that each watch event's handler succeeded: a line per Release change, at scale
+        # most of the log. Its warnings and errors stay.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     for url, flag in ((liveness, "--liveness"), (readiness, "--readiness")):
         _endpoint(url, flag)
     timing = LeaseTiming(
