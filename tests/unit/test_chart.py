@@ -109,6 +109,8 @@ NAMESPACED = {
     "/configmaps",
     "/events",
     "/secrets",
+    "/services",
+    "gateway.networking.k8s.io/httproutes",
 }
 CLUSTER_SCOPED = {
     "apiextensions.k8s.io/customresourcedefinitions",
