@@ -46,6 +46,14 @@ def version_of(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
+def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without metadata.managedFields: often the largest part of it, and never read here."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 def key_of(obj: Mapping[str, Any]) -> ObjectKey:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
@@ -75,6 +83,7 @@ class Store:
     def put(self, obj: dict[str, Any]) -> bool:
         """Keep `obj` unless a newer version (or its deletion) is known. False when `obj` is stale; True
         when it is the newest known, including the echo of a version already held (a write's own)."""
+        obj = without_managed_fields(obj)
         key = key_of(obj)
         version = version_of(obj)
         removed = self._deleted.get(key)

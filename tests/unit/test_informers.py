@@ -143,3 +143,14 @@ def test_watch_lines_longer_than_a_read_are_joined() -> None:
 
     lines = asyncio.run(read())
     assert [len(line) for line in lines] == [100_009, 8, 8]
+
+
+def test_managed_fields_are_not_kept() -> None:
+    store = Store()
+    deployment = obj("api", 3)
+    deployment["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+
+    store.put(deployment)
+
+    assert "managedFields" not in store.get("shop", "api")["metadata"]  # type: ignore[index]
+    assert store.get("shop", "api")["metadata"]["resourceVersion"] == "3"  # type: ignore[index]
