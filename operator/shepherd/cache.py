@@ -57,6 +57,9 @@ class Cache:
     services: Store = field(default_factory=lambda: Store(INSTANCE_LABEL))
     routes: Store = field(default_factory=Store)
     informers: list[Informer] = field(default_factory=list)
+    # Started on first need (a Release routed by Gateway API): a cluster without its CRDs is never asked.
+    route_informers: list[Informer] = field(default_factory=list)
+    _route_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _parsed: dict[tuple[str, str], tuple[str, RevisionContent]] = field(default_factory=dict)
 
     # --- reads ---------------------------------------------------------------------------------
@@ -166,7 +169,10 @@ class Cache:
             add(CONFIG_MAPS, self.config_maps, _nothing, scope)
             add(APPROVAL_OBJECTS, self.approvals, approval_changed, scope)
             add(SERVICES, self.services, _nothing, scope)
-            add(HTTP_ROUTES, self.routes, route, scope)
+        self.route_informers = [
+            Informer(connection, HTTP_ROUTES, self.routes, scope, changed=route, relisted=wakes.everyone)
+            for scope in scopes
+        ]
         add(POLICY_OBJECTS, self.policies, everyone, None)
         add(NAMESPACES, self.namespaces, labels_changed, None)
         return connection
@@ -180,14 +186,21 @@ class Cache:
                 synced.set()
             await asyncio.gather(*tasks)
         finally:
+            tasks.extend(self._route_tasks)
             for task in tasks:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def watching_routes(self) -> None:
+        """Start following HTTPRoutes (once), and return when they have been listed."""
+        if not self._route_tasks:
+            self._route_tasks = [asyncio.create_task(i.run()) for i in self.route_informers]
+        await asyncio.gather(*(informer.synced.wait() for informer in self.route_informers))
+
     def requests(self) -> int:
         """Lists and watches made so far."""
-        return sum(informer.lists + informer.watches for informer in self.informers)
+        return sum(i.lists + i.watches for i in (*self.informers, *self.route_informers))
 
     def _stores(self) -> dict[str, Store]:
         return {

@@ -85,6 +85,8 @@ async def reconcile(
     labels = cache.namespace_labels(key.namespace) if policies else {}
     config_maps = cache.owned_config_maps(key, uid)
     routes = route_keys(release.get("spec") or {}, key.namespace)
+    if routes:
+        await cache.watching_routes()
     view = ReleaseObject(
         name=key.name,
         namespace=key.namespace,

@@ -272,6 +272,12 @@ def phase(api: KubeAPI, key: ReleaseKey) -> str | None:
     return ((api.get_release(key) or {}).get("status") or {}).get("phase")
 
 
+def routes_watched(local_api: LocalAPIThread) -> bool:
+    token = f"Bearer {TOKEN}"
+    calls = (call_of(r) for r in list(local_api.emulator) if r.headers.get("Authorization") == token)
+    return any(c is not None and (c.resource, c.verb) == ("httproutes", "watch") for c in calls)
+
+
 def run_the_chart_command_through_a_release(
     objects: list[dict[str, Any]], local_api: LocalAPIThread, kubectl: Kubectl, kubeconfig: Path, log: Path
 ) -> None:
@@ -289,6 +295,15 @@ def run_the_chart_command_through_a_release(
                 lambda: phase(reader, key) == "Succeeded", timeout=60, message="the Release to succeed"
             )
             kubectl("delete", "release", "shop", f"--namespace={WATCHED}", "--timeout=60s")
+            # A Release routed by Gateway API makes the operator follow HTTPRoutes (it does not on its own).
+            routed = quickstart_release("1.0.0")
+            gateway = {"httpRoutes": [{"name": "exercised", "component": "api"}]}
+            routed["spec"]["strategy"]["canary"]["trafficRouting"] = {"gatewayAPI": gateway}
+            kubectl("apply", "-f", "-", input=in_namespace(routed, "routed"))
+            wait_until(
+                lambda: routes_watched(local_api), timeout=30, message="the operator to watch HTTPRoutes"
+            )
+            kubectl("delete", "release", "routed", f"--namespace={WATCHED}", "--timeout=60s")
         finally:
             operator.send_signal(signal.SIGTERM)  # a graceful stop: the Lease is released
             code = operator.wait(timeout=60)
