@@ -23,13 +23,14 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import trustme
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shepherd.lab.watching import Lifecycle
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "helm", "kstatus")
 # What a Release's workloads need, and what keeps namespaces and pods working without a kubelet.
@@ -80,6 +81,17 @@ def binaries_problem(bin_dir: Path) -> str | None:
     return None
 
 
+def stop_process(popen: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM to the process by its PID, SIGKILL if it still runs after `grace` seconds."""
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+
+
 @dataclass
 class Process:
     name: str
@@ -88,7 +100,7 @@ class Process:
 
 
 @dataclass
-class ControlPlane:
+class ControlPlane(Lifecycle):
     """etcd, kube-apiserver and kube-controller-manager, started in `workdir` from `bin_dir`.
 
     `kubeconfig` has the contexts `admin` (current; group system:masters) and one per user in `users`,
@@ -102,22 +114,6 @@ class ControlPlane:
     audit: bool = False
     processes: list[Process] = field(default_factory=list)
     port: int = 0
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
@@ -173,13 +169,7 @@ class ControlPlane:
     def stop(self) -> None:
         """Stop every process by its PID, last started first; their logs stay in `logs`."""
         for process in reversed(self.processes):
-            if process.popen.poll() is None:
-                process.popen.send_signal(signal.SIGTERM)
-                try:
-                    process.popen.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.popen.kill()
-                    process.popen.wait()
+            stop_process(process.popen)
         self.processes.clear()
 
     def log_tail(self, lines: int = 40) -> str:

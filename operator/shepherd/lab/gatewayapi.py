@@ -29,20 +29,19 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import kubernetes
 import urllib3
 
 from shepherd.kube import load_configuration
+from shepherd.lab.watching import Lifecycle, follow, start_thread
 
 Json = dict[str, Any]
 RouteKey = tuple[str, str]  # namespace, name
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
 CONTROLLER_NAME = "shepherd.dev/lab-gateway"
-WATCH_TIMEOUT = 300  # seconds a watch stays open before it is renewed
 BACKEND_RECHECK = 1.0  # seconds between looks at every route's backend Services, when following
 
 logger = logging.getLogger(__name__)
@@ -153,7 +152,7 @@ def entries_of(route: Mapping[str, Any], controller_name: str = CONTROLLER_NAME)
     ]
 
 
-class RouteStatusWriter:
+class RouteStatusWriter(Lifecycle):
     """Writes HTTPRoutes' status for the API server of `kubeconfig`, as gateway controller `controller_name`;
     started, it follows the routes of `namespace` (default: every namespace).
 
@@ -248,24 +247,21 @@ class RouteStatusWriter:
                 self._policies[(namespace, name)] = verdict
             self._schedule((namespace, name), time.monotonic())
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         listed = threading.Event()
-        for target, name in ((lambda: self._watch(listed), "routes-watch"), (self._work, "routes-work")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+
+        def watch() -> None:
+            follow(
+                self._list,
+                self._on_event,
+                listed=listed,
+                stopping=self._stopping,
+                what="HTTPRoute",
+                reset=self._reset,
+            )
+
+        start_thread(watch, "routes-watch", self._threads)
+        start_thread(self._work, "routes-work", self._threads)
         if not listed.wait(30):
             raise RuntimeError("the route status writer could not list HTTPRoutes within 30 s")
 
@@ -328,45 +324,16 @@ class RouteStatusWriter:
         heapq.heappush(self._due, (at, next(self._sequence), key))
         self._wake.notify()
 
-    def _watch(self, listed: threading.Event) -> None:
-        resource_version = ""
-        while not self._stopping.is_set():
-            try:
-                if not resource_version:
-                    answer = self._list()
-                    with self._wake:
-                        self._known.clear()
-                        for route in answer.get("items") or []:
-                            self._see(route)
-                    resource_version = answer["metadata"]["resourceVersion"]
-                    listed.set()
-                stream = kubernetes.watch.Watch().stream(  # type: ignore[no-untyped-call]
-                    self._list,
-                    resource_version=resource_version,
-                    timeout_seconds=WATCH_TIMEOUT,
-                    allow_watch_bookmarks=True,
-                )
-                for event in stream:
-                    if self._stopping.is_set():
-                        return
-                    route = event["raw_object"]
-                    resource_version = route["metadata"]["resourceVersion"]
-                    with self._wake:
-                        if event["type"] in ("ADDED", "MODIFIED"):
-                            self._see(route)
-                        elif event["type"] == "DELETED":
-                            self._known.discard((route["metadata"]["namespace"], route["metadata"]["name"]))
-            except kubernetes.client.ApiException as error:
-                if error.status == 410:
-                    resource_version = ""
-                    continue
-                logger.warning("HTTPRoute watch failed: %s; watching again", error)
-                self._stopping.wait(0.5)
-            except (urllib3.exceptions.HTTPError, OSError) as error:
-                if self._stopping.is_set():
-                    return
-                logger.warning("HTTPRoute watch cut: %s; watching again", error)
-                self._stopping.wait(0.5)
+    def _reset(self) -> None:
+        with self._wake:
+            self._known.clear()
+
+    def _on_event(self, kind: str, route: Json) -> None:
+        with self._wake:
+            if kind == "DELETED":
+                self._known.discard((route["metadata"]["namespace"], route["metadata"]["name"]))
+            else:
+                self._see(route)
 
     def _list(self, **options: Any) -> Any:
         if self.namespace is None:
