@@ -47,6 +47,12 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 
 @pytest.fixture(scope="session")
+def bin_dir() -> Path:
+    """Where `make cluster-binaries` (and `make gateway-binaries`) built."""
+    return BIN_DIR
+
+
+@pytest.fixture(scope="session")
 def gateway_api_crds(control_plane: ControlPlane) -> Path:
     """The folder of the Gateway API CRDs that the session's control plane serves."""
     return GATEWAY_API_CRDS

@@ -46,7 +46,10 @@ CONTROLLERS = (
     "clusterrole-aggregation-controller",
     "validatingadmissionpolicy-status-controller",
 )
-SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/24"
+# ClusterIPs are loopback addresses: shepherd.lab.gateway's stand-in kube-proxy listens on them, so a real
+# gateway's requests to a Service stay on this machine. (The API server refuses loopback addresses in
+# EndpointSlices, not in a Service's range.)
+SERVICE_CLUSTER_IP_RANGE = "127.96.0.0/16"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN = "shepherd-admin"
 CONTROLLER_MANAGER = "system:kube-controller-manager"
