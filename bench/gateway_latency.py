@@ -111,77 +111,77 @@ def bench(workdir: Path) -> dict[str, Any]:
     with (
         ControlPlane(REPO / ".cluster" / "bin", workdir, audit=True) as plane,
         PodSimulator(plane.kubeconfig),
-        RouteStatusWriter(plane.kubeconfig),
     ):
         install_gateway_api_crds(plane, REPO / ".cluster" / "crds" / "gateway-api")
-        chart = install_chart(plane, REPO / "charts" / "shepherd")
-        operator_user = f"system:serviceaccount:{chart.namespace}:{chart.service_account}"
-        admin = kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))
-        custom: Any = kubernetes.client.CustomObjectsApi(admin)
-        kubernetes.client.CoreV1Api(admin).create_namespace({"metadata": {"name": NAMESPACE}})
-        custom.create_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes", route()
-        )
+        with RouteStatusWriter(plane.kubeconfig):
+            return measure(plane, workdir)
 
-        def status() -> dict[str, Any]:
-            found = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "releases", "app")
-            return dict(found.get("status") or {})
 
-        def audited(since: float) -> list[dict[str, Any]]:
-            return [
-                e for e in plane.audited_requests(operator_user, since) if e["stage"] == "ResponseComplete"
+def measure(plane: ControlPlane, workdir: Path) -> dict[str, Any]:
+    chart = install_chart(plane, REPO / "charts" / "shepherd")
+    operator_user = f"system:serviceaccount:{chart.namespace}:{chart.service_account}"
+    admin = kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))
+    custom: Any = kubernetes.client.CustomObjectsApi(admin)
+    kubernetes.client.CoreV1Api(admin).create_namespace({"metadata": {"name": NAMESPACE}})
+    custom.create_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes", route()
+    )
+
+    def status() -> dict[str, Any]:
+        found = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "releases", "app")
+        return dict(found.get("status") or {})
+
+    def audited(since: float) -> list[dict[str, Any]]:
+        return [e for e in plane.audited_requests(operator_user, since) if e["stage"] == "ResponseComplete"]
+
+    due_to_route, abort_to_route, writes_per_step, route_writes_per_step = [], [], [], []
+    by_kind: collections.Counter[str] = collections.Counter()
+    with OperatorProcess(plane, chart, workdir):
+        custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "releases", release("0"))
+        wait_for("the first revision", lambda: status().get("phase") == "Succeeded")
+        for run in range(1, RUNS + 1):
+            began = time.time()
+            custom.patch_namespaced_custom_object(
+                GROUP, VERSION, NAMESPACE, "releases", "app", {"spec": release(str(run))["spec"]}
+            )
+            seen: dict[int, float] = {}
+
+            wait_for("the hold", functools.partial(at_the_hold, status, run + 1, seen))
+            route_patches = [
+                e
+                for e in audited(began)
+                if e["verb"] == "patch" and e["objectRef"].get("resource") == "httproutes"
             ]
+            if 1 in seen and len(route_patches) >= 2:
+                due_to_route.append(stamp(route_patches[1]["requestReceivedTimestamp"]) - (seen[1] + 1.0))
+            writes = [
+                e
+                for e in audited(began)
+                if e["verb"] in WRITES and e["objectRef"].get("resource") != "leases"
+            ]
+            writes_per_step.append(len(writes) / len(STEPS))
+            route_writes_per_step.append(len(route_patches) / len(STEPS))
+            by_kind.update(f"{e['verb']} {e['objectRef'].get('resource')}" for e in writes)
 
-        due_to_route, abort_to_route, writes_per_step, route_writes_per_step = [], [], [], []
-        by_kind: collections.Counter[str] = collections.Counter()
-        with OperatorProcess(plane, chart, workdir):
-            custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "releases", release("0"))
-            wait_for("the first revision", lambda: status().get("phase") == "Succeeded")
-            for run in range(1, RUNS + 1):
-                began = time.time()
-                custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, NAMESPACE, "releases", "app", {"spec": release(str(run))["spec"]}
-                )
-                seen: dict[int, float] = {}
-
-                wait_for("the hold", functools.partial(at_the_hold, status, run + 1, seen))
-                route_patches = [
-                    e
-                    for e in audited(began)
-                    if e["verb"] == "patch" and e["objectRef"].get("resource") == "httproutes"
-                ]
-                if 1 in seen and len(route_patches) >= 2:
-                    due_to_route.append(stamp(route_patches[1]["requestReceivedTimestamp"]) - (seen[1] + 1.0))
-                writes = [
-                    e
-                    for e in audited(began)
-                    if e["verb"] in WRITES and e["objectRef"].get("resource") != "leases"
-                ]
-                writes_per_step.append(len(writes) / len(STEPS))
-                route_writes_per_step.append(len(route_patches) / len(STEPS))
-                by_kind.update(f"{e['verb']} {e['objectRef'].get('resource')}" for e in writes)
-
-                aborted = time.time()
-                custom.patch_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    NAMESPACE,
-                    "releases",
-                    "app",
-                    {"metadata": {"annotations": {"shepherd.dev/abort": str(run)}}},
-                )
-                wait_for("the rollback", lambda: status().get("phase") == "RolledBack")
-                requests = [
-                    e for e in plane.audited_requests(ADMIN, aborted) if e["stage"] == "ResponseComplete"
-                ]
-                asked = min(stamp(e["requestReceivedTimestamp"]) for e in requests if e["verb"] == "patch")
-                returned = [
-                    e
-                    for e in audited(aborted)
-                    if e["verb"] == "patch" and e["objectRef"].get("resource") == "httproutes"
-                ]
-                abort_to_route.append(stamp(returned[0]["requestReceivedTimestamp"]) - asked)
-        admin.close()
+            aborted = time.time()
+            custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                NAMESPACE,
+                "releases",
+                "app",
+                {"metadata": {"annotations": {"shepherd.dev/abort": str(run)}}},
+            )
+            wait_for("the rollback", lambda: status().get("phase") == "RolledBack")
+            requests = [e for e in plane.audited_requests(ADMIN, aborted) if e["stage"] == "ResponseComplete"]
+            asked = min(stamp(e["requestReceivedTimestamp"]) for e in requests if e["verb"] == "patch")
+            returned = [
+                e
+                for e in audited(aborted)
+                if e["verb"] == "patch" and e["objectRef"].get("resource") == "httproutes"
+            ]
+            abort_to_route.append(stamp(returned[0]["requestReceivedTimestamp"]) - asked)
+    admin.close()
     return {
         "runs": RUNS,
         "step_due_to_route_write_seconds": {

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -96,9 +97,22 @@ class LeaderElector:
         return False
 
     async def hold(self) -> None:
-        """Renew the Lease until it is lost, then return (the caller stops acting)."""
-        while True:
+        """Renew the Lease until it is lost, then return (the caller stops acting).
+
+        The renewals run on an event loop of their own thread: thousands of Releases starting at once keep
+        the operator's loop busy for seconds, which must not make a leader miss its renew deadline. The
+        fence (`leading()`) reads the clock, so it closes on time whichever thread renews."""
+        stop = threading.Event()
+        try:
+            await asyncio.to_thread(asyncio.run, self._hold(stop))
+        finally:  # also when cancelled: the renewals end within a retry period
+            stop.set()
+
+    async def _hold(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             await asyncio.sleep(self.election.timing.retry_period)
+            if stop.is_set():
+                break
             renewed = await self._attempt()
             if not renewed and self.holder not in (None, "", self.election.identity):
                 logger.error("the lease %s was taken by %s: stopping", self._where(), self.holder)
