@@ -116,6 +116,7 @@ bench: install prometheus cluster-binaries
 	$(BIN)/python bench/reconcile_cost.py
 	$(BIN)/python bench/rollback_latency.py
 	$(BIN)/python bench/scale.py --releases 1000 5000
+	$(BIN)/python bench/gateway_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .cluster
