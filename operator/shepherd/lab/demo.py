@@ -318,6 +318,8 @@ def run_demo(*, keep: bool = False, port: int = 0) -> int:
             console.rule("Where it ended")
             kubectl("get", "releases,deployments,controllerrevisions,jobs,configmaps")
             print_history(watcher.status)
+            console.rule("Gateway API canary")
+            console.print(gateway_note())
             console.print(f"[bold green]Demo finished in {time.monotonic() - started:.0f}s.[/]")
             if keep:
                 console.print("Still running (--keep): press Ctrl-C to stop.")
@@ -327,6 +329,17 @@ def run_demo(*, keep: bool = False, port: int = 0) -> int:
     except DemoError as error:
         console.print(f"[bold red]demo failed:[/] {error}")
         return 1
+
+
+def gateway_note() -> str:
+    """Why the demo shows no Gateway API canary: its local API runs no gateway to split real requests."""
+    return (
+        "Not shown here: this demo's API is the local emulator, which runs no gateway, so no real request "
+        "could follow an HTTPRoute's weights. The weights, header routes and route checks are shown on the "
+        "real API server by tests/controlplane/test_gateway_api_canary_on_a_real_api_server.py, and real "
+        "requests split by Traefik by tests/controlplane/test_real_gateway_traffic_on_a_real_api_server.py "
+        "(after `make gateway-binaries`); examples/gateway-api.yaml is a Release routed that way."
+    )
 
 
 def print_history(status: Mapping[str, Any]) -> None:
