@@ -222,3 +222,24 @@ def test_a_header_route_is_injected_then_an_abort_returns_the_route_in_one_write
     assert back["spec"] == original, "the route is exactly as its owner wrote it"
     assert back["metadata"]["generation"] == generation + 1, "weights and header rule went in one write"
     assert "shop-api-canary" not in story.replicas()
+
+
+def test_an_operator_killed_mid_step_leaves_no_duplicated_rule(
+    story: Story, gateway: GatewayController
+) -> None:
+    story.apply(routed("1.0.0", [{"setWeight": 100}]))
+    story.wait_phase("Succeeded", revision=1)
+    beta = {"name": "beta", "match": [{"headerName": "X-Beta", "headerValue": {"exact": "yes"}}]}
+    story.apply(routed("1.1.0", [{"setHeaderRoute": beta}, {"setWeight": 10}, {"pause": {}}]))
+    story.wait_until(
+        "the header rule",
+        lambda: any(r.get("name", "").startswith("shepherd-") for r in route(story)["spec"]["rules"]),
+    )
+
+    story.operator.kill()  # SIGKILL right after the route's write, whatever comes next
+    story.operator.start()
+    story.wait("the pause", lambda s: s.get("phase") == "Paused" and s.get("currentStep") == 2)
+
+    names = [r.get("name", "") for r in route(story)["spec"]["rules"]]
+    assert len([n for n in names if n.startswith("shepherd-beta-")]) == 1, names
+    assert weights(story) == [90, 10]
