@@ -1,21 +1,21 @@
 """Stories: a canary routed by a Gateway API HTTPRoute on the real API server, with the Gateway API CRDs of
 the pinned module (their own validation judges every route Shepherd writes).
 
-No gateway data plane runs here: the test acts as the gateway's controller, writing the route's status
-(Accepted, ResolvedRefs, observedGeneration) for each generation it sees, or refusing it when told to.
+No gateway data plane runs here: `RouteStatusWriter` acts as the gateway's controller, writing the route's
+status (Accepted, ResolvedRefs, observedGeneration) for each generation it sees, or refusing it when told to.
 So these stories prove what Shepherd writes and when, not how real requests split.
 """
 
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Iterator
 from typing import Any
 
-import kubernetes
 import pytest
 
+from shepherd.lab.controlplane import ControlPlane
+from shepherd.lab.gatewayapi import RouteStatusWriter, rejected
 from story import Story, quickstart_release
 
 GROUP, VERSION, ROUTES = "gateway.networking.k8s.io", "v1", "httproutes"
@@ -56,72 +56,28 @@ def user_route(namespace: str) -> dict[str, Any]:
 
 
 class GatewayController:
-    """Plays the gateway's controller for one route: accepts each generation it sees (or refuses)."""
+    """The gateway's controller for the story's route: accepts each generation, or refuses it."""
 
-    def __init__(self, custom: Any, namespace: str) -> None:
-        self.custom, self.namespace = custom, namespace
-        self.accepting = True
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def __init__(self, writer: RouteStatusWriter, namespace: str) -> None:
+        self.writer, self.namespace = writer, namespace
 
-    def __enter__(self) -> GatewayController:
-        self._thread.start()
-        return self
+    def refuse(self, message: str) -> None:
+        self.writer.set_policy(self.namespace, "shop", rejected("NotAllowedByListeners", message))
 
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            try:
-                route = self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, ROUTES, "shop"
-                )
-            except kubernetes.client.ApiException:
-                continue
-            generation = route["metadata"]["generation"]
-            verdict = "True" if self.accepting else "False"
-            reason = "Accepted" if self.accepting else "NotAllowedByListeners"
-            parents = [
-                {
-                    "parentRef": {"group": GROUP, "kind": "Gateway", "name": "edge"},
-                    "controllerName": "example.com/test-gateway",
-                    "conditions": [
-                        condition("Accepted", verdict, reason, generation),
-                        condition("ResolvedRefs", "True", "ResolvedRefs", generation),
-                    ],
-                }
-            ]
-            if (route.get("status") or {}).get("parents") != parents:
-                body = {"status": {"parents": parents}}
-                try:
-                    self.custom.patch_namespaced_custom_object_status(
-                        GROUP, VERSION, self.namespace, ROUTES, "shop", body
-                    )
-                except kubernetes.client.ApiException:
-                    continue
-
-
-def condition(kind: str, status: str, reason: str, generation: int) -> dict[str, Any]:
-    message = "listener http does not allow routes from this namespace" if status == "False" else "ok"
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-        "lastTransitionTime": "2026-01-01T00:00:00Z",
-    }
+    def accept(self) -> None:
+        self.writer.set_policy(self.namespace, "shop", None)
 
 
 @pytest.fixture
-def gateway(story: Story) -> Iterator[GatewayController]:
+def gateway(story: Story, control_plane: ControlPlane) -> Iterator[GatewayController]:
     story.custom.create_namespaced_custom_object(
         GROUP, VERSION, story.namespace, ROUTES, user_route(story.namespace)
     )
-    with GatewayController(story.custom, story.namespace) as controller:
-        yield controller
+    # The user's own backend: a gateway resolves every backendRef of the route, not only Shepherd's.
+    admin = {"metadata": {"name": "admin"}, "spec": {"ports": [{"port": 80}], "selector": {"app": "admin"}}}
+    story.core.create_namespaced_service(story.namespace, admin)
+    with RouteStatusWriter(control_plane.kubeconfig, namespace=story.namespace) as writer:
+        yield GatewayController(writer, story.namespace)
 
 
 def routed(version: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -185,7 +141,7 @@ def test_weights_follow_the_steps_and_nothing_else_in_the_route_changes(
 def test_a_route_the_gateway_does_not_accept_holds_the_step(story: Story, gateway: GatewayController) -> None:
     story.apply(routed("1.0.0", [{"setWeight": 100}]))
     story.wait_phase("Succeeded", revision=1)
-    gateway.accepting = False
+    gateway.refuse("listener http does not allow routes from this namespace")
     story.apply(routed("1.1.0", [{"setWeight": 30}, {"pause": {}}]))
 
     held = story.wait(
@@ -194,7 +150,7 @@ def test_a_route_the_gateway_does_not_accept_holds_the_step(story: Story, gatewa
     assert held["currentStep"] == 0 and held["traffic"]["verified"] is False
     assert "listener http does not allow routes from this namespace" in held["message"]
 
-    gateway.accepting = True
+    gateway.accept()
     story.wait("the pause", lambda s: s.get("phase") == "Paused" and s.get("currentStep") == 1)
     assert weights(story) == [70, 30]
 
