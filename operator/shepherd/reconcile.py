@@ -28,7 +28,7 @@ from shepherd.core.gates import Approval, dependencies
 from shepherd.core.notifications import select
 from shepherd.core.policy import Policy, applicable, policy_gates
 from shepherd.core.rejection import record_rejection
-from shepherd.core.spec import ApprovalGate, PrometheusSpec, SpecError, parse_spec
+from shepherd.core.spec import ApprovalGate, ReleaseSpec, SpecError, parse_spec
 from shepherd.core.timefmt import parse_time
 from shepherd.core.traffic import route_key
 from shepherd.kube import KubeAPI, Rejected, ReleaseKey, Written
@@ -84,7 +84,10 @@ async def reconcile(
     policies = cache.all_policies()
     labels = cache.namespace_labels(key.namespace) if policies else {}
     config_maps = cache.owned_config_maps(key, uid)
-    routes = route_keys(release.get("spec") or {}, key.namespace)
+    # Parsed once for what the shell must fetch; an invalid spec fetches nothing (decide() holds it).
+    spec = valid_spec(release.get("spec") or {})
+    routing = spec.routing if spec else None
+    routes = tuple(route_key(ref, key.namespace) for ref in routing.routes) if routing else ()
     if routes:
         await cache.watching_routes()
     view = ReleaseObject(
@@ -99,9 +102,11 @@ async def reconcile(
     matched = applicable(policies, labels)
     asked = needed(view, clock(), policy_gates(matched))
     answers, webhooks, (approvals, releases) = await asyncio.gather(
-        gather(api, key, prometheus_spec(view.spec), asked, clock()),
+        gather(api, key, spec.analysis.prometheus if spec and spec.analysis else None, asked, clock()),
         call_webhooks(api, key.namespace, asked.webhook_calls),
-        gate_observations(api, cache, key, view.spec, matched) if asked.gate_objects else no_gate_objects(),
+        gate_observations(api, cache, key, spec, matched)
+        if spec and asked.gate_objects
+        else no_gate_objects(),
     )
     now = clock()
     observed = Observations(
@@ -166,21 +171,11 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     return patch
 
 
-def route_keys(spec: Mapping[str, Any], namespace: str) -> tuple[tuple[str, str], ...]:
-    """The HTTPRoutes a valid spec routes through (an invalid one routes nothing: it is held)."""
+def valid_spec(raw: Mapping[str, Any]) -> ReleaseSpec | None:
     try:
-        routing = parse_spec(spec).routing
-    except SpecError:
-        return ()
-    return tuple(route_key(ref, namespace) for ref in routing.routes) if routing else ()
-
-
-def prometheus_spec(spec: Mapping[str, Any]) -> PrometheusSpec | None:
-    try:
-        analysis = parse_spec(spec).analysis
+        return parse_spec(raw)
     except SpecError:
         return None
-    return analysis.prometheus if analysis else None
 
 
 GateObjects = tuple[tuple[Approval, ...], dict[tuple[str, str], dict[str, Any] | None]]
@@ -191,14 +186,10 @@ async def no_gate_objects() -> GateObjects:
 
 
 async def gate_observations(
-    api: KubeAPI, cache: Cache, key: ReleaseKey, spec: Mapping[str, Any], policies: Sequence[Policy]
+    api: KubeAPI, cache: Cache, key: ReleaseKey, spec: ReleaseSpec, policies: Sequence[Policy]
 ) -> GateObjects:
     """What gates look at: the namespace's approvals (if a gate asks) and the Releases depended on."""
-    try:
-        own = parse_spec(spec).gates
-    except SpecError:
-        return (), {}
-    gates = (*own, *policy_gates(policies))
+    gates = (*spec.gates, *policy_gates(policies))
     approvals: tuple[Approval, ...] = ()
     if any(isinstance(g.kind, ApprovalGate) for g in gates):
         approvals = tuple(approval_of(item) for item in cache.namespace_approvals(key.namespace))
