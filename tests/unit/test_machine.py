@@ -23,6 +23,7 @@ from simulation import (
 
 from shepherd.core import Observations, decide
 from shepherd.core.actions import ApplyDeployment, DeleteDeployment, RecordRevision, RemoveAnnotations
+from shepherd.core.report import REPORT_DELAY
 from shepherd.core.spec import content_of, parse_spec
 from shepherd.reconcile import status_patch
 
@@ -128,7 +129,7 @@ def test_timed_pause_waits_its_duration_and_wakes_exactly_then() -> None:
     decision = world.settle()
     assert world.status["currentStep"] == 1
     assert decision.wake_at == world.now + timedelta(minutes=1)
-    assert "pause 1m, 1m left" in world.status["message"]
+    assert "pause 1m until 2026-11-02T09:06:00Z" in world.status["message"]
     world.advance(timedelta(seconds=59))
     assert world.status["canaryWeight"] == 25
     world.advance(timedelta(seconds=1))
@@ -267,9 +268,14 @@ def test_never_ready_canary_rolls_back_after_progress_deadline() -> None:
     world = succeeded(release_spec("1.0.0", progressDeadline="2m"))
     world.set_spec(release_spec("1.1.0", progressDeadline="2m"))
     world.unready.add("shop-api-canary")
+    started = world.now
     decision = world.settle()
-    assert decision.wake_at == world.now + timedelta(minutes=2)
-    world.advance(timedelta(minutes=2))
+    assert decision.wake_at == started + REPORT_DELAY, "to say what the step waits for, if it still does"
+    assert "to be created" in world.status["message"], "what it waits for is not written yet"
+    decision = world.advance(REPORT_DELAY)
+    assert "shop-api-canary 0/1 ready" in world.status["message"]
+    assert decision.wake_at == started + timedelta(minutes=2)
+    world.advance(timedelta(minutes=2) - REPORT_DELAY)
     assert world.phase == "RolledBack"
     assert world.status["reason"] == "ProgressDeadlineExceeded"
     assert "shop-api-canary" in world.status["message"]

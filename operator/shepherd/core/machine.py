@@ -63,7 +63,7 @@ from shepherd.core.model import Decision, Observations, ReleaseObject
 from shepherd.core.policy import active_freezes, applicable, freeze_changes, policy_gates
 from shepherd.core.rejection import held_status
 from shepherd.core.replica_traffic import replica_traffic
-from shepherd.core.report import describe, format_duration, wave_label
+from shepherd.core.report import PROGRESS_DETAILS, describe, format_duration, report_later, wave_label
 from shepherd.core.revisions import (
     retained_revisions,
     revision_content,
@@ -215,6 +215,10 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
         "traffic": planned.status or replica_traffic(rollout, spec, observed.deployments),
     }
     wake_at = _wake_at(release, rollout, spec, plan, evidence, now, migration_deadlines(rollout, migrations))
+    later = report_later(release.status, status, rollout, now)
+    if later is not None:
+        status = {**status, **{key: release.status.get(key) for key in PROGRESS_DETAILS}}
+        wake_at = min(wake_at, later) if wake_at is not None else later
     return Decision(status, tuple(actions), tuple(events), wake_at)
 
 
@@ -521,14 +525,8 @@ def _progress(
         )
     if isinstance(step, SetWeight):
         if rollout.canary_weight < step.weight:
-            wave = f"{wave_label(rollout.wave, order)}, " if len(order) > 1 else ""
-            events.append(
-                Event(
-                    "Normal",
-                    "CanaryWeight",
-                    f"canary weight {step.weight}% ({wave}step {rollout.current_step + 1}/{len(spec.steps)})",
-                )
-            )
+            # No Event per step: the status write records it (currentStep, canaryWeight, stepSince), and
+            # Events mark what a person follows: revisions, phases and commands.
             return replace(rollout, canary_weight=step.weight, unready_since=now)
         return _next_step(rollout, now)
     if isinstance(step, AnalysisStep):

@@ -1,15 +1,28 @@
-"""status.message: what is happening now and what is being waited for, in words."""
+"""status.message: what is happening now and what is being waited for, in words; and when to write it.
+
+A message names moments (a pause ends at 12:00:05Z), never a countdown, so that time passing alone never
+calls for a status write.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from shepherd.core.evidence import Evidence, stage_verdict
 from shepherd.core.spec import AnalysisStep, Pause, ReleaseSpec, Waves
 from shepherd.core.status import STALLED, Phase, Rollout
+from shepherd.core.timefmt import format_seconds
 from shepherd.core.workloads import GROUP, WorkloadPlan
 
 PROMOTE = f"{GROUP}/promote"
+# What a step is waiting for, and the share of pods, change several times within a step that goes well.
+# Such details are written only once the step (or phase) has lasted this long, so a smooth step costs one
+# status write, and a slow one still says why it is slow.
+REPORT_DELAY = timedelta(seconds=5)
+PROGRESS_DETAILS = frozenset({"message", "conditions", "traffic"})
+MOVING = frozenset({Phase.PROGRESSING, Phase.PROMOTING, Phase.BAKING, Phase.ROLLING_BACK})
 
 
 def describe(
@@ -42,10 +55,10 @@ def describe(
     if phase is Phase.SUCCEEDED:
         return f"{revision} serves all traffic"
     if phase is Phase.BAKING:
-        left = remaining(rollout.phase_since, spec.bake, now)
+        ends = ends_at(rollout.phase_since, spec.bake)
         measuring = f"; {stage_verdict(rollout, spec, evidence.run, now).message}" if spec.analysis else ""
         return (
-            f"{revision} promoted; baking for {format_duration(spec.bake)}, {left} left{measuring}{waiting}"
+            f"{revision} promoted; baking for {format_duration(spec.bake)} until {ends}{measuring}{waiting}"
         )
     if phase is Phase.PROMOTING:
         return f"promoting {revision}{waiting}"
@@ -65,8 +78,8 @@ def describe(
         return f"paused at {where} until promoted: annotate {PROMOTE}=true"
     step = spec.steps[rollout.current_step] if rollout.current_step < steps else None
     if isinstance(step, Pause) and step.duration is not None and not waiting:
-        left = remaining(rollout.step_since, step.duration, now)
-        return f"{where}: pause {format_duration(step.duration)}, {left} left"
+        ends = ends_at(rollout.step_since, step.duration)
+        return f"{where}: pause {format_duration(step.duration)} until {ends}"
     if isinstance(step, AnalysisStep) and not waiting:
         return f"{where}: analysis: {stage_verdict(rollout, spec, evidence.run, now).message}"
     return f"{where}{waiting}"
@@ -78,10 +91,39 @@ def wave_label(index: int, order: Waves) -> str:
     return f"wave {index + 1}/{len(order)} ({names})"
 
 
-def remaining(since: datetime | None, length: timedelta | None, now: datetime) -> str:
+def ends_at(since: datetime | None, length: timedelta | None) -> str:
     if since is None or length is None:
-        return "0s"
-    return format_duration(max(timedelta(0), since + length - now))
+        return "now"
+    return format_seconds(since + length)
+
+
+def report_later(
+    old: Mapping[str, Any], new: Mapping[str, Any], rollout: Rollout, now: datetime
+) -> datetime | None:
+    """When `new` differs from `old` in progress details only, while workloads move, within
+    REPORT_DELAY of the step's (or phase's) start: the moment to write it, if it still differs then.
+    None: write it now (or there is nothing to write). Anything else that changed (the rollout's state, a
+    command's acknowledgement) is written at once, and carries the details with it."""
+    if rollout.phase not in MOVING:
+        return None
+    changed = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+    if not changed or not changed <= PROGRESS_DETAILS:
+        return None
+    if not _same_but_messages(old.get("conditions"), new.get("conditions")):
+        return None
+    started = [m for m in (rollout.phase_since, rollout.step_since, rollout.unready_since) if m is not None]
+    due = max(started) + REPORT_DELAY if started else now
+    return due if now < due else None
+
+
+def _same_but_messages(old: Sequence[Any] | None, new: Sequence[Any] | None) -> bool:
+    def without_messages(conditions: Sequence[Any] | None) -> list[Any]:
+        return [
+            {k: v for k, v in c.items() if k != "message"} if isinstance(c, Mapping) else c
+            for c in conditions or []
+        ]
+
+    return without_messages(old) == without_messages(new)
 
 
 def format_duration(length: timedelta | None) -> str:
