@@ -96,6 +96,26 @@ def at_the_hold(custom: Any, namespace: str, name: str, seen: dict[int, float]) 
     )
 
 
+def write_kind(event: dict[str, Any]) -> str:
+    ref = event["objectRef"]
+    return f"{event['verb']} {ref.get('resource', '')}" + (
+        f"/{ref['subresource']}" if ref.get("subresource") else ""
+    )
+
+
+def writes_by_step(
+    writes: Sequence[dict[str, Any]], started: dict[int, float], steps: int
+) -> dict[int, collections.Counter[str]]:
+    """Each write counted against the step under way when the API server received it: from the step's
+    stepSince to the next one's (a step's own status write comes just after its stepSince)."""
+    counted: dict[int, collections.Counter[str]] = {i: collections.Counter() for i in range(steps)}
+    for event in writes:
+        received = stamp(event["requestReceivedTimestamp"])
+        step = max((i for i, since in started.items() if 0 <= i < steps and since <= received), default=0)
+        counted[step][write_kind(event)] += 1
+    return counted
+
+
 class Process:
     """CPU seconds and RSS of one process, from /proc."""
 
@@ -208,6 +228,9 @@ def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
 
             lateness, step_writes = [], []
             written: collections.Counter[str] = collections.Counter()
+            by_step: collections.defaultdict[int, collections.Counter[str]] = collections.defaultdict(
+                collections.Counter
+            )
             steps = [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"pause": {}}]
             for index in range(SAMPLES):
                 namespace, name = names[(index * count // SAMPLES + 1) % count]
@@ -231,11 +254,9 @@ def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
                     and e["objectRef"].get("resource") != "leases"
                 ]
                 step_writes.append(len(writes) / len(steps))
-                written.update(
-                    f"{e['verb']} {e['objectRef'].get('resource', '')}"
-                    + (f"/{e['objectRef']['subresource']}" if e["objectRef"].get("subresource") else "")
-                    for e in writes
-                )
+                written.update(map(write_kind, writes))
+                for step, kinds in writes_by_step(writes, seen, len(steps)).items():
+                    by_step[step].update(kinds)
             results["due_step_lateness_seconds"] = {
                 "p50": percentile(lateness, 0.5),
                 "p99": percentile(lateness, 0.99),
@@ -244,6 +265,14 @@ def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
             results["writes_per_canary_step"] = sum(step_writes) / len(step_writes)
             results["writes_per_canary_step_by_kind"] = {
                 kind: n / (SAMPLES * len(steps)) for kind, n in written.most_common()
+            }
+            # Step 1 also starts the revision (its ControllerRevision, the canary Deployment, its Events).
+            results["writes_by_step"] = {
+                f"{index + 1} {json.dumps(steps[index])}": {
+                    "total": sum(by_step[index].values()) / SAMPLES,
+                    **{kind: n / SAMPLES for kind, n in by_step[index].most_common()},
+                }
+                for index in range(len(steps))
             }
         admin.close()
     return results
