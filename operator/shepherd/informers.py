@@ -59,26 +59,50 @@ def key_of(obj: Mapping[str, Any]) -> ObjectKey:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
+def pack(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def unpack(packed: bytes) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(packed)
+    return result
+
+
 @dataclass
 class Store:
-    """The newest known version of every object of one resource, indexed by namespace and one label."""
+    """The newest known version of every object of one resource, indexed by namespace and one label.
+
+    Each object is kept as compact JSON and decoded on every read: a fifth of the memory of the decoded
+    object, thousands of them at rest; and a reader gets its own copy, which nothing else changes."""
 
     index_label: str | None = None
-    objects: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
+    _packed: dict[ObjectKey, bytes] = field(default_factory=dict)
+    _versions: dict[ObjectKey, str] = field(default_factory=dict)
+    _labels: dict[ObjectKey, str] = field(default_factory=dict)  # the index label's value, where set
     # A deletion seen or made, by the version it removed: an older event for that object is stale.
     _deleted: dict[ObjectKey, str] = field(default_factory=dict)
-    _by_index: dict[tuple[str, str], dict[str, dict[str, Any]]] = field(default_factory=dict)
-    _by_namespace: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    _by_index: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    _by_namespace: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def objects(self) -> dict[ObjectKey, dict[str, Any]]:
+        """Every object, decoded."""
+        return {key: unpack(packed) for key, packed in self._packed.items()}
+
+    def snapshot(self) -> dict[ObjectKey, bytes]:
+        return dict(self._packed)
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.objects.get((namespace, name))
+        packed = self._packed.get((namespace, name))
+        return unpack(packed) if packed is not None else None
 
-    def in_namespace(self, namespace: str) -> Iterable[dict[str, Any]]:
-        return self._by_namespace.get(namespace, {}).values()
+    def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
+        return [unpack(self._packed[(namespace, n)]) for n in sorted(self._by_namespace.get(namespace, ()))]
 
-    def labelled(self, namespace: str, value: str) -> Iterable[dict[str, Any]]:
+    def labelled(self, namespace: str, value: str) -> list[dict[str, Any]]:
         """Objects in `namespace` whose index label has `value`."""
-        return self._by_index.get((namespace, value), {}).values()
+        names = sorted(self._by_index.get((namespace, value), ()))
+        return [unpack(self._packed[(namespace, n)]) for n in names]
 
     def put(self, obj: dict[str, Any]) -> bool:
         """Keep `obj` unless a newer version (or its deletion) is known. False when `obj` is stale; True
@@ -91,11 +115,12 @@ class Store:
             if not newer(version, removed):
                 return False
             del self._deleted[key]  # created again
-        current = self.objects.get(key)
-        if current is not None and not newer(version, version_of(current)):
-            return version == version_of(current)
-        self._unindex(key, current)
-        self.objects[key] = obj
+        current = self._versions.get(key)
+        if current is not None and not newer(version, current):
+            return version == current
+        self._unindex(key)
+        self._packed[key] = pack(obj)
+        self._versions[key] = version
         self._index(key, obj)
         return True
 
@@ -103,11 +128,10 @@ class Store:
         """Forget `obj`, deleted at its version, unless a newer version is known (then False)."""
         key = key_of(obj)
         version = version_of(obj)
-        current = self.objects.get(key)
-        if current is not None and version and newer(version_of(current), version):
+        current = self._versions.get(key)
+        if current is not None and version and newer(current, version):
             return False
-        self._unindex(key, current)
-        self.objects.pop(key, None)
+        self._unindex(key)
         if version:
             self._deleted[key] = version
         return True
@@ -115,41 +139,39 @@ class Store:
     def replace(self, listed: Iterable[dict[str, Any]], list_version: str) -> None:
         """Take a fresh list at `list_version`, keeping what was written after it."""
         fresh = {key_of(obj): obj for obj in listed}
-        for key, obj in list(self.objects.items()):
-            if key not in fresh and not newer(version_of(obj), list_version):
-                self._unindex(key, obj)
-                del self.objects[key]
+        for key, version in list(self._versions.items()):
+            if key not in fresh and not newer(version, list_version):
+                self._unindex(key)
         self._deleted = {k: v for k, v in self._deleted.items() if newer(v, list_version)}
         for obj in fresh.values():
             self.put(obj)
 
     def _index(self, key: ObjectKey, obj: Mapping[str, Any]) -> None:
         namespace, name = key
-        self._by_namespace.setdefault(namespace, {})[name] = obj  # type: ignore[assignment]
-        value = self._label(obj)
-        if value is not None:
-            self._by_index.setdefault((namespace, value), {})[name] = obj  # type: ignore[assignment]
-
-    def _unindex(self, key: ObjectKey, obj: Mapping[str, Any] | None) -> None:
-        if obj is None:
+        self._by_namespace.setdefault(namespace, set()).add(name)
+        if self.index_label is None:
             return
+        value = ((obj.get("metadata") or {}).get("labels") or {}).get(self.index_label)
+        if value is not None:
+            self._labels[key] = str(value)
+            self._by_index.setdefault((namespace, str(value)), set()).add(name)
+
+    def _unindex(self, key: ObjectKey) -> None:
+        """Forget the object at `key` and its index entries (nothing when none is held)."""
+        if self._packed.pop(key, None) is None:
+            return
+        del self._versions[key]
         namespace, name = key
         self._drop(self._by_namespace, namespace, name)
-        value = self._label(obj)
+        value = self._labels.pop(key, None)
         if value is not None:
             self._drop(self._by_index, (namespace, value), name)
 
-    def _label(self, obj: Mapping[str, Any]) -> str | None:
-        if self.index_label is None:
-            return None
-        value = ((obj.get("metadata") or {}).get("labels") or {}).get(self.index_label)
-        return str(value) if value is not None else None
-
     @staticmethod
-    def _drop(index: dict[Any, dict[str, dict[str, Any]]], key: Any, name: str) -> None:
+    def _drop(index: dict[Any, set[str]], key: Any, name: str) -> None:
         entries = index.get(key)
         if entries is not None:
-            entries.pop(name, None)
+            entries.discard(name)
             if not entries:
                 del index[key]
 
@@ -281,12 +303,16 @@ class Informer:
                 break
             params["continue"] = token
         version = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        old = dict(self.store.objects)
+        old = self.store.snapshot()
         self.store.replace(objects, version)
-        for key in old.keys() | self.store.objects.keys():
-            before, after = old.get(key), self.store.objects.get(key)
-            if before is not after:
-                self.changed(before, after)
+        new = self.store.snapshot()
+        for key in old.keys() | new.keys():
+            before, after = old.get(key), new.get(key)
+            if before != after:
+                self.changed(
+                    unpack(before) if before is not None else None,
+                    unpack(after) if after is not None else None,
+                )
         return version
 
     async def _watch(self, version: str) -> str:

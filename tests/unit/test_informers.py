@@ -35,11 +35,21 @@ def test_an_older_version_never_replaces_a_newer_one() -> None:
 
 def test_the_echo_of_a_version_already_held_is_not_stale() -> None:
     store = Store()
-    written = obj("api", 12)
+    written = {**obj("api", 12), "status": {"from": "the write's answer"}}
     store.put(written)
 
     assert store.put(obj("api", 12)), "the watch's echo of the operator's own write"
-    assert store.get("shop", "api") is written
+    assert store.get("shop", "api") == written, "the version held is kept, not replaced by its echo"
+
+
+def test_a_reader_gets_its_own_copy() -> None:
+    store = Store("app")
+    store.put(obj("api", 12, app="shop"))
+    store.get("shop", "api")["metadata"]["labels"]["app"] = "changed by a reader"  # type: ignore[index]
+    store.labelled("shop", "shop")[0]["metadata"]["name"] = "renamed"
+
+    assert store.get("shop", "api") == obj("api", 12, app="shop")
+    assert [o["metadata"]["name"] for o in store.in_namespace("shop")] == ["api"]
 
 
 def test_a_deletion_hides_older_events_of_the_object_until_it_is_created_again() -> None:
