@@ -138,10 +138,10 @@ class Notifier:
             problem = f"unexpected {type(error).__name__}"
         else:
             logger.info("%s delivered", what)
-            self.metrics.notifications.labels(namespace, name, "delivered").inc()
+            self.metrics.notified(namespace, name, "delivered")
             return
         logger.warning("%s failed: %s", what, problem)
-        self.metrics.notifications.labels(namespace, name, "failed").inc()
+        self.metrics.notified(namespace, name, "failed")
         event = Event("Warning", "NotificationFailed", f"{message.summary} to {target}: {problem}")
         try:
             await asyncio.to_thread(self.api.post_event, release, event, self.clock())
