@@ -143,9 +143,13 @@ def test_a_leader_that_loses_its_lease_stops_writing_at_once(
     cluster.apply(quickstart_release("1.0.0"))
     cluster.wait_phase("Succeeded", revision=1)
 
-    _, lease = request_json("GET", local_api.url + LEASE)
-    lease["spec"] |= {"holderIdentity": "intruder", "leaseDurationSeconds": 3600}
-    assert request_json("PUT", local_api.url + LEASE, lease)[0] == 200
+    def take_the_lease() -> bool:
+        """An intruder's update; a renewal between its read and its write makes it a conflict: again."""
+        _, lease = request_json("GET", local_api.url + LEASE)
+        lease["spec"] |= {"holderIdentity": "intruder", "leaseDurationSeconds": 3600}
+        return request_json("PUT", local_api.url + LEASE, lease)[0] == 200
+
+    wait_until(take_the_lease, message="the intruder's write to the Lease")
     taken = len(list(local_api.emulator))
 
     wait_until(lambda: isinstance(leader.error, LeadershipLost), message="the leader to give up")
