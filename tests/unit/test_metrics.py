@@ -1,4 +1,4 @@
-"""The per-Release series, kept as plain numbers, expose exactly what prometheus_client's own metrics would."""
+"""The per-Release series, kept as plain numbers, expose what prometheus_client's own metrics would."""
 
 from __future__ import annotations
 

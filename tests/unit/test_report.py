@@ -10,7 +10,9 @@ from shepherd.core.report import REPORT_DELAY, ends_at, report_later
 from shepherd.core.status import Phase, Rollout
 
 STARTED = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
-ROLLOUT = Rollout(phase=Phase.PROGRESSING, revision=2, current_step=0, phase_since=STARTED, step_since=STARTED)
+ROLLOUT = Rollout(
+    phase=Phase.PROGRESSING, revision=2, current_step=0, phase_since=STARTED, step_since=STARTED
+)
 
 
 def status(message: str, step: int = 0, ready: str = "Unknown", **extra: object) -> dict[str, object]:
@@ -18,7 +20,13 @@ def status(message: str, step: int = 0, ready: str = "Unknown", **extra: object)
         {"type": "Ready", "status": ready, "reason": "Progressing", "message": message},
         {"type": "Reconciling", "status": "True", "reason": "Progressing", "message": message},
     ]
-    return {"phase": "Progressing", "currentStep": step, "message": message, "conditions": conditions, **extra}
+    return {
+        "phase": "Progressing",
+        "currentStep": step,
+        "message": message,
+        "conditions": conditions,
+        **extra,
+    }
 
 
 OLD = status("step 1/3: waiting for app-canary to be created")
