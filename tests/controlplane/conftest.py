@@ -5,6 +5,8 @@ ServiceAccount token, pods played by `shepherd.lab.podsim`.
 Never skipped: without the binaries every test here fails, saying how to build them. One control plane
 serves the session, with the Gateway API CRDs (standard channel, from the pinned sigs.k8s.io/gateway-api
 module) installed; each test gets a namespace of its own and, when it asks, an operator of its own.
+The one exception to "never skipped": the stories that need Traefik (`make gateway-binaries`, not part
+of `make test`) are skipped without it, saying why; one Traefik serves the session.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from shepherd.lab.controlplane import (
     gateway_api_crds_problem,
     install_gateway_api_crds,
 )
+from shepherd.lab.gateway import ServiceProxy, Traefik, traefik_problem
 from shepherd.lab.podsim import PodSimulator
 from story import Kubectl, Story, kubectl_runner
 
@@ -56,6 +59,25 @@ def bin_dir() -> Path:
 def gateway_api_crds(control_plane: ControlPlane) -> Path:
     """The folder of the Gateway API CRDs that the session's control plane serves."""
     return GATEWAY_API_CRDS
+
+
+@pytest.fixture(scope="session")
+def traefik(
+    control_plane: ControlPlane, bin_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Traefik]:
+    """Traefik serving the Gateway gateway-system/edge; the stories that need it are skipped without it."""
+    problem = traefik_problem(bin_dir)
+    if problem is not None:
+        pytest.skip(f"no real gateway: {problem}")
+    with Traefik(control_plane, bin_dir, tmp_path_factory.mktemp("traefik")) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def proxy(control_plane: ControlPlane, namespace: str) -> Iterator[ServiceProxy]:
+    """The stand-in kube-proxy for the Services of the test's namespace."""
+    with ServiceProxy(control_plane.kubeconfig, namespace) as stand_in:
+        yield stand_in
 
 
 @pytest.fixture(scope="session")

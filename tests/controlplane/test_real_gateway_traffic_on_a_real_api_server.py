@@ -9,41 +9,19 @@ build is longer than `make test` may take, so `make test` does not build it.
 
 from __future__ import annotations
 
-import math
-import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes
-import pytest
 
-from shepherd.lab.controlplane import ControlPlane
-from shepherd.lab.gateway import CONTROLLER_NAME, ServiceProxy, Traefik, get, traefik_problem
+from shepherd.lab.gateway import CONTROLLER_NAME, ServiceProxy, Traefik, within_binomial
 from shepherd.lab.podsim import PodSimulator
 
 GROUP, VERSION, ROUTES = "gateway.networking.k8s.io", "v1", "httproutes"
 HOST = "shop.example"
 TIMEOUT = 60.0
-
-
-@pytest.fixture(scope="module")
-def traefik(
-    control_plane: ControlPlane, bin_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Traefik]:
-    problem = traefik_problem(bin_dir)
-    if problem is not None:
-        pytest.skip(f"no real gateway: {problem}")
-    with Traefik(control_plane, bin_dir, tmp_path_factory.mktemp("traefik")) as gateway:
-        yield gateway
-
-
-@pytest.fixture
-def proxy(control_plane: ControlPlane, namespace: str) -> Iterator[ServiceProxy]:
-    with ServiceProxy(control_plane.kubeconfig, namespace) as stand_in:
-        yield stand_in
 
 
 def deployment(role: str, version: str, replicas: int) -> dict[str, Any]:
@@ -109,39 +87,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = TIMEOUT) -> A
         time.sleep(0.05)
 
 
-def served_requests(traefik: Traefik, namespace: str) -> Counter[tuple[str, str]]:
-    """Traefik's own count of the requests it sent to each Service of the namespace, by (service, code)."""
-    counts: Counter[tuple[str, str]] = Counter()
-    pattern = re.compile(r"^traefik_service_requests_total\{(.*)\} (\S+)$")
-    for line in traefik.metrics().splitlines():
-        match = pattern.match(line)
-        if not match:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
-        name = labels.get("service", "")
-        prefix = f"{namespace}-"
-        if name.startswith(prefix) and name.endswith("@kubernetesgateway"):
-            # Traefik names it <namespace>-<service>-<scheme>-<port>.
-            short = re.sub(
-                r"-(http|https|h2c)-\d+$", "", name.removeprefix(prefix).removesuffix("@kubernetesgateway")
-            )
-            counts[(short, labels["code"])] += int(float(match.group(2)))
-    return counts
-
-
-def send(traefik: Traefik, count: int) -> Counter[tuple[int, str]]:
-    answers: Counter[tuple[int, str]] = Counter()
-    for _ in range(count):
-        code, answer = get(traefik.url, HOST)
-        answers[(code, answer.get("version", ""))] += 1
-    return answers
-
-
-def within_binomial(observed: int, total: int, share: float) -> bool:
-    """Within four standard deviations of a binomial count (a false alarm once in about 16,000 runs)."""
-    return abs(observed - total * share) <= 4 * math.sqrt(total * share * (1 - share)) + 1
-
-
 def test_weights_split_real_requests_and_traefik_writes_the_route_status(
     admin: kubernetes.client.ApiClient,
     namespace: str,
@@ -185,15 +130,14 @@ def test_weights_split_real_requests_and_traefik_writes_the_route_status(
     )
     wait_for(
         "both versions to answer",
-        lambda: {v for (c, v) in send(traefik, 20) if c == 200} == {"1.0.0", "2.0.0"},
+        lambda: {v for (c, v) in traefik.send(HOST, 20) if c == 200} == {"1.0.0", "2.0.0"},
     )
 
-    before = served_requests(traefik, namespace)
-    answers = send(traefik, 1000)
+    split = traefik.split(HOST, namespace, 1000)
+    answers = split.answers
     assert {code for code, _ in answers} == {200}, answers
     assert within_binomial(answers[(200, "2.0.0")], 1000, 0.2), answers
-    counted = served_requests(traefik, namespace) - before
-    assert counted == Counter(
+    assert split.counted == Counter(
         {("shop-stable", "200"): answers[(200, "1.0.0")], ("shop-canary", "200"): answers[(200, "2.0.0")]}
     )
 
@@ -209,15 +153,14 @@ def test_weights_split_real_requests_and_traefik_writes_the_route_status(
 
     # Half the canary's requests fail: Traefik's own metrics, which an analysis reads, count them.
     proxy.set_error_rate("2.0.0", 0.5)
-    before = served_requests(traefik, namespace)
-    answers = send(traefik, 1000)
+    split = traefik.split(HOST, namespace, 1000)
+    answers = split.answers
     canary = answers[(200, "2.0.0")] + answers[(500, "2.0.0")]
     assert within_binomial(canary, 1000, 0.5), answers
     assert within_binomial(answers[(500, "2.0.0")], canary, 0.5), answers
     assert answers[(500, "1.0.0")] == 0
-    counted = served_requests(traefik, namespace) - before
-    assert counted[("shop-canary", "500")] == answers[(500, "2.0.0")]
-    assert counted[("shop-canary", "200")] == answers[(200, "2.0.0")]
+    assert split.counted[("shop-canary", "500")] == answers[(500, "2.0.0")]
+    assert split.counted[("shop-canary", "200")] == answers[(200, "2.0.0")]
 
 
 def test_a_route_to_a_missing_service_is_not_resolved_by_traefik(

@@ -24,13 +24,16 @@ import functools
 import http.server
 import json
 import logging
+import math
 import os
 import random
+import re
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +89,9 @@ TRAEFIK_RULES = [
     },
 ]
 
+# A line of Traefik's metrics counting one service's requests by code.
+SERVICE_REQUESTS = re.compile(r"^traefik_service_requests_total\{(.*)\} (\S+)$")
+
 logger = logging.getLogger(__name__)
 
 
@@ -98,6 +104,32 @@ def traefik_problem(bin_dir: Path) -> str | None:
             "which `make test` does not"
         )
     return None
+
+
+def within_binomial(observed: int, total: int, share: float) -> bool:
+    """Within four standard deviations of a binomial count (a false alarm once in about 16,000 runs)."""
+    return abs(observed - total * share) <= 4 * math.sqrt(total * share * (1 - share)) + 1
+
+
+@dataclass(frozen=True)
+class Split:
+    """Requests sent through the gateway: their answers by (code, version), and Traefik's own count of the
+    same requests by (service, code), the service being a Service's name in the route's namespace."""
+
+    answers: Counter[tuple[int, str]]
+    counted: Counter[tuple[str, str]]
+
+    @property
+    def requests(self) -> int:
+        return sum(self.answers.values())
+
+    def answered_by(self, version: str) -> int:
+        """The requests a pod of `version` answered, whatever the code."""
+        return sum(n for (_, answered), n in self.answers.items() if answered == version)
+
+    def counted_for(self, service: str) -> int:
+        """The requests Traefik counted as sent to `service`, whatever the code."""
+        return sum(n for (name, _), n in self.counted.items() if name == service)
 
 
 def _create(control_plane: ControlPlane, path: str, body: Mapping[str, Any]) -> None:
@@ -200,6 +232,36 @@ class Traefik(Lifecycle):
     def metrics(self) -> str:
         with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
             return str(response.read().decode())
+
+    def served_requests(self, namespace: str) -> Counter[tuple[str, str]]:
+        """Traefik's own count of the requests it sent to each Service of `namespace`, by (service, code)."""
+        counts: Counter[tuple[str, str]] = Counter()
+        prefix, suffix = f"{namespace}-", "@kubernetesgateway"
+        for line in self.metrics().splitlines():
+            match = SERVICE_REQUESTS.match(line)
+            if not match:
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+            name = labels.get("service", "")
+            if name.startswith(prefix) and name.endswith(suffix):
+                # Traefik names it <namespace>-<service>-<scheme>-<port>.
+                short = re.sub(r"-(http|https|h2c)-\d+$", "", name.removeprefix(prefix).removesuffix(suffix))
+                counts[(short, labels["code"])] += int(float(match.group(2)))
+        return counts
+
+    def send(self, host: str, count: int) -> Counter[tuple[int, str]]:
+        """`count` GETs of / through the Gateway for `host`, one after another: their (code, version)."""
+        answers: Counter[tuple[int, str]] = Counter()
+        for _ in range(count):
+            code, answer = get(self.url, host)
+            answers[(code, str(answer.get("version", "")))] += 1
+        return answers
+
+    def split(self, host: str, namespace: str, count: int) -> Split:
+        """Send `count` requests for `host` and read how Traefik counted them for the namespace's Services."""
+        before = self.served_requests(namespace)
+        answers = self.send(host, count)
+        return Split(answers, self.served_requests(namespace) - before)
 
     def api(self, path: str) -> Any:
         """Traefik's read-only API of its live configuration, e.g. `/api/http/services`."""
