@@ -46,12 +46,23 @@ def version_of(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
-def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    """The object without metadata.managedFields: often the largest part of it, and never read here."""
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def trimmed(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without what is never read here and is often its largest part: metadata.managedFields,
+    and the copy of the whole manifest that `kubectl apply` keeps in an annotation."""
     meta = obj.get("metadata")
-    if not isinstance(meta, dict) or "managedFields" not in meta:
+    if not isinstance(meta, dict):
         return obj
-    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    annotations = meta.get("annotations")
+    applied = isinstance(annotations, dict) and LAST_APPLIED in annotations
+    if "managedFields" not in meta and not applied:
+        return obj
+    kept = {k: v for k, v in meta.items() if k != "managedFields"}
+    if applied and isinstance(annotations, dict):
+        kept["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    return {**obj, "metadata": kept}
 
 
 def key_of(obj: Mapping[str, Any]) -> ObjectKey:
@@ -107,7 +118,7 @@ class Store:
     def put(self, obj: dict[str, Any]) -> bool:
         """Keep `obj` unless a newer version (or its deletion) is known. False when `obj` is stale; True
         when it is the newest known, including the echo of a version already held (a write's own)."""
-        obj = without_managed_fields(obj)
+        obj = trimmed(obj)
         key = key_of(obj)
         version = version_of(obj)
         removed = self._deleted.get(key)

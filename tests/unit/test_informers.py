@@ -164,3 +164,19 @@ def test_managed_fields_are_not_kept() -> None:
 
     assert "managedFields" not in store.get("shop", "api")["metadata"]  # type: ignore[index]
     assert store.get("shop", "api")["metadata"]["resourceVersion"] == "3"  # type: ignore[index]
+
+
+def test_the_copy_kubectl_apply_keeps_is_not_kept_but_other_annotations_are() -> None:
+    store = Store()
+    release = obj("shop", 4)
+    release["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": '{"spec": "a copy of everything"}',
+        "shepherd.dev/promote": "true",
+    }
+
+    store.put(release)
+
+    assert store.get("shop", "shop")["metadata"]["annotations"] == {"shepherd.dev/promote": "true"}  # type: ignore[index]
+    assert "kubectl.kubernetes.io/last-applied-configuration" in release["metadata"]["annotations"], (
+        "not changed"
+    )
