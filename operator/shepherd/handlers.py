@@ -28,6 +28,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity import wait_exponential_jitter as exponential_jitter
 
 from shepherd.cache import Cache, Wakes
+from shepherd.informers import trim_in_place
 from shepherd.kube import GROUP, PLURAL, VERSION, Conflict, KubeAPI, ReleaseKey
 from shepherd.metrics import OperatorMetrics
 from shepherd.notifier import DeliveryPolicy, Notifier
@@ -292,6 +293,8 @@ async def release_changed(
     runtime: Runtime = memo.runtime
     key = ReleaseKey(namespace, name)
     raw = event["object"]
+    # Kopf keeps this very dict as the Release's live body for its daemon: trimmed here, Kopf's copy is too.
+    trim_in_place(raw)
     if type == "DELETED":
         runtime.cache.releases.remove(raw)
     else:
