@@ -60,6 +60,9 @@ def release(
             "version": version,
             "components": [{"name": "app", "replicas": 1, "template": {"spec": {"containers": [container]}}}],
             "strategy": {"canary": {"steps": steps or [{"setWeight": 50}, {"pause": {}}]}},
+            # The simulated pods of thousands of Releases can take longer than the default 10m to be ready:
+            # what is measured is the operator, not the pod simulator.
+            "progressDeadline": "1h",
         },
     }
 
@@ -138,7 +141,7 @@ def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"releases": count}
     with (
         ControlPlane(REPO / ".cluster" / "bin", workdir, audit=True) as plane,
-        PodSimulator(plane.kubeconfig),
+        PodSimulator(plane.kubeconfig, workers=8),
     ):
         chart = install_chart(plane, REPO / "charts" / "shepherd", values={"resync": resync})
         operator_user = f"system:serviceaccount:{chart.namespace}:{chart.service_account}"

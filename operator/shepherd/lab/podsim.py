@@ -158,9 +158,18 @@ class PodSimulator:
     """Plays `nodes` kubelets for the API server of `kubeconfig` (needs rights over nodes and pods)."""
 
     def __init__(
-        self, kubeconfig: Path, *, context: str | None = None, nodes: int = 3, delay: float = 0.0
+        self,
+        kubeconfig: Path,
+        *,
+        context: str | None = None,
+        nodes: int = 3,
+        delay: float = 0.0,
+        workers: int = 1,
     ) -> None:
+        """`workers`: threads writing bindings and statuses; thousands of pods at once need several, as a
+        cluster has many kubelets."""
         self.delay = delay
+        self.workers = workers
         self.node_names = [f"sim-node-{i}" for i in range(nodes)]
         self._client = kubernetes.client.ApiClient(load_configuration(str(kubeconfig), context))
         self._core: Any = kubernetes.client.CoreV1Api(self._client)
@@ -192,7 +201,8 @@ class PodSimulator:
     def start(self) -> None:
         self._register_nodes()
         listed = threading.Event()
-        for target, name in ((lambda: self._watch(listed), "podsim-watch"), (self._work, "podsim-work")):
+        workers = [(self._work, f"podsim-work-{i}") for i in range(self.workers)]
+        for target, name in ((lambda: self._watch(listed), "podsim-watch"), *workers):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
