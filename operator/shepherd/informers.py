@@ -51,31 +51,25 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 def trimmed(obj: dict[str, Any]) -> dict[str, Any]:
     """The object without what is never read here and is often its largest part: metadata.managedFields,
-    and the copy of the whole manifest that `kubectl apply` keeps in an annotation."""
-    meta = obj.get("metadata")
-    if not isinstance(meta, dict) or not _untrimmed(meta):
-        return obj
-    return {**obj, "metadata": _trimmed_metadata(meta)}
+    and the copy of the whole manifest that `kubectl apply` keeps in an annotation. `obj` is unchanged."""
+    kept = dict(obj)
+    trim_in_place(kept)
+    return kept
 
 
 def trim_in_place(obj: dict[str, Any]) -> None:
     """trimmed(), on the object itself: for a dict that someone else keeps too."""
     meta = obj.get("metadata")
-    if isinstance(meta, dict) and _untrimmed(meta):
-        obj["metadata"] = _trimmed_metadata(meta)
-
-
-def _untrimmed(meta: Mapping[str, Any]) -> bool:
+    if not isinstance(meta, dict):
+        return
     annotations = meta.get("annotations")
-    return "managedFields" in meta or (isinstance(annotations, dict) and LAST_APPLIED in annotations)
-
-
-def _trimmed_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
+    applied = isinstance(annotations, dict) and LAST_APPLIED in annotations
+    if "managedFields" not in meta and not applied:
+        return
     kept = {k: v for k, v in meta.items() if k != "managedFields"}
-    annotations = meta.get("annotations")
-    if isinstance(annotations, dict) and LAST_APPLIED in annotations:
+    if applied and isinstance(annotations, dict):
         kept["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
-    return kept
+    obj["metadata"] = kept
 
 
 def key_of(obj: Mapping[str, Any]) -> ObjectKey:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+from prometheus_client.parser import text_string_to_metric_families
 
 from shepherd.kube import load_configuration
 from shepherd.lab.controlplane import ControlPlane, ControlPlaneError, RequestError, free_port, stop_process
@@ -89,8 +90,8 @@ TRAEFIK_RULES = [
     },
 ]
 
-# A line of Traefik's metrics counting one service's requests by code.
-SERVICE_REQUESTS = re.compile(r"^traefik_service_requests_total\{(.*)\} (\S+)$")
+# Traefik's count of one service's requests, by code.
+SERVICE_REQUESTS = "traefik_service_requests_total"
 
 logger = logging.getLogger(__name__)
 
@@ -237,16 +238,14 @@ class Traefik(Lifecycle):
         """Traefik's own count of the requests it sent to each Service of `namespace`, by (service, code)."""
         counts: Counter[tuple[str, str]] = Counter()
         prefix, suffix = f"{namespace}-", "@kubernetesgateway"
-        for line in self.metrics().splitlines():
-            match = SERVICE_REQUESTS.match(line)
-            if not match:
-                continue
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
-            name = labels.get("service", "")
-            if name.startswith(prefix) and name.endswith(suffix):
+        for family in text_string_to_metric_families(self.metrics()):
+            for sample in family.samples:
+                name = sample.labels.get("service", "")
+                if sample.name != SERVICE_REQUESTS or not (name.startswith(prefix) and name.endswith(suffix)):
+                    continue
                 # Traefik names it <namespace>-<service>-<scheme>-<port>.
                 short = re.sub(r"-(http|https|h2c)-\d+$", "", name.removeprefix(prefix).removesuffix(suffix))
-                counts[(short, labels["code"])] += int(float(match.group(2)))
+                counts[(short, sample.labels["code"])] += int(sample.value)
         return counts
 
     def send(self, host: str, count: int) -> Counter[tuple[int, str]]:
