@@ -52,24 +52,17 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 def trimmed(obj: dict[str, Any]) -> dict[str, Any]:
     """The object without what is never read here and is often its largest part: metadata.managedFields,
     and the copy of the whole manifest that `kubectl apply` keeps in an annotation. `obj` is unchanged."""
-    kept = dict(obj)
-    trim_in_place(kept)
-    return kept
-
-
-def trim_in_place(obj: dict[str, Any]) -> None:
-    """trimmed(), on the object itself: for a dict that someone else keeps too."""
     meta = obj.get("metadata")
     if not isinstance(meta, dict):
-        return
+        return obj
     annotations = meta.get("annotations")
     applied = isinstance(annotations, dict) and LAST_APPLIED in annotations
     if "managedFields" not in meta and not applied:
-        return
+        return obj
     kept = {k: v for k, v in meta.items() if k != "managedFields"}
     if applied and isinstance(annotations, dict):
         kept["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
-    obj["metadata"] = kept
+    return {**obj, "metadata": kept}
 
 
 def key_of(obj: Mapping[str, Any]) -> ObjectKey:

@@ -134,11 +134,12 @@ async def _lead(
 async def _kopf(
     runtime: Runtime, options: OperatorOptions, stop: asyncio.Event, started: asyncio.Event, standalone: bool
 ) -> None:
-    """Kopf (Releases, and each one's loop) beside the informers that fill the cache the loops read."""
+    """Kopf (Releases) beside the informers that fill the cache, and the scheduler of the passes over it."""
     connection = runtime.cache.watch(
         runtime.api.configuration, options.namespaces, runtime.wakes(), runtime.wake_routed
     )
     informing = asyncio.create_task(runtime.cache.run(runtime.synced))
+    scheduling = asyncio.create_task(runtime.scheduler.run(runtime.synced))
     try:
         await kopf.operator(
             registry=REGISTRY,
@@ -152,7 +153,10 @@ async def _kopf(
             ready_flag=started,
         )
     finally:
+        scheduling.cancel()
         informing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scheduling
         with contextlib.suppress(asyncio.CancelledError):
             await informing
         await connection.close()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shepherd.informers import LAST_APPLIED, Expired, Informer, Resource, Store, _lines, newer, trim_in_place
+from shepherd.informers import Expired, Informer, Resource, Store, _lines, newer
 
 
 def obj(name: str, version: int, namespace: str = "shop", **labels: str) -> dict[str, Any]:
@@ -180,20 +180,3 @@ def test_the_copy_kubectl_apply_keeps_is_not_kept_but_other_annotations_are() ->
     assert "kubectl.kubernetes.io/last-applied-configuration" in release["metadata"]["annotations"], (
         "not changed"
     )
-
-
-def test_trimming_in_place_changes_the_dict_itself_and_only_what_is_never_read() -> None:
-    release = obj("shop", 5, app="shop")
-    release["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
-    release["metadata"]["annotations"] = {LAST_APPLIED: "{}", "shepherd.dev/abort": "now"}
-    held_elsewhere = release
-
-    trim_in_place(release)
-
-    assert held_elsewhere["metadata"] == {
-        "name": "shop",
-        "namespace": "shop",
-        "resourceVersion": "5",
-        "labels": {"app": "shop"},
-        "annotations": {"shepherd.dev/abort": "now"},
-    }
