@@ -352,7 +352,15 @@ class ControlPlane(Lifecycle):
             "apiVersion": "audit.k8s.io/v1",
             "kind": "Policy",
             "omitStages": ["RequestReceived"],
-            "rules": [{"level": "Metadata"}],
+            # Events with their body, so that a bench can tell them apart by reason; the rest by metadata.
+            "rules": [
+                {
+                    "level": "Request",
+                    "verbs": ["create"],
+                    "resources": [{"group": "", "resources": ["events"]}],
+                },
+                {"level": "Metadata"},
+            ],
         }
         (self.workdir / "audit-policy.yaml").write_text(yaml.safe_dump(policy))
         return [
