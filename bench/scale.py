@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import urllib3
 
 from shepherd.lab.cluster import OperatorProcess, install_chart
 from shepherd.lab.controlplane import ControlPlane
@@ -177,9 +178,21 @@ def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
             results["apply_seconds"] = time.monotonic() - started
 
             def succeeded() -> bool:
-                listed = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-                phases = [(r.get("status") or {}).get("phase") for r in listed["items"]]
-                return phases.count("Succeeded") == count
+                """Counted page by page: one list of 10,000 Releases under load can outlast its request."""
+                done, token = 0, None
+                try:
+                    while True:
+                        page = custom.list_cluster_custom_object(
+                            GROUP, VERSION, PLURAL, limit=500, _continue=token
+                        )
+                        done += sum(
+                            (r.get("status") or {}).get("phase") == "Succeeded" for r in page["items"]
+                        )
+                        token = page["metadata"].get("continue")
+                        if not token:
+                            return done == count
+                except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError):
+                    return False  # counted again at the next poll
 
             wait_for(f"{count} Releases to succeed", succeeded, timeout=60 + count * 0.5, poll=1.0)
             results["all_succeeded_seconds"] = time.monotonic() - started
