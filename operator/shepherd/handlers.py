@@ -82,8 +82,7 @@ class Runtime:
     ) -> None:
         if not self.owns(key.namespace, key.name):
             return
-        if key not in self.scheduler:
-            self.scheduler.add(key)
+        self.scheduler.add(key)  # a no-op for a Release it already has
         # A person's change (spec or annotations, e.g. a command) also ends a backoff; a status write
         # (ours, even one whose echo comes before we know its resourceVersion) does not.
         seen = (generation, repr(sorted(dict(annotations or {}).items())))  # type: ignore[call-overload]
@@ -158,11 +157,9 @@ class Runtime:
             raise
         finally:
             self.reconciles += 1
-        if outcome is None:
-            self.forget(key)
-        else:
+        if outcome is not None:
             self.depend(key, outcome.dependencies, outcome.routes)
-        return outcome
+        return outcome  # None: gone, and the scheduler lets it go
 
 
 def operator_settings() -> kopf.OperatorSettings:

@@ -96,9 +96,6 @@ class Scheduler:
     def __contains__(self, key: ReleaseKey) -> bool:
         return key in self._entries
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def __iter__(self) -> Iterator[ReleaseKey]:
         return iter(list(self._entries))
 
