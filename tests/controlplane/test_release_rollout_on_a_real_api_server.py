@@ -19,12 +19,8 @@ def test_first_release_succeeds_and_kubectl_wait_sees_it(story: Story) -> None:
     # The real deployment controller counted the simulated pods ready.
     api = story.apps.read_namespaced_deployment_status("shop-api", story.namespace)
     assert api.status.ready_replicas == 4 and api.status.updated_replicas == 4
-    events = {e["reason"]: e["message"] for e in story.events()}
-    assert {"NewRevision", "Baking", "Succeeded"} <= set(events)
-    assert events["NewRevision"] == "revision 1 (1.0.0) detected, Progressing (Started)", (
-        "one Event for the revision's start and the phase it enters"
-    )
-    assert "Progressing" not in events
+    reasons = {e["reason"] for e in story.events()}
+    assert {"NewRevision", "Progressing", "Baking", "Succeeded"} <= reasons
 
 
 def test_canary_paused_then_promoted_with_kubectl_release(story: Story) -> None:

