@@ -100,8 +100,14 @@ def at_the_hold(custom: Any, namespace: str, name: str, seen: dict[int, float]) 
     )
 
 
-# What a revision's start writes once, whatever its steps: its record, its canary, its one Event.
-REVISION_START = {"create controllerrevisions", "create deployments", "create events NewRevision"}
+# What a revision's start writes once, whatever its steps: its record, its canary, and two Events,
+# NewRevision and the Progressing it enters (these steps never enter Progressing again: the hold is last).
+REVISION_START = {
+    "create controllerrevisions",
+    "create deployments",
+    "create events NewRevision",
+    "create events Progressing",
+}
 
 
 def write_kind(event: dict[str, Any]) -> str:
