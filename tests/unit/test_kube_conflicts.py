@@ -46,6 +46,24 @@ def test_a_conflict_on_an_annotation_removal_is_a_conflict(
         api.apply(KEY, removal, {})
 
 
+def test_a_release_gone_since_it_was_read_is_a_conflict(
+    api: KubeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleted while a pass decided on its cached copy: read it afresh (gone, or created anew), at once."""
+    monkeypatch.setattr(api._custom, "patch_namespaced_custom_object_status", answering(404))
+    with pytest.raises(Conflict, match="Release shop is gone since it was read"):
+        api.patch_status(KEY, {"phase": "Succeeded"}, resource_version="41")
+
+
+def test_a_status_write_without_a_version_keeps_its_not_found(
+    api: KubeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api._custom, "patch_namespaced_custom_object_status", answering(404))
+    with pytest.raises(ApiException) as raised:
+        api.patch_status(KEY, {"phase": "Succeeded"})
+    assert not isinstance(raised.value, Conflict) and raised.value.status == 404
+
+
 @pytest.mark.parametrize("code", [429, 500])
 def test_other_failures_stay_what_they_are(api: KubeAPI, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
     monkeypatch.setattr(api._custom, "patch_namespaced_custom_object_status", answering(code))
