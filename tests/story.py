@@ -171,6 +171,19 @@ class Story:
         listed = json.loads(self.kubectl("get", "events", "-o", "json").stdout)["items"]
         return [e for e in listed if e["involvedObject"].get("name") == name]
 
+    def wait_event(self, reason: str, name: str = "shop") -> dict[str, Any]:
+        """The Release's Event of `reason`: a pass posts its Events after its status."""
+        deadline = time.monotonic() + DEFAULT_TIMEOUT
+        while True:
+            events = self.events(name)
+            for event in events:
+                if event["reason"] == reason:
+                    return event
+            assert time.monotonic() < deadline, (
+                f"no Event {reason} on {name}; its Events: {[(e['reason'], e['message']) for e in events]}"
+            )
+            time.sleep(0.1)
+
     def wait_until(self, what: str, check: Callable[[], bool], timeout: float = DEFAULT_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while not check():

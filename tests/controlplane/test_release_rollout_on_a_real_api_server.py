@@ -135,7 +135,7 @@ def test_a_template_the_deployment_api_refuses_stalls_the_release_and_leaves_the
     stalled = next(c for c in story.status()["conditions"] if c["type"] == "Stalled")
     assert stalled["reason"] == "InvalidTemplate"
     assert "spec.template.spec.containers[0].env" in stalled["message"], stalled["message"]
-    assert any(e["reason"] == "InvalidTemplate" for e in story.events())
+    story.wait_event("InvalidTemplate")
     assert story.images() == {
         "shop-api": "ghcr.io/example/shop-api:1.0.0",
         "shop-web": "ghcr.io/example/shop-web:1.0.0",

@@ -98,3 +98,17 @@ class Cluster:
     def events(self, name: str = "shop") -> list[dict[str, Any]]:
         listed = json.loads(self.kubectl("get", "events", "-o", "json").stdout)["items"]
         return [e for e in listed if e["involvedObject"].get("name") == name]
+
+    def wait_event(self, reason: str, message: str | None = None, name: str = "shop") -> dict[str, Any]:
+        """The Release's Event of `reason` (and `message`): a pass posts its Events after its status."""
+        deadline = time.monotonic() + DEFAULT_TIMEOUT
+        while True:
+            events = self.events(name)
+            for event in events:
+                if event["reason"] == reason and message in (None, event["message"]):
+                    return event
+            assert time.monotonic() < deadline, (
+                f"no Event {reason} {message or ''} on {name}; its Events: "
+                f"{[(e['reason'], e['message']) for e in events]}"
+            )
+            time.sleep(0.1)

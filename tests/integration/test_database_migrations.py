@@ -9,6 +9,7 @@ from typing import Any
 
 from cluster import Cluster, quickstart_release
 
+from helpers import wait_until
 from shepherd.lab.kubelet import KubeletSimulator
 from shepherd.runner import OperatorThread
 
@@ -42,6 +43,11 @@ def get_job(cluster: Cluster, name: str) -> dict[str, Any]:
     return found
 
 
+def job_if_any(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    listed = json.loads(cluster.kubectl("get", "jobs", "-o", "json").stdout)["items"]
+    return next((job for job in listed if job["metadata"]["name"] == name), None)
+
+
 def moment(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
@@ -57,7 +63,10 @@ def test_the_migration_job_completes_before_the_canary_starts(
     assert status["message"].startswith(
         "revision 2 (1.1.0): migration 1/1 schema: job/shop-migrate-schema-r2"
     )
-    migration = get_job(cluster, "shop-migrate-schema-r2")
+    # The pass that records the migration Running creates its Job after the status write.
+    migration = wait_until(
+        lambda: job_if_any(cluster, "shop-migrate-schema-r2"), message="the migration's Job"
+    )
     assert (
         migration["spec"]["template"]["spec"]["containers"][0]["image"]
         == "ghcr.io/example/shop-migrate:1.1.0"

@@ -35,7 +35,7 @@ def test_a_release_the_schema_missed_stalls_as_invalid_spec_and_others_go_on(clu
     assert stalled["reason"] == "InvalidSpec"
     assert "spec.components[1].name" in stalled["message"]
     assert cluster.replicas() == {"shop-api": 4, "shop-web": 2}, "running workloads untouched"
-    assert any(e["reason"] == "InvalidSpec" for e in cluster.events())
+    cluster.wait_event("InvalidSpec")
 
     other = quickstart_release("2.0.0")
     other["metadata"]["name"] = "billing"

@@ -11,6 +11,7 @@ import pytest
 from cluster import Cluster, quickstart_release
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers import wait_until
 from shepherd.kube import KubeAPI, load_configuration
 from shepherd.lab.kubelet import KubeletSimulator
 from shepherd.lab.localapi import LocalAPIThread
@@ -53,6 +54,12 @@ def value(samples: dict, name: str, **labels: str) -> float:
     return float(samples[key])
 
 
+def scraped_once_rolled_back(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+    samples = scrape(port)
+    key = ("shepherd_release_phase", (("namespace", "default"), ("phase", "RolledBack"), ("release", "shop")))
+    return samples if samples.get(key) == 1 else None
+
+
 def test_dora_metrics_across_a_release_and_a_rollback(metered: tuple[Cluster, int]) -> None:
     cluster, port = metered
     first = quickstart_release("1.0.0")
@@ -67,7 +74,8 @@ def test_dora_metrics_across_a_release_and_a_rollback(metered: tuple[Cluster, in
     cluster.kubectl("annotate", "release", "shop", "shepherd.dev/abort=true")
     cluster.wait_phase("RolledBack")
 
-    samples = scrape(port)
+    # The pass that writes RolledBack records its metrics, all at once, just after the status.
+    samples = wait_until(lambda: scraped_once_rolled_back(port), message="the RolledBack metrics")
     assert value(samples, "shepherd_revisions_total") == 2
     assert value(samples, "shepherd_deployments_total") == 1
     assert value(samples, "shepherd_rollbacks_total", reason="Aborted") == 1

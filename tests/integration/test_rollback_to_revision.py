@@ -92,7 +92,7 @@ def test_kubectl_release_rollback_to_a_revision_and_to_the_previous_one(cluster:
     warning = "shepherd.dev/rollback=42: ignored: there is no revision 42; the latest is 5"
     latest = cluster.wait_status("the ignored command", lambda s: len(s["history"][-1]["commands"]) == 2)
     assert latest["history"][-1]["commands"][-1]["outcome"] == warning.split(": ", 1)[1]
-    assert any(e["reason"] == "Rollback" and e["message"] == warning for e in cluster.events())
+    cluster.wait_event("Rollback", warning)
     assert cluster.status()["phase"] == "Paused" and cluster.status()["revision"] == 5
 
     refused = cluster.kubectl("release", "rollback", "shop", "--to-revision", "0", check=False)
