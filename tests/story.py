@@ -47,6 +47,23 @@ def quickstart_release(version: str = "1.0.0", **spec: Any) -> dict[str, Any]:
     return release
 
 
+def wait_event(
+    listed: Callable[[], list[dict[str, Any]]], reason: str, message: str | None, timeout: float
+) -> dict[str, Any]:
+    """A Release's Event of `reason` (and `message`), polled: a pass posts its Events after its status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = listed()
+        for event in events:
+            if event["reason"] == reason and message in (None, event["message"]):
+                return event
+        assert time.monotonic() < deadline, (
+            f"no Event {reason} {message or ''} in {timeout}s; the Release's Events: "
+            f"{[(e['reason'], e['message']) for e in events]}"
+        )
+        time.sleep(0.1)
+
+
 class Kubectl(Protocol):
     def __call__(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
@@ -171,18 +188,8 @@ class Story:
         listed = json.loads(self.kubectl("get", "events", "-o", "json").stdout)["items"]
         return [e for e in listed if e["involvedObject"].get("name") == name]
 
-    def wait_event(self, reason: str, name: str = "shop") -> dict[str, Any]:
-        """The Release's Event of `reason`: a pass posts its Events after its status."""
-        deadline = time.monotonic() + DEFAULT_TIMEOUT
-        while True:
-            events = self.events(name)
-            for event in events:
-                if event["reason"] == reason:
-                    return event
-            assert time.monotonic() < deadline, (
-                f"no Event {reason} on {name}; its Events: {[(e['reason'], e['message']) for e in events]}"
-            )
-            time.sleep(0.1)
+    def wait_event(self, reason: str, message: str | None = None, name: str = "shop") -> dict[str, Any]:
+        return wait_event(lambda: self.events(name), reason, message, DEFAULT_TIMEOUT)
 
     def wait_until(self, what: str, check: Callable[[], bool], timeout: float = DEFAULT_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout

@@ -93,11 +93,7 @@ def test_idle_releases_make_no_request_but_their_watches(
     story.apply(configured | {"metadata": {"name": "configured"}})
     for name in ("plain", "configured"):
         story.wait_phase("Succeeded", name=name)
-        # The pass that wrote Succeeded posts its Event after the status: rest begins once it is in.
-        story.wait_until(
-            f"{name}'s Succeeded Event",
-            lambda name=name: any(e["reason"] == "Succeeded" for e in story.events(name)),
-        )
+        story.wait_event("Succeeded", name=name)  # the pass that wrote Succeeded ends with its Event
 
     # Every Release re-decided by at least three resyncs: what did that cost the API server?
     since = time.time()

@@ -19,13 +19,9 @@ def test_first_release_succeeds_and_kubectl_wait_sees_it(story: Story) -> None:
     # The real deployment controller counted the simulated pods ready.
     api = story.apps.read_namespaced_deployment_status("shop-api", story.namespace)
     assert api.status.ready_replicas == 4 and api.status.updated_replicas == 4
-    # The pass that writes Succeeded posts its Event just after the status.
-    story.wait_until(
-        "an Event for the revision's start and for each phase it went through",
-        lambda: (
-            {"NewRevision", "Progressing", "Baking", "Succeeded"} <= {e["reason"] for e in story.events()}
-        ),
-    )
+    story.wait_event("Succeeded")  # posted just after the status
+    reasons = {e["reason"] for e in story.events()}
+    assert {"NewRevision", "Progressing", "Baking", "Succeeded"} <= reasons
 
 
 def test_canary_paused_then_promoted_with_kubectl_release(story: Story) -> None:

@@ -14,7 +14,7 @@ import yaml
 from shepherd.core.workloads import INSTANCE_LABEL
 from shepherd.kube import KubeAPI, ReleaseKey
 from shepherd.runner import OperatorThread
-from story import QUICKSTART, REPO, quickstart_release  # noqa: F401 (the stories import them from here)
+from story import QUICKSTART, REPO, quickstart_release, wait_event  # noqa: F401 (the stories import them from here)
 
 DEFAULT_TIMEOUT = 45.0
 
@@ -100,15 +100,4 @@ class Cluster:
         return [e for e in listed if e["involvedObject"].get("name") == name]
 
     def wait_event(self, reason: str, message: str | None = None, name: str = "shop") -> dict[str, Any]:
-        """The Release's Event of `reason` (and `message`): a pass posts its Events after its status."""
-        deadline = time.monotonic() + DEFAULT_TIMEOUT
-        while True:
-            events = self.events(name)
-            for event in events:
-                if event["reason"] == reason and message in (None, event["message"]):
-                    return event
-            assert time.monotonic() < deadline, (
-                f"no Event {reason} {message or ''} on {name}; its Events: "
-                f"{[(e['reason'], e['message']) for e in events]}"
-            )
-            time.sleep(0.1)
+        return wait_event(lambda: self.events(name), reason, message, DEFAULT_TIMEOUT)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import yaml
 from cluster import QUICKSTART, Cluster, quickstart_release
 
-from helpers import wait_until
-
 PRINTER_COLUMNS = ("Version", "Phase", "Weight", "Step", "Ready")
 
 
@@ -24,13 +22,9 @@ def test_first_release_as_a_user_types_it(cluster: Cluster) -> None:
     assert pod_labels["app.kubernetes.io/instance"] == "shop"
     assert pod_labels["app.kubernetes.io/version"] == "1.0.0"
     assert pod_labels["shepherd.dev/role"] == "stable"
-    # The pass that writes Succeeded posts its Event just after the status.
-    wait_until(
-        lambda: (
-            {"NewRevision", "Progressing", "Baking", "Succeeded"} <= {e["reason"] for e in cluster.events()}
-        ),
-        message="an Event for the revision's start and for each phase it went through",
-    )
+    cluster.wait_event("Succeeded")  # posted just after the status
+    reasons = {e["reason"] for e in cluster.events()}
+    assert {"NewRevision", "Progressing", "Baking", "Succeeded"} <= reasons
 
 
 def test_canary_steps_then_promotion(cluster: Cluster) -> None:
