@@ -17,8 +17,18 @@ from shepherd.core.leadership import LeaseTiming
 from shepherd.health import Endpoint
 from shepherd.kube import load_configuration
 from shepherd.leader import LeaderElection, LeadershipLost, default_identity
+from shepherd.limits import Limits
 from shepherd.runner import OperatorOptions, run_operator
 from shepherd.sharding import SHARD_INDEX_FLAG, Shard, ShardError
+
+LIMIT_FLAGS = {
+    "request_seconds": "--request-timeout",
+    "watch_idle_seconds": "--watch-idle-timeout",
+    "pass_seconds": "--pass-timeout",
+    "outside_workers": "--outside-workers",
+    "unready_after_seconds": "--unready-after",
+    "unhealthy_after_seconds": "--unhealthy-after",
+}
 
 
 def _seconds(value: str, name: str) -> float:
@@ -96,6 +106,43 @@ def main() -> None:
     "--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on /metrics here."
 )
 @click.option(
+    "--request-timeout",
+    default=f"{Limits.request_seconds:g}s",
+    show_default=True,
+    help="Deadline of one API request: to connect, then for each read of its answer.",
+)
+@click.option(
+    "--watch-idle-timeout",
+    default=f"{Limits.watch_idle_seconds:g}s",
+    show_default=True,
+    help="A watch with no event and no bookmark (sent about every minute) this long is opened again.",
+)
+@click.option(
+    "--pass-timeout",
+    default=f"{Limits.pass_seconds:g}s",
+    show_default=True,
+    help="Deadline of one pass over a Release; one past it is abandoned and the Release retried.",
+)
+@click.option(
+    "--outside-workers",
+    type=click.IntRange(1, 256),
+    default=Limits.outside_workers,
+    show_default=True,
+    help="Threads for Prometheus queries and webhook gates, apart from those writing to the API server.",
+)
+@click.option(
+    "--unready-after",
+    default=f"{Limits.unready_after_seconds:g}s",
+    show_default=True,
+    help="A watch that has not listed successfully this long turns /readyz to 503.",
+)
+@click.option(
+    "--unhealthy-after",
+    default=f"{Limits.unhealthy_after_seconds:g}s",
+    show_default=True,
+    help="A watch that has not listed successfully this long fails /healthz too: the pod is restarted.",
+)
+@click.option(
     "--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file (default: like kubectl)."
 )
 @click.option("--context", help="Kubeconfig context to use.")
@@ -118,6 +165,12 @@ def run(
     shards: int,
     shard_index: int | None,
     metrics_port: int | None,
+    request_timeout: str,
+    watch_idle_timeout: str,
+    pass_timeout: str,
+    outside_workers: int,
+    unready_after: str,
+    unhealthy_after: str,
     kubeconfig: str | None,
     context: str | None,
     verbose: bool,
@@ -143,6 +196,16 @@ def run(
     for problem_field, message in timing.problems():
         raise click.BadParameter(message, param_hint="--" + problem_field.replace("_", "-"))
     shard = _shard(shards, shard_index)
+    limits = Limits(
+        request_seconds=_seconds(request_timeout, "--request-timeout"),
+        watch_idle_seconds=_seconds(watch_idle_timeout, "--watch-idle-timeout"),
+        pass_seconds=_seconds(pass_timeout, "--pass-timeout"),
+        outside_workers=outside_workers,
+        unready_after_seconds=_seconds(unready_after, "--unready-after"),
+        unhealthy_after_seconds=_seconds(unhealthy_after, "--unhealthy-after"),
+    )
+    for problem_field, message in limits.problems():
+        raise click.BadParameter(message, param_hint=LIMIT_FLAGS[problem_field])
     election = LeaderElection(
         lease_namespace, shard.lease_name(lease_name), identity or default_identity(), timing
     )
@@ -156,6 +219,7 @@ def run(
         metrics_port=metrics_port,
         leader_election=election if leader_elect else None,
         shard=shard,
+        limits=limits,
     )
     configuration = load_configuration(kubeconfig, context)
     try:

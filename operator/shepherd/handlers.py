@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ import kopf
 
 from shepherd.cache import Cache, Wakes
 from shepherd.kube import GROUP, PLURAL, VERSION, Conflict, KubeAPI, ReleaseKey
+from shepherd.limits import Limits
 from shepherd.metrics import OperatorMetrics
 from shepherd.notifier import DeliveryPolicy, Notifier
 from shepherd.reconcile import Outcome, reconcile
@@ -46,6 +48,7 @@ class Runtime:
     resync_seconds: float
     clock: Callable[[], datetime] = utc_now
     shard: Shard = field(default_factory=Shard)
+    limits: Limits = field(default_factory=Limits)
     cache: Cache = field(default_factory=Cache)
     synced: asyncio.Event = field(default_factory=asyncio.Event)  # every informer has listed once
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
@@ -62,8 +65,11 @@ class Runtime:
     _routed: dict[tuple[str, str], set[ReleaseKey]] = field(default_factory=dict)  # HTTPRoute -> Releases
     notifier: Notifier = field(init=False)
     scheduler: Scheduler = field(init=False)
+    # Prometheus queries and webhook gates: never on the threads that write to the API server.
+    outside: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
+        self.outside = ThreadPoolExecutor(self.limits.outside_workers, thread_name_prefix="shepherd-outside")
         self.notifier = Notifier(self.api, self.metrics, self.delivery, self.clock)
         self.scheduler = Scheduler(
             self.reconcile_once,
@@ -71,6 +77,7 @@ class Runtime:
             resync_seconds=self.resync_seconds,
             first_backoff_seconds=self.first_backoff_seconds,
             max_backoff_seconds=self.max_backoff_seconds,
+            pass_seconds=self.limits.pass_seconds,
             clock=self.clock,
         )
 
@@ -146,6 +153,7 @@ class Runtime:
                     self.notifier,
                     on_write=lambda version: self.wrote(key, version),
                     fresh=fresh,
+                    outside=self.outside,
                 )
         except Conflict as conflict:
             self.metrics.reconcile_errors.inc()

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes.client
+import kubernetes.client.rest
 import kubernetes.config
 from kubernetes.client.exceptions import ApiException
 
@@ -40,6 +41,7 @@ from shepherd.core.actions import (
 from shepherd.core.rejection import Rejection
 from shepherd.core.timefmt import format_time
 from shepherd.core.workloads import MANAGED_BY
+from shepherd.limits import Limits
 
 GROUP = "shepherd.dev"
 VERSION = "v1alpha1"
@@ -110,14 +112,30 @@ class ReleaseKey:
     name: str
 
 
+class BoundedREST(kubernetes.client.rest.RESTClientObject):
+    """The client's REST layer, with a deadline on every request that names none: connecting, then each
+    read of the answer. Without it a request the server never answers holds its thread for good."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration, seconds: float) -> None:
+        super().__init__(configuration)
+        self._deadline = (seconds, seconds)
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["_request_timeout"] = kwargs.get("_request_timeout") or self._deadline
+        return super().request(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
 class KubeAPI:
     """Every call the operator makes to the API server, so RBAC can be read off one module."""
 
-    def __init__(self, configuration: kubernetes.client.Configuration) -> None:
+    def __init__(
+        self, configuration: kubernetes.client.Configuration, request_seconds: float = Limits.request_seconds
+    ) -> None:
         self.configuration = configuration
         # One connection per thread the shell writes from (runner.API_THREADS), not the client's default.
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 32)
         self._client = kubernetes.client.ApiClient(configuration)
+        self._client.rest_client = BoundedREST(configuration, request_seconds)
         # Typed as Any: the generated stubs want model classes, the core speaks plain dicts.
         self._custom: Any = kubernetes.client.CustomObjectsApi(self._client)
         self._apps: Any = kubernetes.client.AppsV1Api(self._client)
@@ -522,6 +540,21 @@ class KubeAPI:
 
     def _count(self) -> None:
         self.calls += 1
+
+
+def retry_after(error: BaseException) -> float | None:
+    """The seconds a 429 (too many requests) asks to wait, from its Retry-After header, if `error` is one
+    or was raised from one."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ApiException) and seen.status == 429:
+            value = (seen.headers or {}).get("Retry-After", "")
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None  # an HTTP date, or nothing: the ordinary backoff
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def secret_text(secret: Mapping[str, Any], keys: Collection[str] | None = None) -> dict[str, str]:

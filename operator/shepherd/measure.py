@@ -9,17 +9,27 @@ than one timeout.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from shepherd.core.analysis import Measurement, MeasurementRequest, QueryOutcome, sample_step
 from shepherd.core.model import Needed, QueryCheck, QueryCheckResult
 from shepherd.core.spec import PrometheusSpec
 from shepherd.kube import KubeAPI, ReleaseKey, secret_text
 from shepherd.prometheus import Connection, Prometheus
+
+T = TypeVar("T")
+
+
+async def off_loop(executor: Executor | None, call: Callable[..., T], *args: object) -> T:
+    """`call` in a thread of `executor` (None: the loop's default, the API's)."""
+    return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(call, *args))
 
 
 class SecretProblem(RuntimeError):
@@ -84,8 +94,15 @@ class Answers:
 
 
 async def gather(
-    api: KubeAPI, key: ReleaseKey, spec: PrometheusSpec | None, needed: Needed, now: datetime
+    api: KubeAPI,
+    key: ReleaseKey,
+    spec: PrometheusSpec | None,
+    needed: Needed,
+    now: datetime,
+    outside: Executor | None = None,
 ) -> Answers:
+    """Every query at once, each bounded by the connection's timeout, on the `outside` threads: a slow
+    Prometheus holds none of those that write to the API server."""
     if spec is None or not (needed.measurements or needed.query_checks or needed.gate_queries):
         return Answers()
     try:
@@ -94,9 +111,11 @@ async def gather(
         return _all_failed(needed, str(problem), now)
     prometheus = Prometheus(connection)
     try:
-        measured = asyncio.gather(*(_measure(prometheus, request, now) for request in needed.measurements))
-        checked = asyncio.gather(*(_check(prometheus, check) for check in needed.query_checks))
-        sampled = asyncio.gather(*(_instant(prometheus, query) for _, query in needed.gate_queries))
+        measured = asyncio.gather(
+            *(_measure(prometheus, request, now, outside) for request in needed.measurements)
+        )
+        checked = asyncio.gather(*(_check(prometheus, check, outside) for check in needed.query_checks))
+        sampled = asyncio.gather(*(_instant(prometheus, query, outside) for _, query in needed.gate_queries))
         measurements, checks, samples = await asyncio.gather(measured, checked, sampled)
     finally:
         prometheus.close()
@@ -104,30 +123,33 @@ async def gather(
     return Answers(tuple(measurements), tuple(checks), gate_samples)
 
 
-async def _instant(prometheus: Prometheus, query: str) -> QueryOutcome:
-    sample = await asyncio.to_thread(prometheus.instant, query)
+async def _instant(prometheus: Prometheus, query: str, outside: Executor | None) -> QueryOutcome:
+    sample = await off_loop(outside, prometheus.instant, query)
     return QueryOutcome(sample.outcome, sample.value, (), sample.message, query)
 
 
-async def _measure(prometheus: Prometheus, request: MeasurementRequest, now: datetime) -> Measurement:
-    outcomes = await asyncio.gather(*(_query(prometheus, q, request, now) for q in request.queries.values()))
+async def _measure(
+    prometheus: Prometheus, request: MeasurementRequest, now: datetime, outside: Executor | None
+) -> Measurement:
+    outcomes = await asyncio.gather(
+        *(_query(prometheus, q, request, now, outside) for q in request.queries.values())
+    )
     return Measurement(request, dict(zip(request.queries, outcomes, strict=True)), now)
 
 
 async def _query(
-    prometheus: Prometheus, query: str, request: MeasurementRequest, now: datetime
+    prometheus: Prometheus, query: str, request: MeasurementRequest, now: datetime, outside: Executor | None
 ) -> QueryOutcome:
     if request.window is None:
-        sample = await asyncio.to_thread(prometheus.instant, query)
-        return QueryOutcome(sample.outcome, sample.value, (), sample.message, query)
+        return await _instant(prometheus, query, outside)
     start = now - request.window
-    series = await asyncio.to_thread(prometheus.range, query, start, now, sample_step(request.window))
+    series = await off_loop(outside, prometheus.range, query, start, now, sample_step(request.window))
     return QueryOutcome(series.outcome, None, tuple(series.values), series.message, query)
 
 
-async def _check(prometheus: Prometheus, check: QueryCheck) -> QueryCheckResult:
+async def _check(prometheus: Prometheus, check: QueryCheck, outside: Executor | None) -> QueryCheckResult:
     try:
-        error = await asyncio.to_thread(prometheus.syntax_error, check.query)
+        error = await off_loop(outside, prometheus.syntax_error, check.query)
     except ConnectionError as unreachable:
         return QueryCheckResult(check, None, str(unreachable))
     return QueryCheckResult(check, error)

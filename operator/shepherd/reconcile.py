@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -57,10 +58,12 @@ async def reconcile(
     notifier: Notifier | None = None,
     on_write: Callable[[str], None] | None = None,
     fresh: bool = False,
+    outside: Executor | None = None,
 ) -> Outcome | None:
     """Returns None when the Release is gone or being deleted. `on_write` is told the resourceVersion of
     each write to the Release itself, as it happens, so that its echo on the watch wakes nothing. `fresh`
-    reads the Release from the API server first (after a conflict, or when the watch has not shown it)."""
+    reads the Release from the API server first (after a conflict, or when the watch has not shown it).
+    Prometheus and webhooks are called on the `outside` threads."""
 
     def written(writes: list[Written]) -> None:
         cache.remember(writes)
@@ -102,8 +105,10 @@ async def reconcile(
     matched = applicable(policies, labels)
     asked = needed(view, clock(), policy_gates(matched))
     answers, webhooks, (approvals, releases) = await asyncio.gather(
-        gather(api, key, spec.analysis.prometheus if spec and spec.analysis else None, asked, clock()),
-        call_webhooks(api, key.namespace, asked.webhook_calls),
+        gather(
+            api, key, spec.analysis.prometheus if spec and spec.analysis else None, asked, clock(), outside
+        ),
+        call_webhooks(api, key.namespace, asked.webhook_calls, outside),
         gate_observations(api, cache, key, spec, matched)
         if spec and asked.gate_objects
         else no_gate_objects(),

@@ -18,6 +18,7 @@ from shepherd.handlers import REGISTRY, Runtime, operator_settings
 from shepherd.health import Endpoint, HealthServer, Readiness
 from shepherd.kube import KubeAPI
 from shepherd.leader import LeaderElection, LeaderElector, LeadershipLost
+from shepherd.limits import Limits
 from shepherd.sharding import Shard
 
 DEFAULT_RESYNC_SECONDS = 30.0
@@ -39,6 +40,16 @@ class OperatorOptions:
     leader_election: LeaderElection | None = None  # None: act at once, alone or by Kopf's peering
     # Act only on this shard's Releases (with leader election, on the shard's own Lease).
     shard: Shard = field(default_factory=Shard)
+    limits: Limits = field(default_factory=Limits)
+
+
+def new_runtime(configuration: kubernetes.client.Configuration, options: OperatorOptions) -> Runtime:
+    return Runtime(
+        api=KubeAPI(configuration, options.limits.request_seconds),
+        resync_seconds=options.resync_seconds,
+        shard=options.shard,
+        limits=options.limits,
+    )
 
 
 async def run_operator(
@@ -58,9 +69,7 @@ async def run_operator(
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="shepherd-api")
     )
-    runtime = runtime or Runtime(
-        api=KubeAPI(configuration), resync_seconds=options.resync_seconds, shard=options.shard
-    )
+    runtime = runtime or new_runtime(configuration, options)
     if not options.shard.whole:
         logger.info("%s: acting only on the Releases of this shard", options.shard)
     stop = stop_flag or asyncio.Event()
@@ -100,6 +109,7 @@ async def run_operator(
             metrics_server.shutdown()
             metrics_server.server_close()
         runtime.api.close()
+        runtime.outside.shutdown(wait=False, cancel_futures=True)
 
 
 async def _lead(
@@ -191,11 +201,7 @@ class OperatorThread:
     _error: BaseException | None = None
 
     def __enter__(self) -> OperatorThread:
-        self.runtime = self.runtime or Runtime(
-            api=KubeAPI(self.configuration),
-            resync_seconds=self.options.resync_seconds,
-            shard=self.options.shard,
-        )
+        self.runtime = self.runtime or new_runtime(self.configuration, self.options)
         self._thread = threading.Thread(target=self._main, name="shepherd-operator", daemon=True)
         self._thread.start()
         if not self._ready.wait(self.startup_timeout):

@@ -6,9 +6,11 @@ interval so that the Releases' resyncs never arrive as one burst. One Release is
 at once: a wake during a pass runs it again right after.
 
 A pass that fails is tried again: at once after a conflict (a write that lost a race), the next pass then
-reading the Release from the API server; otherwise after an exponential backoff with jitter (tenacity)
-that only a change of the Release itself cuts short. The watch events of its Deployments and Jobs, or the
-echo of the operator's own writes, do not.
+reading the Release from the API server; after a 429, when the server's Retry-After says (within the
+backoff's maximum); otherwise after an exponential backoff with jitter (tenacity) that only a change of the
+Release itself cuts short. The watch events of its Deployments and Jobs, or the echo of the operator's own
+writes, do not. A pass has a deadline: one that outlasts it (a request never answered) is abandoned, its
+worker freed for the others, and the Release backed off and tried again.
 
 The workers are few and fixed: thousands of Releases created at once hold only as many passes in memory
 as there are workers, and a Release waiting for its time costs a timer, not a task.
@@ -27,7 +29,7 @@ from typing import Protocol
 from tenacity import AsyncRetrying, RetryCallState
 from tenacity import wait_exponential_jitter as exponential_jitter
 
-from shepherd.kube import Conflict, ReleaseKey
+from shepherd.kube import Conflict, ReleaseKey, retry_after
 
 CONFLICT_RETRIES = 3  # conflicts in a row retried at once; more back off like any failure
 STOP_TIMEOUT_SECONDS = 10.0  # passes under way when the operator stops get this long to end
@@ -47,6 +49,10 @@ def seconds_until(
     if due is None:
         return resync
     return min(resync, max(0.0, (due - now).total_seconds()))
+
+
+class PassTimeout(Exception):
+    """A pass outlasted its deadline: whatever it waited for (an answer that never came) is left behind."""
 
 
 class Decided(Protocol):
@@ -79,11 +85,14 @@ class Scheduler:
         resync_seconds: float,
         first_backoff_seconds: float,
         max_backoff_seconds: float,
+        pass_seconds: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._run = run
         self._workers = workers
         self.resync_seconds = resync_seconds
+        self._pass_seconds = pass_seconds
+        self._max_backoff_seconds = max_backoff_seconds
         self._wait = exponential_jitter(
             multiplier=first_backoff_seconds, max=max_backoff_seconds, jitter=first_backoff_seconds
         )
@@ -161,6 +170,9 @@ class Scheduler:
     def _backoff(self, entry: _Entry, error: Exception) -> float:
         if isinstance(error, Conflict) and entry.failures <= CONFLICT_RETRIES:
             return 0.0
+        asked = retry_after(error)
+        if asked is not None:
+            return min(asked, self._max_backoff_seconds)
         state = RetryCallState(AsyncRetrying(), fn=None, args=(), kwargs={})
         state.attempt_number = entry.failures
         return float(self._wait(state))
@@ -177,7 +189,7 @@ class Scheduler:
             assert worker is not None
             self._busy.add(worker)
             try:
-                decided = await self._run(key, entry.fresh)
+                decided = await self._bounded(key, entry.fresh)
             except Exception as error:  # one bad object or a flaky API must not stop the others
                 entry.running = False
                 self._failed(key, entry, error)
@@ -197,9 +209,19 @@ class Scheduler:
             finally:
                 self._busy.discard(worker)
 
+    async def _bounded(self, key: ReleaseKey, fresh: bool) -> Decided | None:
+        deadline = asyncio.timeout(self._pass_seconds)
+        try:
+            async with deadline:
+                return await self._run(key, fresh)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise PassTimeout(f"the pass did not end within {self._pass_seconds:g}s: abandoned") from None
+
     def _failed(self, key: ReleaseKey, entry: _Entry, error: Exception) -> None:
         entry.failures += 1
-        entry.fresh = isinstance(error, Conflict)
+        entry.fresh = isinstance(error, Conflict | PassTimeout)  # what it wrote last may be unseen
         delay = 0.0 if entry.changed else self._backoff(entry, error)
         when = f"retrying in {delay:.1f}s" if delay else "retrying at once"
         # A conflict retried at once is the cache's ordinary race with another writer, not a failure.
@@ -212,7 +234,7 @@ class Scheduler:
             entry.failures,
             when,
             error,
-            exc_info=error if entry.failures == 1 and not isinstance(error, Conflict) else None,
+            exc_info=error if entry.failures == 1 and not isinstance(error, Conflict | PassTimeout) else None,
         )
         if self._entries.get(key) is not entry:
             return

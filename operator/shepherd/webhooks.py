@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
+from concurrent.futures import Executor
 
 import requests
 
 from shepherd.core.gates import WebhookAnswer, WebhookCall
 from shepherd.kube import KubeAPI, secret_text
+from shepherd.measure import off_loop
 
 MAX_BODY_BYTES = 4096  # enough for a first line; a huge body is not read
 MAX_LINE = 200
@@ -21,10 +23,10 @@ _OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-f]+>: ")
 
 
 async def call_webhooks(
-    api: KubeAPI, namespace: str, calls: Sequence[WebhookCall]
+    api: KubeAPI, namespace: str, calls: Sequence[WebhookCall], outside: Executor | None = None
 ) -> dict[str, WebhookAnswer]:
-    """Every call at once, each bounded by its own timeout."""
-    answers = await asyncio.gather(*(asyncio.to_thread(call_webhook, api, namespace, c) for c in calls))
+    """Every call at once, each bounded by its own timeout, on the `outside` threads."""
+    answers = await asyncio.gather(*(off_loop(outside, call_webhook, api, namespace, c) for c in calls))
     return {call.gate: answer for call, answer in zip(calls, answers, strict=True)}
 
 

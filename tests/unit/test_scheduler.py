@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import pytest_asyncio
 
+from kubernetes.client.exceptions import ApiException
+
 from shepherd.kube import Conflict, ReleaseKey
 from shepherd.scheduler import CONFLICT_RETRIES, Scheduler, seconds_until
 
@@ -71,13 +73,20 @@ def passes() -> Passes:
     return Passes()
 
 
-def scheduler_for(passes: Passes, workers: int = 4, resync: float = 300.0, backoff: float = 0.2) -> Scheduler:
+def scheduler_for(
+    passes: Passes,
+    workers: int = 4,
+    resync: float = 300.0,
+    backoff: float = 0.2,
+    pass_seconds: float = 60.0,
+) -> Scheduler:
     return Scheduler(
         passes,
         workers=workers,
         resync_seconds=resync,
         first_backoff_seconds=backoff,
         max_backoff_seconds=backoff * 4,
+        pass_seconds=pass_seconds,
     )
 
 
@@ -251,3 +260,41 @@ async def test_stopping_lets_a_pass_under_way_end(passes: Passes) -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert not passes.running
     assert len(passes.of(SHOP)) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_pass_past_its_deadline_is_abandoned_its_worker_freed_and_the_release_retried_afresh(
+    passes: Passes, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with scheduling(passes, workers=1, backoff=0.1, pass_seconds=0.2) as scheduler:
+        passes.gates[SHOP] = asyncio.Event()  # its first pass waits for an answer that never comes
+        scheduler.add(SHOP)
+        await until(lambda: SHOP in passes.running, "the hung pass")
+        scheduler.add(CART)
+        await until(lambda: len(passes.of(CART)) == 1, "the other Release on the one worker")
+        passes.gates[SHOP].set()  # answers from now on
+        await until(lambda: len(passes.of(SHOP)) == 2, "the hung Release retried", timeout=10)
+    assert passes.of(SHOP)[1][0] is True, "what the abandoned pass wrote last may be unseen: read afresh"
+    assert passes.of(SHOP)[1][1] - passes.of(SHOP)[0][1] >= 0.2 + 0.1, "deadline, then backoff"
+    assert "default/shop: reconcile failed" in caplog.text
+    assert "did not end within 0.2s" in caplog.text
+
+
+def _throttled(retry_after: str) -> ApiException:
+    error = ApiException(status=429, reason="Too Many Requests")
+    error.headers = {"Retry-After": retry_after}
+    return error
+
+
+@pytest.mark.asyncio
+async def test_a_429_is_retried_when_its_retry_after_says_within_the_longest_backoff(passes: Passes) -> None:
+    async with scheduling(passes, backoff=0.1) as scheduler:  # the longest backoff: 0.4s
+        try:
+            raise RuntimeError("patch failed") from _throttled("0.25")
+        except RuntimeError as wrapped:
+            passes.failures[SHOP] = [wrapped, _throttled("3600")]
+        scheduler.add(SHOP)
+        await until(lambda: len(passes.of(SHOP)) == 3, "both retries", timeout=10)
+    first, second, third = (at for _, at in passes.of(SHOP))
+    assert 0.25 <= second - first < 0.35, "Retry-After: 0.25 is more than the first backoff (0.1)"
+    assert 0.4 <= third - second < 0.6, "an hour asked is bounded by the longest backoff"
