@@ -313,7 +313,7 @@ class KubeAPI:
     def patch_status(self, key: ReleaseKey, status: Mapping[str, Any], resource_version: str = "") -> Written:
         """Merge-patch the status subresource; with `resource_version`, only if the Release is still at it
         (else Conflict, also when it is gone: deleted since the copy was read, perhaps created anew), so a
-        decision made on a stale copy is never written."""
+        decision made on a stale copy is never written. Rejected when the server refuses the status."""
         self._may_write()
         self._count()
         body: dict[str, Any] = {"status": dict(status)}
@@ -335,6 +335,8 @@ class KubeAPI:
                 raise Conflict(f"Release {key.name} status: {_message(error)}") from error
             if error.status == 404 and resource_version:
                 raise Conflict(f"Release {key.name} is gone since it was read") from error
+            if error.status in (400, 422):
+                raise Rejected(_rejection(error, "Release", f"{key.name} status")) from error
             raise
         return Written(PLURAL, json.loads(response.data))
 

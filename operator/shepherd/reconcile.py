@@ -28,7 +28,7 @@ from shepherd.core.actions import Event
 from shepherd.core.gates import Approval, dependencies
 from shepherd.core.notifications import select
 from shepherd.core.policy import Policy, applicable, policy_gates
-from shepherd.core.rejection import record_rejection
+from shepherd.core.rejection import STATUS_REFUSED, record_rejection
 from shepherd.core.spec import ApprovalGate, ReleaseSpec, SpecError, parse_spec
 from shepherd.core.timefmt import parse_time
 from shepherd.core.traffic import route_key
@@ -70,6 +70,13 @@ async def reconcile(
         for write in writes:
             if write.plural == "releases" and not write.deleted:
                 own(str(write.object["metadata"].get("resourceVersion", "")))
+
+    async def hold(held: Mapping[str, Any], last: Mapping[str, Any], version: str = "") -> None:
+        """Write `held` over the status `last` written: the Release waits, Stalled, for a person."""
+        logger.warning("%s/%s: %s", key.namespace, key.name, held.get("message"))
+        written([await asyncio.to_thread(api.patch_status, key, status_patch(last, held), version)])
+        if metrics is not None:
+            metrics.record(key.namespace, key.name, observe(last, held, view.annotations))
 
     own = on_write or (lambda _version: None)
     release = None if fresh else cache.release(key)
@@ -136,7 +143,16 @@ async def reconcile(
     patch = status_patch(old_status, status)
     if patch:
         version = str(meta.get("resourceVersion") or "")
-        written([await asyncio.to_thread(api.patch_status, key, patch, version)])
+        try:
+            written([await asyncio.to_thread(api.patch_status, key, patch, version)])
+        except Rejected as refused:
+            # Held as it was last written, by a smaller write; no action of this decision is applied.
+            held, event = record_rejection(
+                view.generation, old_status, refused.rejection, clock(), STATUS_REFUSED
+            )
+            await hold(held, old_status, version)
+            await post_events(api, key, release, (event,), now)
+            return Outcome(None, tuple(releases), routes)
         if notifier is not None:
             # Only now is the transition recorded: sent once, in the background, never holding the rollout.
             notifier.send(release, select(view, status, matched, now))
@@ -149,11 +165,8 @@ async def reconcile(
             written(await asyncio.to_thread(api.apply, key, action, deployments))
     except Rejected as refused:
         # Nothing after the refused write is applied; the Release is held until its content changes.
-        status, event = record_rejection(view.generation, status, refused.rejection, clock())
-        logger.warning("%s/%s: %s", key.namespace, key.name, event.message)
-        written([await asyncio.to_thread(api.patch_status, key, status_patch(decision.status, status))])
-        if metrics is not None:
-            metrics.record(key.namespace, key.name, observe(decision.status, status, view.annotations))
+        held, event = record_rejection(view.generation, status, refused.rejection, clock())
+        await hold(held, status)
         await post_events(api, key, release, (event,), now)
         wake_at = None
     return Outcome(wake_at, tuple(releases), routes)

@@ -5,6 +5,9 @@ the CRD schema let through but the Deployment API rejects), the shell stops appl
 records the refusal here: `Stalled=True` with reason InvalidTemplate, the server's message and field, an
 Event. Until the Release's generation changes (the content was fixed) or a person gives a command, every
 later decision holds everything as it is instead of sending the same refused write again.
+
+A status write the server refuses (a status grown past what the server takes, say) is held the same way,
+with reason StatusRefused, by a smaller write of the status as it was: so once, not in a loop.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shepherd.core import reasons
 from shepherd.core.actions import Event
 from shepherd.core.status import Rollout, render_conditions, rollout_conditions
 from shepherd.core.timefmt import format_time
 
-REASON = "InvalidTemplate"
+REASON = reasons.INVALID_TEMPLATE
+STATUS_REFUSED = "StatusRefused"
 
 
 @dataclass(frozen=True)
@@ -36,13 +41,15 @@ class Rejection:
 
 
 def record_rejection(
-    generation: int, status: Mapping[str, Any], rejection: Rejection, now: datetime
+    generation: int, status: Mapping[str, Any], rejection: Rejection, now: datetime, reason: str = REASON
 ) -> tuple[dict[str, Any], Event]:
-    """The status after a refused write: the decision's own status, held as Stalled, and its Event."""
+    """The status after a refused write: `status` (the decision's own, or for a refused status write the
+    one last written) held as Stalled, and its Event."""
     message = (
         f"{rejection.describe()}; nothing running was changed: fix the Release (its next generation is tried)"
     )
     recorded = {
+        "reason": reason,
         "generation": generation,
         "kind": rejection.kind,
         "name": rejection.name,
@@ -51,7 +58,7 @@ def record_rejection(
         "field": rejection.field or None,
         "at": format_time(now),
     }
-    return _held(generation, status, message, now, recorded), Event("Warning", REASON, message)
+    return _held(generation, status, message, now, recorded), Event("Warning", reason, message)
 
 
 def held_status(
@@ -70,7 +77,7 @@ def _held(
     generation: int, status: Mapping[str, Any], message: str, now: datetime, recorded: dict[str, Any]
 ) -> dict[str, Any]:
     rollout = Rollout.from_status(status)
-    conditions = rollout_conditions(rollout, message, reason=REASON)
+    conditions = rollout_conditions(rollout, message, reason=str(recorded.get("reason") or REASON))
     return {
         **status,
         "message": message,
