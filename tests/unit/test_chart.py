@@ -207,6 +207,12 @@ def test_two_replicas_of_which_the_lease_holder_acts(chart: helm.Chart) -> None:
         "--liveness=http://0.0.0.0:8080/healthz",
         "--readiness=http://0.0.0.0:8080/readyz",
         "--resync=30s",
+        "--request-timeout=30s",
+        "--watch-idle-timeout=90s",
+        "--pass-timeout=2m",
+        "--outside-workers=16",
+        "--unready-after=1m",
+        "--unhealthy-after=5m",
         "--metrics-port=9090",
     ]
     assert container["env"] == [
@@ -259,6 +265,18 @@ def test_resync_comes_from_values(chart: helm.Chart) -> None:
     assert "--resync=1m" in operator_container(render(chart, {"resync": "1m"}))["args"]
 
 
+def test_the_deadlines_come_from_values(chart: helm.Chart) -> None:
+    values = {"timeouts": {"request": "10s", "pass": "5m", "outsideWorkers": 4, "unhealthyAfter": "10m"}}
+    args = operator_container(render(chart, values))["args"]
+    assert {
+        "--request-timeout=10s",
+        "--pass-timeout=5m",
+        "--outside-workers=4",
+        "--unhealthy-after=10m",
+    } <= set(args)
+    assert "--watch-idle-timeout=90s" in args, "the values not given keep their defaults"
+
+
 def test_the_grafana_dashboard_is_an_optional_config_map_for_the_sidecar(chart: helm.Chart) -> None:
     assert "ConfigMap" not in {o["kind"] for o in render(chart)}
 
@@ -294,6 +312,11 @@ def test_the_grafana_dashboard_is_an_optional_config_map_for_the_sidecar(chart: 
         pytest.param({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", id="bad-pull-policy"),
         pytest.param({"approvalPolicy": {"enabled": "yes"}}, "/approvalPolicy/enabled", id="bad-switch"),
         pytest.param({"replica": 1}, "'replica' not allowed", id="typo"),
+        pytest.param({"timeouts": {"pass": "forever"}}, "/timeouts/pass", id="bad-pass-deadline"),
+        pytest.param(
+            {"timeouts": {"outsideWorkers": 0}}, "/timeouts/outsideWorkers", id="no-outside-threads"
+        ),
+        pytest.param({"timeouts": {"read": "5s"}}, "'read' not allowed", id="timeout-typo"),
     ],
 )
 def test_the_values_schema_rejects_bad_values(
