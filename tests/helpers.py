@@ -1,12 +1,16 @@
-"""Helpers shared by the test suites: polling with a deadline, and plain HTTP against an API server."""
+"""Helpers shared by the test suites: polling with a deadline, plain HTTP against an API server, and what
+a test does when something it needs is missing."""
 
 import json
+import os
 import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
+
+import pytest
 
 T = TypeVar("T")
 POLL_INTERVAL = 0.02  # seconds between two looks at a condition that is not met yet
@@ -20,6 +24,19 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str =
             raise AssertionError(f"timed out after {timeout}s waiting for {message}; last result: {result!r}")
         time.sleep(POLL_INTERVAL)
     return result
+
+
+def in_ci() -> bool:
+    """CI sets CI (GitHub Actions: CI=true)."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Something a test needs is missing (`reason` says what, and how to get it): in CI, where everything is
+    built and nothing may be skipped, the test fails; elsewhere it is skipped, saying why."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI is set: nothing may be skipped)", pytrace=False)
+    pytest.skip(reason)
 
 
 def free_port() -> int:

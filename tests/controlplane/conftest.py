@@ -5,8 +5,8 @@ ServiceAccount token, pods played by `shepherd.lab.podsim`.
 Never skipped: without the binaries every test here fails, saying how to build them. One control plane
 serves the session, with the Gateway API CRDs (standard channel, from the pinned sigs.k8s.io/gateway-api
 module) installed; each test gets a namespace of its own and, when it asks, an operator of its own.
-The one exception to "never skipped": the stories that need Traefik (`make gateway-binaries`, not part
-of `make test`) are skipped without it, saying why; one Traefik serves the session.
+The stories that need Traefik (`make gateway-binaries`, part of `make test`) fail without it in CI and are
+skipped elsewhere, saying why; one Traefik serves the session.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
+from helpers import unavailable
 from shepherd.lab.cluster import InstalledChart, OperatorProcess, install_chart
 from shepherd.lab.controlplane import (
     ControlPlane,
@@ -65,10 +66,11 @@ def gateway_api_crds(control_plane: ControlPlane) -> Path:
 def traefik(
     control_plane: ControlPlane, bin_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Traefik]:
-    """Traefik serving the Gateway gateway-system/edge; the stories that need it are skipped without it."""
+    """Traefik serving the Gateway gateway-system/edge; without it, the stories that need it fail in CI and
+    are skipped elsewhere."""
     problem = traefik_problem(bin_dir)
     if problem is not None:
-        pytest.skip(f"no real gateway: {problem}")
+        unavailable(f"no real gateway: {problem}")
     with Traefik(control_plane, bin_dir, tmp_path_factory.mktemp("traefik")) as gateway:
         yield gateway
 

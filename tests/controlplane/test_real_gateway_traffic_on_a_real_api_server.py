@@ -3,8 +3,8 @@ gateway-binaries`) follows the real API server, writes the HTTPRoute's status it
 the route's weights between two Services, whose ready pods (played by the pod simulator, put in
 EndpointSlices by the real endpointslice controller) answer through the lab's stand-in kube-proxy.
 
-Without the Traefik binary these stories are skipped, and the skip says why and how to build it: its cold
-build is longer than `make test` may take, so `make test` does not build it.
+`make test` builds the Traefik binary (once per pinned version). Without it these stories fail in CI and
+are skipped elsewhere, saying why and how to build it.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ back, after which every request goes to the stable again and the route is as its
 
 Each measured split is printed (`pytest -s`) and, once the module ends, a JSON summary of them all, as
 a bench prints its figures, also written to the session's temporary folder. Without the Traefik binary
-the stories are skipped, saying why.
+the stories fail in CI and are skipped elsewhere, saying why.
 """
 
 from __future__ import annotations

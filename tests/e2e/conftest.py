@@ -1,7 +1,8 @@
 """e2e: the same stories on a real cluster (kind in CI) with Shepherd installed by its Helm chart.
 
-Runs only when KUBECONFIG points at a reachable cluster that has the Release CRD;
-otherwise every test here is skipped with the reason.
+Runs only when KUBECONFIG points at a reachable cluster that has the Release CRD: .github/workflows/e2e.yaml
+runs it on kind (`make test` leaves it out). Without one every test here fails in CI and is skipped
+elsewhere, saying why.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import kubernetes
 import pytest
+
+from helpers import unavailable
 
 
 def _cluster_problem() -> str | None:
@@ -37,14 +40,12 @@ def _cluster_problem() -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    e2e = [item for item in items if Path(str(item.fspath)).parent == Path(__file__).parent]
-    if not e2e:
-        return
+@pytest.fixture(scope="session", autouse=True)
+def cluster() -> None:
+    """The cluster of KUBECONFIG, with Shepherd installed; asked once for the session."""
     problem = _cluster_problem()
     if problem is not None:
-        for item in e2e:
-            item.add_marker(pytest.mark.skip(reason=problem))
+        unavailable(problem)
 
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]

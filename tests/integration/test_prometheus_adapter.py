@@ -7,7 +7,6 @@ import base64
 import json
 import shutil
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import trustme
 
 from prometheus_fixtures import wait_for_sample, wait_for_value
 from shepherd.core.promql import render_query
@@ -414,21 +414,13 @@ class Certificates:
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    """A private CA and a certificate it signed for 127.0.0.1, made by the openssl CLI."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
+    """A private CA and a certificate it signed for 127.0.0.1, made by trustme."""
     folder = tmp_path_factory.mktemp("tls")
-    extensions = folder / "server.ext"
-    extensions.write_text("subjectAltName=IP:127.0.0.1\nauthorityKeyIdentifier=keyid\n")
-    new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-    commands = [
-        f"req -x509 {new_key} -keyout ca.key -out ca.crt -days 1 -subj /CN=shepherd-test-ca",
-        f"req {new_key} -keyout server.key -out server.csr -subj /CN=127.0.0.1",
-        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 1"
-        " -extfile server.ext",
-    ]
-    for command in commands:
-        subprocess.run(["openssl", *command.split()], cwd=folder, check=True, capture_output=True)
+    ca = trustme.CA(organization_name="shepherd test CA")
+    server = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(folder / "ca.crt"))
+    server.cert_chain_pems[0].write_to_path(str(folder / "server.crt"))
+    server.private_key_pem.write_to_path(str(folder / "server.key"))
     return Certificates(folder / "ca.crt", folder / "server.crt", folder / "server.key")
 
 
