@@ -33,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity import wait_exponential_jitter as exponential_jitter
 
+from shepherd.core import reasons
 from shepherd.core.actions import Event
 from shepherd.core.notifications import Message
 from shepherd.core.spec import SecretKeyRef
@@ -142,7 +143,7 @@ class Notifier:
             return
         logger.warning("%s failed: %s", what, problem)
         self.metrics.notified(namespace, name, "failed")
-        event = Event("Warning", "NotificationFailed", f"{message.summary} to {target}: {problem}")
+        event = Event("Warning", reasons.NOTIFICATION_FAILED, f"{message.summary} to {target}: {problem}")
         try:
             await asyncio.to_thread(self.api.post_event, release, event, self.clock())
         except Exception as error:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from shepherd.core import reasons
 from shepherd.core.promql import render_query
 from shepherd.core.spec import AnalysisStep, Metric, ReleaseSpec, waves
 from shepherd.core.status import Phase, Rollout
@@ -373,29 +374,31 @@ def verdict(metrics: Sequence[Metric], run: AnalysisRun, *, complete: bool = Tru
         if tally.failed > metric.failure_limit:
             return Verdict(
                 "Failed",
-                "AnalysisFailed",
+                reasons.ANALYSIS_FAILED,
                 f"metric {metric.name}: {tally.failed} failed measurement(s), "
                 f"failureLimit is {metric.failure_limit}",
             )
         if tally.inconclusive > metric.inconclusive_limit:
             return Verdict(
                 "Failed",
-                "AnalysisInconclusive",
+                reasons.ANALYSIS_INCONCLUSIVE,
                 f"metric {metric.name}: {tally.inconclusive} inconclusive measurement(s), "
                 f"inconclusiveLimit is {metric.inconclusive_limit}",
             )
         if tally.consecutive_errors > metric.consecutive_error_limit:
             return Verdict(
                 "Failed",
-                "AnalysisError",
+                reasons.ANALYSIS_ERROR,
                 f"metric {metric.name}: {tally.consecutive_errors} consecutive errors, "
                 f"consecutiveErrorLimit is {metric.consecutive_error_limit}",
             )
         if tally.measured < metric.count or tally.successful == 0:
             waiting.append(f"{metric.name} {tally.successful}/{metric.count}")
     if waiting or not complete:
-        return Verdict("Running", "Running", "measuring " + (", ".join(waiting) or "until the bake ends"))
-    return Verdict("Passed", "Successful", "every metric passed")
+        return Verdict(
+            "Running", reasons.RUNNING, "measuring " + (", ".join(waiting) or "until the bake ends")
+        )
+    return Verdict("Passed", reasons.SUCCESSFUL, "every metric passed")
 
 
 def fold(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shepherd.core import reasons
 from shepherd.core.actions import Event
 from shepherd.core.analysis import (
     MAX_RECORDS,
@@ -141,7 +142,7 @@ def check_queries(
         first = errors[0]
         problem = f"Prometheus cannot parse the query: {first.error}"
         message = f"{first.check.field}: metric {first.check.metric}: {problem}"
-        events.append(Event("Warning", "InvalidSpec", message))
+        events.append(Event("Warning", reasons.INVALID_SPEC, message))
         return CheckState(key, message)
     unreachable = [r for r in results if r.unreachable]
     if unreachable:
@@ -176,7 +177,7 @@ def fold_measurements(
             events.append(
                 Event(
                     "Warning",
-                    f"Measurement{judgement.result}",
+                    reasons.measurement_event(judgement.result),
                     f"{judgement.message}; query: {entry['query']}",
                 )
             )
@@ -199,7 +200,9 @@ def baked(rollout: Rollout, spec: ReleaseSpec, now: datetime) -> bool:
 
 def analysis_condition(rollout: Rollout, spec: ReleaseSpec, run: AnalysisRun) -> Condition:
     if not run.stage:
-        return Condition("Analysis", "Unknown", "NotStarted", "no analysis has run for this revision yet")
+        return Condition(
+            "Analysis", "Unknown", reasons.NOT_STARTED, "no analysis has run for this revision yet"
+        )
     metrics = [m for m in spec.metrics_for(None) if m.name in run.tallies]
     latest = verdict(metrics, run)
     status = {"Passed": "True", "Failed": "False"}.get(latest.state, "Unknown")

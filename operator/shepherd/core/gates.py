@@ -15,6 +15,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from shepherd.core import reasons
 from shepherd.core.actions import CreateJob, Event
 from shepherd.core.analysis import QueryOutcome
 from shepherd.core.jobs import job_manifest, job_name, job_outcome
@@ -350,19 +351,19 @@ def audit(result: GateResult, now: datetime) -> dict[str, Any]:
 
 
 def gates_condition(rollout: Rollout, gates: Sequence[Mapping[str, Any]]) -> Condition:
-    if rollout.phase is Phase.FAILED and rollout.reason == "GateFailed":
-        return Condition("GatesPassed", "False", "GateFailed", rollout.message)
+    if rollout.phase is Phase.FAILED and rollout.reason == reasons.GATE_FAILED:
+        return Condition("GatesPassed", "False", reasons.GATE_FAILED, rollout.message)
     waiting = [g for g in gates if g.get("state") != "Passed"]
     if not waiting:
-        return Condition("GatesPassed", "True", "GatesPassed", "every gate passed")
+        return Condition("GatesPassed", "True", reasons.GATES_PASSED, "every gate passed")
     message = "; ".join(f"{g.get('name')}: {g.get('message')}" for g in waiting)
-    return Condition("GatesPassed", "Unknown", "Waiting", message)
+    return Condition("GatesPassed", "Unknown", reasons.WAITING, message)
 
 
 def gate_events(previous: Sequence[Mapping[str, Any]], results: tuple[GateResult, ...]) -> list[Event]:
     before = {str(g.get("name")): g.get("state") for g in previous}
     return [
-        Event("Normal", f"Gate{result.state}", f"gate {result.name}: {result.message}")
+        Event("Normal", reasons.gate_event(result.state), f"gate {result.name}: {result.message}")
         for result in results
         if before.get(result.name) != result.state
     ]

@@ -25,6 +25,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from shepherd.core import reasons
 from shepherd.core.actions import Action, DeleteConfigMap, DeleteJob, Event, RemoveAnnotations
 from shepherd.core.analysis import current_stage, due_measurements, next_measurement_at
 from shepherd.core.commands import CommandAck, acknowledge, bounded, close_removed, is_done, read_acks
@@ -113,7 +114,8 @@ COMMANDS = (ABORT, ROLLBACK, RETRY, PROMOTE)  # abort first: it wins over a prom
 ALL_STEPS_SKIPPED = "all steps skipped"
 MAX_TRANSITIONS_PER_DECISION = 16
 METRIC_GATE_POLL = timedelta(seconds=10)
-ANALYSIS_REASONS = frozenset({"AnalysisFailed", "AnalysisInconclusive", "AnalysisError", "BakeFailed"})
+# The Event of a transition into one of these phases is a Warning; into any other, Normal.
+WARNING_PHASES = frozenset({Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.FAILED})
 
 
 def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Decision:
@@ -227,7 +229,7 @@ def _invalid_spec(release: ReleaseObject, rollout: Rollout, error: SpecError, no
     message = f"invalid spec: {error}"
     previous = release.status.get("conditions") or []
     already_reported = any(
-        c.get("type") == "Stalled" and c.get("reason") == "InvalidSpec" and c.get("message") == message
+        c.get("type") == "Stalled" and c.get("reason") == reasons.INVALID_SPEC and c.get("message") == message
         for c in previous
     )
     rollout = replace(rollout, message=message)
@@ -240,7 +242,7 @@ def _invalid_spec(release: ReleaseObject, rollout: Rollout, error: SpecError, no
         "commands": release.status.get("commands"),
         "traffic": release.status.get("traffic"),  # the workloads are held as they are
     }
-    events = () if already_reported else (Event("Warning", "InvalidSpec", message),)
+    events = () if already_reported else (Event("Warning", reasons.INVALID_SPEC, message),)
     return Decision(status, (), events, None)
 
 
@@ -283,7 +285,9 @@ def _apply_commands(
         acks = acknowledge(acks, key, value, outcome, rollout.revision, now)
         ignored = outcome.startswith("ignored")
         events.append(
-            Event("Warning" if ignored else "Normal", action.capitalize(), f"{key}={value}: {outcome}")
+            Event(
+                "Warning" if ignored else "Normal", reasons.command_event(action), f"{key}={value}: {outcome}"
+            )
         )
         applied.append(key)
     return rollout, acks, consumed
@@ -296,11 +300,11 @@ def _abort(rollout: Rollout, spec: ReleaseSpec, now: datetime) -> tuple[str, Rol
         return f"ignored: revision {rollout.revision} is already the stable revision", rollout
     if not rollout.has_stable:
         message = f"aborted; revision {rollout.revision} is the first, there is nothing to roll back to"
-        failed = rollout.finish("Failed", "Aborted", now, message)
+        failed = rollout.finish("Failed", reasons.ABORTED, now, message)
         return "failed: nothing to roll back to", _enter(
-            failed, Phase.FAILED, "Aborted", now, message=message
+            failed, Phase.FAILED, reasons.ABORTED, now, message=message
         )
-    return "rolling back", _roll_back(rollout, "Aborted", "aborted by shepherd.dev/abort", now)
+    return "rolling back", _roll_back(rollout, reasons.ABORTED, "aborted by shepherd.dev/abort", now)
 
 
 def _retry(rollout: Rollout, spec: ReleaseSpec, now: datetime) -> tuple[str, Rollout]:
@@ -344,11 +348,13 @@ def _rollback(
 
 def _promote(rollout: Rollout, spec: ReleaseSpec, value: str, now: datetime) -> tuple[str, Rollout]:
     full = value.strip().lower() == "full"
-    if rollout.phase is Phase.BAKING or (rollout.phase is Phase.FAILED and rollout.reason == "BakeFailed"):
+    if rollout.phase is Phase.BAKING or (
+        rollout.phase is Phase.FAILED and rollout.reason == reasons.BAKE_FAILED
+    ):
         return "bake skipped", _succeed(rollout, spec, now)
-    if rollout.phase is Phase.FAILED and rollout.reason in ANALYSIS_REASONS:
+    if rollout.phase is Phase.FAILED and rollout.reason in reasons.ANALYSIS_REASONS:
         entry = rollout.update_current_entry(result="InProgress", finished_at=None, message="")
-        resumed = _enter(entry, Phase.PROGRESSING, "Promoted", now)
+        resumed = _enter(entry, Phase.PROGRESSING, reasons.PROMOTED, now)
         return f"failed analysis at step {rollout.current_step + 1} overridden", _next_step(resumed, now)
     if rollout.phase is Phase.GATING:
         return "ignored: gates decide when a revision starts; a promote cannot skip them", rollout
@@ -447,8 +453,8 @@ def _advance(
         if spec.paused or not evidence.check.ready:
             return rollout
         if evidence.gates:
-            return _enter(rollout, Phase.GATING, "WaitingForGates", now, events)
-        return _enter(rollout, starting, "Started", now, events)
+            return _enter(rollout, Phase.GATING, reasons.WAITING_FOR_GATES, now, events)
+        return _enter(rollout, starting, reasons.STARTED, now, events)
     if phase is Phase.GATING:
         return rollout if spec.paused else _gate(rollout, starting, evidence, now, events)
     if phase is Phase.MIGRATING:
@@ -466,7 +472,7 @@ def _advance(
     if phase is Phase.BAKING:
         judged = stage_verdict(rollout, spec, evidence.run, now)
         if judged.state == "Failed":
-            return _fail(rollout, spec, ("BakeFailed", judged.message), now, events)
+            return _fail(rollout, spec, (reasons.BAKE_FAILED, judged.message), now, events)
         done = judged.state == "Passed" and baked(rollout, spec, now)
         return _succeed(rollout, spec, now, events) if done else rollout
     if phase is Phase.ROLLING_BACK and plan.converged:
@@ -475,7 +481,9 @@ def _advance(
         # Down migrations only once no pod runs the new code: the old code works on either schema.
         down = migrate_down(rollout, migrations, now, events)
         if down.failure is not None:
-            return _migration_failed(down.rollout, "RollbackMigrationFailed", down.failure, now, events)
+            return _migration_failed(
+                down.rollout, reasons.ROLLBACK_MIGRATION_FAILED, down.failure, now, events
+            )
         if not down.done:
             return down.rollout
         rollout = down.rollout
@@ -496,9 +504,9 @@ def _progress(
     events: list[Event],
 ) -> Rollout:
     if spec.paused:
-        if rollout.phase is Phase.PAUSED and rollout.reason == "SpecPaused":
+        if rollout.phase is Phase.PAUSED and rollout.reason == reasons.SPEC_PAUSED:
             return rollout
-        return _enter(rollout, Phase.PAUSED, "SpecPaused", now, events)
+        return _enter(rollout, Phase.PAUSED, reasons.SPEC_PAUSED, now, events)
     hold = _hold(evidence, now)
     if hold is not None:
         # A freeze or a closed window holds traffic where it is; only a rollback may still move it.
@@ -510,9 +518,9 @@ def _progress(
     step = spec.steps[rollout.current_step] if rollout.current_step < len(spec.steps) else None
     at_manual_pause = isinstance(step, Pause) and step.duration is None and rollout.is_canary
     if rollout.phase is Phase.PAUSED:
-        if at_manual_pause and rollout.reason == "CanaryPauseStep":
+        if at_manual_pause and rollout.reason == reasons.CANARY_PAUSE_STEP:
             return rollout
-        return _enter(rollout, Phase.PROGRESSING, "Resumed", now, events, keep_clock=True)
+        return _enter(rollout, Phase.PROGRESSING, reasons.RESUMED, now, events, keep_clock=True)
     if not plan.converged:
         return rollout
     if not rollout.is_canary or step is None:
@@ -521,7 +529,12 @@ def _progress(
         if not rollout.is_canary:
             return _promoted(rollout, spec, now, events)
         return _enter(
-            replace(rollout, canary_weight=100), Phase.PROMOTING, "StepsCompleted", now, events, unready=True
+            replace(rollout, canary_weight=100),
+            Phase.PROMOTING,
+            reasons.STEPS_COMPLETED,
+            now,
+            events,
+            unready=True,
         )
     if isinstance(step, SetWeight):
         if rollout.canary_weight < step.weight:
@@ -537,7 +550,7 @@ def _progress(
     if isinstance(step, SetCanaryScale | SetHeaderRoute):
         return _next_step(rollout, now)  # the plan that converged was made with this step in effect
     if step.duration is None:
-        return _enter(rollout, Phase.PAUSED, "CanaryPauseStep", now, events, keep_clock=True)
+        return _enter(rollout, Phase.PAUSED, reasons.CANARY_PAUSE_STEP, now, events, keep_clock=True)
     if rollout.step_since is not None and now >= rollout.step_since + step.duration:
         return _next_step(rollout, now)
     return rollout
@@ -551,7 +564,7 @@ def _gate(
     waiting = [result for result in evidence.gates if result.state != "Passed"]
     if not waiting:
         passed = tuple(audit(result, now) for result in evidence.gates)
-        return _enter(rollout.update_current_entry(gates=passed), starting, "GatesPassed", now, events)
+        return _enter(rollout.update_current_entry(gates=passed), starting, reasons.GATES_PASSED, now, events)
     timeouts = {gate.name: gate.timeout for gate in evidence.gate_specs if gate.timeout is not None}
     for result in waiting:
         timeout = timeouts.get(result.name)
@@ -565,16 +578,18 @@ def _gate(
             )
         if why is not None:
             message = f"revision {rollout.revision} ({rollout.version}) failed: {why}"
-            failed = rollout.finish("Failed", "GateFailed", now, message)
-            return _enter(failed, Phase.FAILED, "GateFailed", now, events, message=message)
+            failed = rollout.finish("Failed", reasons.GATE_FAILED, now, message)
+            return _enter(failed, Phase.FAILED, reasons.GATE_FAILED, now, events, message=message)
     return rollout
 
 
 def _migrate(rollout: Rollout, migrations: MigrationInputs, now: datetime, events: list[Event]) -> Rollout:
     step = migrate(rollout, migrations, now, events)
     if step.failure is not None:
-        return _migration_failed(step.rollout, "MigrationFailed", step.failure, now, events)
-    return _enter(step.rollout, Phase.PROGRESSING, "Migrated", now, events) if step.done else step.rollout
+        return _migration_failed(step.rollout, reasons.MIGRATION_FAILED, step.failure, now, events)
+    return (
+        _enter(step.rollout, Phase.PROGRESSING, reasons.MIGRATED, now, events) if step.done else step.rollout
+    )
 
 
 def _migration_failed(
@@ -582,7 +597,7 @@ def _migration_failed(
 ) -> Rollout:
     """Held as Failed: a failed migration moved no traffic; a failed down migration needs a person."""
     revision = f"revision {rollout.revision} ({rollout.version})"
-    if reason == "MigrationFailed":
+    if reason == reasons.MIGRATION_FAILED:
         serving = (
             f"revision {rollout.stable_revision} keeps serving" if rollout.has_stable else "nothing deployed"
         )
@@ -599,10 +614,10 @@ def _migration_failed(
 def _hold(evidence: Evidence, now: datetime) -> tuple[str, dict[str, Any]] | None:
     if evidence.freezes:
         freeze = evidence.freezes[0]
-        return "Freeze", {"policy": freeze.policy, "freeze": freeze.reason, "at": format_time(now)}
+        return reasons.FREEZE, {"policy": freeze.policy, "freeze": freeze.reason, "at": format_time(now)}
     closed = closed_windows(evidence.gate_specs, now)
     if closed:
-        return "Window", {"gate": closed[0].name, "at": format_time(now)}
+        return reasons.WINDOW, {"gate": closed[0].name, "at": format_time(now)}
     return None
 
 
@@ -627,7 +642,7 @@ def _next_wave(
         detail = f"{done} completed its steps: promoting it; {following} starts its canary once it is ready"
     else:
         detail = f"{done} is ready; deploying {following}"
-    events.append(Event("Normal", "Wave", f"revision {rollout.revision}: {detail}"))
+    events.append(Event("Normal", reasons.WAVE, f"revision {rollout.revision}: {detail}"))
     # A promote=full of this attempt skips the steps of every later wave too.
     skipped = rollout.is_canary and _all_steps_skipped(rollout)
     return replace(
@@ -644,7 +659,9 @@ def _previous_wave(rollout: Rollout, order: Waves, now: datetime, events: list[E
     back, following = wave_label(rollout.wave, order), wave_label(rollout.wave - 1, order)
     events.append(
         Event(
-            "Warning", "Wave", f"revision {rollout.revision}: {back} is rolled back; rolling back {following}"
+            "Warning",
+            reasons.WAVE,
+            f"revision {rollout.revision}: {back} is rolled back; rolling back {following}",
         )
     )
     return replace(rollout, wave=rollout.wave - 1, unready_since=now)
@@ -661,13 +678,13 @@ def _failure(
     rollout: Rollout, spec: ReleaseSpec, plan: WorkloadPlan, now: datetime
 ) -> tuple[str, str] | None:
     if plan.failure is not None:
-        return "ProgressDeadlineExceeded", plan.failure
+        return reasons.PROGRESS_DEADLINE_EXCEEDED, plan.failure
     if plan.converged or rollout.unready_since is None:
         return None
     if now >= rollout.unready_since + spec.progress_deadline:
         waiting = ", ".join(plan.waiting_on) or "workloads"
         return (
-            "ProgressDeadlineExceeded",
+            reasons.PROGRESS_DEADLINE_EXCEEDED,
             f"not ready within progressDeadline {format_duration(spec.progress_deadline)}: {waiting}",
         )
     return None
@@ -707,14 +724,14 @@ def _roll_back(
 
 def _promoted(rollout: Rollout, spec: ReleaseSpec, now: datetime, events: list[Event]) -> Rollout:
     if spec.bake is not None and rollout.revision != rollout.stable_revision:
-        return _enter(replace(rollout, canary_weight=100), Phase.BAKING, "Promoted", now, events)
+        return _enter(replace(rollout, canary_weight=100), Phase.BAKING, reasons.PROMOTED, now, events)
     return _succeed(rollout, spec, now, events)
 
 
 def _succeed(
     rollout: Rollout, spec: ReleaseSpec, now: datetime, events: list[Event] | None = None
 ) -> Rollout:
-    finished = rollout.finish("Succeeded", "Succeeded", now)
+    finished = rollout.finish("Succeeded", reasons.SUCCEEDED, now)
     stable = replace(
         finished,
         stable_revision=rollout.revision,
@@ -723,7 +740,7 @@ def _succeed(
         canary_weight=100,
         current_step=len(spec.steps),
     )
-    return _enter(stable, Phase.SUCCEEDED, "Succeeded", now, events)
+    return _enter(stable, Phase.SUCCEEDED, reasons.SUCCEEDED, now, events)
 
 
 def _enter(
@@ -746,7 +763,7 @@ def _enter(
         unready_since=now if unready else rollout.unready_since,
     )
     if events is not None:
-        warning = phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.FAILED)
+        warning = phase in WARNING_PHASES
         detail = message or f"revision {rollout.revision} ({rollout.version})"
         events.append(Event("Warning" if warning else "Normal", phase.value, f"{reason}: {detail}"))
     return entered

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from shepherd.core import reasons
 from shepherd.core.actions import CreateJob, Event
 from shepherd.core.jobs import PURPOSE_LABEL, job_manifest, job_name, job_outcome
 from shepherd.core.report import format_duration
@@ -64,7 +65,7 @@ class _Task:
 
     @property
     def reason(self) -> str:
-        return "Migration" if self.direction == "up" else "RollbackMigration"
+        return reasons.MIGRATION if self.direction == "up" else reasons.ROLLBACK_MIGRATION
 
     @property
     def purpose(self) -> str:
@@ -157,7 +158,13 @@ def _run(
                 "state": "Running",
                 "startedAt": format_time(now),
             }
-            events.append(Event("Normal", f"{task.reason}Started", f"{task.label}: job/{task.job} started"))
+            events.append(
+                Event(
+                    "Normal",
+                    reasons.job_event(task.reason, "Started"),
+                    f"{task.label}: job/{task.job} started",
+                )
+            )
             return Progress(_store(rollout, task, started))
         if record.get("state") == "Failed":
             return Progress(rollout, failure=str(record.get("message") or task.label))
@@ -200,7 +207,9 @@ def _timed_out(task: _Task, record: Mapping[str, Any], now: datetime) -> dict[st
 def _event(task: _Task, record: Mapping[str, Any]) -> Event:
     state = str(record.get("state"))
     return Event(
-        "Normal" if state == "Succeeded" else "Warning", f"{task.reason}{state}", str(record["message"])
+        "Normal" if state == "Succeeded" else "Warning",
+        reasons.job_event(task.reason, state),
+        str(record["message"]),
     )
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shepherd.core.machine import ANALYSIS_REASONS
+from shepherd.core import reasons
 from shepherd.core.model import ReleaseObject
 from shepherd.core.policy import Policy
 from shepherd.core.spec import NotificationSpec, SpecError, parse_notifications
@@ -80,22 +80,22 @@ def transition_events(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[s
             events.append(phase)
         already_failing = _attempt(old) == _attempt(new) and old.get("phase") in FAILURES
         if phase in FAILURES and not already_failing:
-            if reason in ANALYSIS_REASONS:
-                events.append("AnalysisFailed")
-            if phase == "Failed" and reason == "GateFailed":
-                events.append("GateFailed")
+            if reason in reasons.ANALYSIS_REASONS:
+                events.append(reasons.ANALYSIS_FAILED)
+            if phase == "Failed" and reason == reasons.GATE_FAILED:
+                events.append(reasons.GATE_FAILED)
         started = {_attempt(h) for h in old.get("history") or []}
         if any(_attempt(h) not in started for h in new.get("history") or []):
-            events.append("NewRevision")
+            events.append(reasons.NEW_REVISION)
     problem = invalid_spec(new)
     if problem is not None and problem != invalid_spec(old):
-        events.append("InvalidSpec")
+        events.append(reasons.INVALID_SPEC)
     return tuple(events)
 
 
 def invalid_spec(status: Mapping[str, Any]) -> str | None:
     for condition in status.get("conditions") or []:
-        if condition.get("type") == "Stalled" and condition.get("reason") == "InvalidSpec":
+        if condition.get("type") == "Stalled" and condition.get("reason") == reasons.INVALID_SPEC:
             return str(condition.get("message") or "")
     return None
 
@@ -105,7 +105,7 @@ def message_fields(
 ) -> dict[str, Any]:
     """What every format says: which Release, which revision, where it is and why."""
     phase = str(new.get("phase") or "")
-    invalid_only = "InvalidSpec" in events and phase not in events
+    invalid_only = reasons.INVALID_SPEC in events and phase not in events
     return {
         "release": release.name,
         "namespace": release.namespace,
@@ -114,7 +114,7 @@ def message_fields(
         "version": str(new.get("version") or ""),
         "phase": phase,
         "previousPhase": release.status.get("phase"),
-        "reason": "InvalidSpec" if invalid_only else str(new.get("reason") or ""),
+        "reason": reasons.INVALID_SPEC if invalid_only else str(new.get("reason") or ""),
         "message": (invalid_spec(new) if invalid_only else None) or str(new.get("message") or ""),
         "stableRevision": _int(new.get("stableRevision")),
         "stableVersion": str(new.get("stableVersion") or ""),
@@ -130,7 +130,7 @@ def render(format: str, fields: Mapping[str, Any]) -> dict[str, Any]:
 def slack_message(fields: Mapping[str, Any]) -> dict[str, Any]:
     """A Slack incoming-webhook message: `text` for the notification, blocks for the channel."""
     events = fields["events"]
-    if FAILURES.intersection(events) or "InvalidSpec" in events:
+    if FAILURES.intersection(events) or reasons.INVALID_SPEC in events:
         icon = ":rotating_light:"
     elif "Succeeded" in events:
         icon = ":white_check_mark:"

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from shepherd.core import reasons
 from shepherd.core.evidence import Evidence, stage_verdict
 from shepherd.core.spec import AnalysisStep, Pause, ReleaseSpec, Waves
 from shepherd.core.status import STALLED, Phase, Rollout
@@ -72,7 +73,7 @@ def describe(
         return f"promoting {wave_label(rollout.wave - 1, order)} before {wave} starts{waiting}"
     where = f"step {min(rollout.current_step + 1, steps)}/{steps}, canary at {rollout.canary_weight}%"
     where = f"{wave}, {where}" if wave else where
-    if phase is Phase.PAUSED and rollout.reason == "SpecPaused":
+    if phase is Phase.PAUSED and rollout.reason == reasons.SPEC_PAUSED:
         return f"paused by spec.paused at {where}"
     if phase is Phase.PAUSED:
         return f"paused at {where} until promoted: annotate {PROMOTE}=true"

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from shepherd.core import reasons
 from shepherd.core.actions import Action, DeleteRevision, Event, RecordRevision
 from shepherd.core.model import Observations, ReleaseObject
 from shepherd.core.spec import ReleaseSpec, RevisionContent, content_of
@@ -21,7 +22,6 @@ from shepherd.core.workloads import (
 )
 
 REVISION_HASH_ANNOTATION = f"{GROUP}/content-hash"
-ROLLBACK_REQUESTED = "RollbackRequested"
 
 
 def revision_content(
@@ -51,18 +51,18 @@ def select_revision(
     if rollout.revision and new_hash == rollout.revision_hash:
         return rollout
     if rollout.has_stable and new_hash == rollout.stable_hash:
-        rollout = rollout.finish("Superseded", "RevertedToStable", now)
+        rollout = rollout.finish("Superseded", reasons.REVERTED_TO_STABLE, now)
         events.append(
             Event(
                 "Normal",
-                "Reverted",
+                reasons.REVERTED,
                 f"spec matches stable revision {rollout.stable_revision} again: restoring it",
             )
         )
         return replace(
             rollout,
             phase=Phase.PROMOTING,
-            reason="Reverted",
+            reason=reasons.REVERTED,
             revision=rollout.stable_revision,
             revision_hash=rollout.stable_hash,
             version=rollout.stable_version,
@@ -86,7 +86,7 @@ def _keep_override(
         events.append(
             Event(
                 "Normal",
-                "OverrideEnded",
+                reasons.OVERRIDE_ENDED,
                 f"the spec's content changed: the rollback to revision {override.rollback_of} "
                 "no longer stands in for it",
             )
@@ -96,7 +96,7 @@ def _keep_override(
         events.append(
             Event(
                 "Warning",
-                "OverrideEnded",
+                reasons.OVERRIDE_ENDED,
                 f"the records of revisions {override.revision} and {override.rollback_of} are gone: "
                 "rolling out the spec's content",
             )
@@ -114,7 +114,7 @@ def start_revision(
     rollback_of: int | None = None,
 ) -> Rollout:
     """A new revision number for `content`; what was in flight is superseded."""
-    reason = "NewRevision" if rollback_of is None else ROLLBACK_REQUESTED
+    reason = reasons.NEW_REVISION if rollback_of is None else reasons.ROLLBACK_REQUESTED
     if rollout.phase in PROMOTED:
         # The stable Deployments already run the superseded revision: it becomes the baseline.
         rollout = replace(
@@ -129,7 +129,7 @@ def start_revision(
         rollout = rollout.finish("Superseded", reason, now)
     number = max(rollout.latest_revision, rollout.revision) + 1
     origin = "detected" if rollback_of is None else f"rolls back to the content of revision {rollback_of}"
-    events.append(Event("Normal", "NewRevision", f"revision {number} ({content.version}) {origin}"))
+    events.append(Event("Normal", reasons.NEW_REVISION, f"revision {number} ({content.version}) {origin}"))
     started = rollout.start(
         number, 1, content.version, content.hash, now, spec.revision_history_limit, rollback_of
     )

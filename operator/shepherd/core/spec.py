@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import durationpy
 
+from shepherd.core import reasons
 from shepherd.core.promql import VARIABLES, template_variables
 from shepherd.core.status import Phase
 
@@ -1189,10 +1190,10 @@ def _with_backoff(template: Mapping[str, Any], backoff: int | None) -> Mapping[s
 # What a notification can be sent on: a phase entered, or one of these events (core/notifications.py).
 NOTIFICATION_EVENTS = (
     *(phase.value for phase in Phase),
-    "NewRevision",
-    "AnalysisFailed",
-    "GateFailed",
-    "InvalidSpec",
+    reasons.NEW_REVISION,
+    reasons.ANALYSIS_FAILED,
+    reasons.GATE_FAILED,
+    reasons.INVALID_SPEC,
 )
 NOTIFICATION_FORMATS = ("json", "slack")
 

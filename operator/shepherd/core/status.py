@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from shepherd.core import reasons
 from shepherd.core.timefmt import format_seconds, format_time, parse_time
 
 
@@ -206,7 +207,7 @@ class Rollout:
         started = replace(
             self,
             phase=Phase.PENDING,
-            reason="NewRevision",
+            reason=reasons.NEW_REVISION,
             revision=number,
             revision_hash=content_hash,
             version=version,
@@ -309,7 +310,7 @@ class Condition:
 
 
 def rollout_conditions(
-    rollout: Rollout, spec_error: str | None, reason: str = "InvalidSpec"
+    rollout: Rollout, spec_error: str | None, reason: str = reasons.INVALID_SPEC
 ) -> list[Condition]:
     """kstatus: Reconciling/Stalled are abnormal-true (present only when True); Ready always present.
 
@@ -321,7 +322,7 @@ def rollout_conditions(
         ]
     message = rollout.message
     if rollout.phase is Phase.SUCCEEDED:
-        return [Condition("Ready", "True", "Succeeded", message)]
+        return [Condition("Ready", "True", reasons.SUCCEEDED, message)]
     if rollout.phase in STALLED:
         reason = rollout.reason or rollout.phase.value
         return [Condition("Ready", "False", reason, message), Condition("Stalled", "True", reason, message)]
