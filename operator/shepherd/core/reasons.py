@@ -128,6 +128,11 @@ INVALID_TEMPLATE: Final = _reason(
     "Ready=False and Stalled=True; a Warning Event",
     "The API server refused a write for the Release's content (HTTP 422 or 400); nothing running is touched.",
 )
+STATUS_REFUSED: Final = _reason(
+    "StatusRefused",
+    "Ready=False and Stalled=True; a Warning Event",
+    "The API server refused a status write (HTTP 400 or 422): the status is held as last written.",
+)
 
 # Failures found by an analysis step or the bake, which notifications report as AnalysisFailed.
 ANALYSIS_REASONS: Final = frozenset({ANALYSIS_FAILED, ANALYSIS_INCONCLUSIVE, ANALYSIS_ERROR, BAKE_FAILED})
@@ -154,6 +159,7 @@ WAVE: Final = _event(
 )
 _event(INVALID_SPEC, "Warning", "The spec is invalid, or a query Prometheus cannot parse; names the field.")
 _event(INVALID_TEMPLATE, "Warning", "The API server refused a pod template; names the field.")
+_event(STATUS_REFUSED, "Warning", "The API server refused a status write; gives its message.")
 NOTIFICATION_FAILED: Final = _event(
     "NotificationFailed", "Warning", "A webhook notification still failed after its retries."
 )

@@ -23,7 +23,7 @@ from shepherd.core.status import Rollout, render_conditions, rollout_conditions
 from shepherd.core.timefmt import format_time
 
 REASON = reasons.INVALID_TEMPLATE
-STATUS_REFUSED = "StatusRefused"
+STATUS_REFUSED = reasons.STATUS_REFUSED
 
 
 @dataclass(frozen=True)
