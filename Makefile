@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck unit integration controlplane e2e bench bench-smoke install prometheus \
-	cluster cluster-binaries gateway-api-crds gateway-binaries clean
+	cluster cluster-binaries gateway-api-crds gateway-binaries clean docs docs-serve docs-reference
 
 # The real control plane of the tests, built from the pinned Go module in controlplane/: kube-apiserver and
 # kube-controller-manager (k8s.io/kubernetes), etcd (go.etcd.io/etcd/server/v3), helm (helm.sh/helm/v4)
@@ -113,7 +113,7 @@ e2e: install
 	$(BIN)/pytest -q tests/e2e
 
 # Not tests/e2e: it needs a real cluster; .github/workflows/e2e.yaml runs it on kind (here: `make e2e`).
-test: install prometheus cluster-binaries gateway-binaries lint typecheck
+test: install prometheus cluster-binaries gateway-binaries lint typecheck docs
 	$(BIN)/pytest -q -rs -p no:cacheprovider --ignore=tests/e2e tests
 
 bench: install prometheus cluster-binaries
@@ -129,6 +129,19 @@ bench-smoke: install prometheus cluster-binaries
 	$(BIN)/python bench/rollback_latency.py --smoke
 	$(BIN)/python bench/scale.py --smoke
 	$(BIN)/python bench/gateway_latency.py --smoke
+
+# The documentation site (mkdocs.yml) into site/; --strict turns every warning (a broken link, a missing page
+# or snippet) into a failure. NO_MKDOCS_2_WARNING quiets a notice Material prints on every build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:8000
+
+# Rewrites the reference pages generated from the CRDs, the CLI, the metrics registry, the reasons and the
+# chart's values schema; tests/unit/test_docsgen.py fails while one is stale.
+docs-reference: install
+	$(BIN)/python -m shepherd.docsgen
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .cluster

@@ -33,8 +33,8 @@ def _event(name: str, where: str, meaning: str) -> str:
     return name
 
 
-ROLLOUT = "status.reason; Ready, and Reconciling while in flight"
-STALLING = "status.reason; Ready=False and Stalled=True, or RollingBack on the way"
+ROLLOUT = "status.reason (the conditions carry the phase while in flight)"
+STALLING = "status.reason; Ready=False and Stalled=True once RolledBack or Failed"
 HISTORY = "status.history[].reason"
 GATES = "the GatesPassed condition"
 ANALYSIS = "the Analysis condition"
