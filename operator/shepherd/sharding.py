@@ -65,7 +65,7 @@ class Shard:
         """The shard's leader Lease: `base` unsharded, else `<base>-shard-<index>-of-<count>`.
 
         The count is part of the name: shards of different counts split the Releases differently, so they
-        never take each other's Lease (see README, "Sharding")."""
+        never take each other's Lease (docs/guides/scaling.md, "Sharding")."""
         return base if self.whole else f"{base}-shard-{self.index}-of-{self.count}"
 
     def __str__(self) -> str:

@@ -1,5 +1,5 @@
-"""A 409 from any of the operator's writes is a Conflict, retried at once (README: the order of writes and
-the backoff), not a failure that backs off: seen on the real API server through the fault proxy, where a
+"""A 409 from any of the operator's writes is a Conflict, retried at once (docs/concepts/rollback.md: failures
+on the way), not a failure that backs off: seen on the real API server through the fault proxy, where a
 409 on the status write or the annotation removal backed a promoted Release off for 30s at a time."""
 
 from __future__ import annotations
