@@ -4,7 +4,8 @@
 - the `shepherd` and `kubectl release` commands: from their click definitions;
 - the operator's metrics: from the registry of OperatorMetrics;
 - reasons and Events: from shepherd.core.reasons and the phases;
-- the Helm chart's values: from charts/shepherd/values.schema.json, defaults from values.yaml.
+- the Helm chart's values: from charts/shepherd/values.schema.json, defaults from values.yaml;
+- the examples: each file of examples/ included as it is, under its opening comment.
 
 `python -m shepherd.docsgen` (`make docs-reference`) rewrites them under docs/reference/; `--check` only says
 which are stale. It lives in the package so that it imports what it documents like any module, and ruff and
@@ -453,6 +454,41 @@ def values_page(root: Path) -> str:
     )
 
 
+# --- examples -------------------------------------------------------------------------------------
+
+EXAMPLES = "examples"
+
+
+def summary(text: str) -> str:
+    """An example's opening comment up to its first blank comment line: what it shows."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#") or not line.strip("# "):
+            break
+        lines.append(line.lstrip("#").strip())
+    return " ".join(lines)
+
+
+def commented(text: str) -> str:
+    """A comment's own Markdown (its `code` spans), with nothing outside them taken for HTML."""
+    parts = re.split(r"(`[^`]*`)", text)
+    return "".join(p if p.startswith("`") else html.escape(p, quote=False) for p in parts)
+
+
+def examples_page(root: Path) -> str:
+    out = [
+        banner("the opening comment of each file in examples/"),
+        "# Examples\n",
+        "Every manifest of `examples/`, shown from the file itself: `shepherd lint examples/*.yaml` accepts "
+        "them all (a unit test runs it). Copy one and change its names, images and durations.\n",
+    ]
+    for path in sorted((root / EXAMPLES).rglob("*.yaml"), key=lambda p: (len(p.parts), p)):
+        name = path.relative_to(root / EXAMPLES).as_posix()
+        out.append(f"## {name}\n\n{commented(summary(path.read_text()))}\n")
+        out.append(f'```yaml\n--8<-- "{EXAMPLES}/{name}"\n```\n')
+    return "\n".join(out)
+
+
 # --- the pages --------------------------------------------------------------------------------------
 
 
@@ -477,6 +513,7 @@ def pages(root: Path) -> dict[str, str]:
     made["metrics.md"] = metrics_page
     made["reasons.md"] = reasons_page
     made["helm-values.md"] = partial(values_page, root)
+    made["examples.md"] = partial(examples_page, root)
     return {name: page().rstrip("\n") + "\n" for name, page in made.items()}
 
 
