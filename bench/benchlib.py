@@ -112,6 +112,29 @@ def local_api() -> Iterator[LocalAPIThread]:
             local.call(kubelet.stop())
 
 
+def wait_until_admitted(custom: Any, release: dict[str, Any], timeout: float = 60.0) -> None:
+    """Wait until the API server admits `release` (a dry-run create). Just after the chart is installed it
+    answers 503 for a while: its MutatingAdmissionPolicy has no type converter for the new kind yet."""
+
+    def admitted() -> bool:
+        try:
+            custom.create_namespaced_custom_object(
+                "shepherd.dev",
+                "v1alpha1",
+                release["metadata"]["namespace"],
+                "releases",
+                release,
+                dry_run="All",
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status == 503:
+                return False
+            raise
+        return True
+
+    wait_for("the API server to admit Releases", admitted, timeout, poll=0.2)
+
+
 def quickstart(version: str) -> dict[str, Any]:
     """The Release of examples/quickstart.yaml at `version`, its images tagged with it."""
     release: dict[str, Any] = copy.deepcopy(

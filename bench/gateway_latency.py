@@ -2,7 +2,7 @@
 
 One Release of one component routed by an HTTPRoute (the Gateway API CRDs of the pinned module;
 `shepherd.lab.gatewayapi.RouteStatusWriter` accepting each generation, as a gateway's controller would).
-Over 20 runs of a new version with steps [setWeight 10, pause 1s, setWeight 20, pause]:
+Over 20 runs (2 with --smoke) of a new version with steps [setWeight 10, pause 1s, setWeight 20, pause]:
 1. step due -> route write: from the moment the 1 s pause is due (its stepSince + 1 s, written by the
    operator) to the operator's PATCH of the route for setWeight 20 (the API server's audit log);
 2. abort -> route write: from the API server receiving `shepherd.dev/abort` to the operator's PATCH that
@@ -10,7 +10,10 @@ Over 20 runs of a new version with steps [setWeight 10, pause 1s, setWeight 20, 
 3. the operator's writes per step (POST/PUT/PATCH/DELETE in the audit log, the Lease's left out) and
    how many of them went to the route.
 
-Run: .venv/bin/python bench/gateway_latency.py   (after make cluster-binaries)
+No gateway's data plane runs (routes are measured as the operator writes them), so Traefik is not needed;
+the control plane and the Gateway API CRDs are (`make cluster-binaries`).
+
+Run: .venv/bin/python bench/gateway_latency.py [--runs N | --smoke]   (after make cluster-binaries)
 """
 
 from __future__ import annotations
@@ -23,40 +26,34 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 
-from shepherd.lab.cluster import OperatorProcess, install_chart
+from benchlib import (
+    GATEWAY_API_CRDS,
+    REPO,
+    admin_client,
+    fail,
+    need_control_plane,
+    parser,
+    spread,
+    stamp,
+    wait_for,
+    wait_until_admitted,
+)
+from shepherd.lab.cluster import InstalledChart, OperatorProcess, install_chart
 from shepherd.lab.controlplane import ADMIN, ControlPlane, install_gateway_api_crds
 from shepherd.lab.gatewayapi import RouteStatusWriter
 from shepherd.lab.podsim import PodSimulator
 
-REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION = "shepherd.dev", "v1alpha1"
-RUNS = 20
+RUNS, SMOKE_RUNS = 20, 2
+TIMEOUT = 120.0
 NAMESPACE = "bench"
 STEPS = [{"setWeight": 10}, {"pause": {"duration": "1s"}}, {"setWeight": 20}, {"pause": {}}]
 WRITES = {"create", "update", "patch", "delete"}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def stamp(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def release(version: str) -> dict[str, Any]:
@@ -99,30 +96,37 @@ def at_the_hold(status: Callable[[], dict[str, Any]], revision: int, seen: dict[
 
 
 def main() -> int:
+    command = parser(__doc__)
+    command.add_argument("--runs", type=int, default=RUNS, help=f"new versions rolled out (default {RUNS})")
+    options = command.parse_args()
+    bin_dir = need_control_plane(gateway_api=True)
     workdir = Path(tempfile.mkdtemp(prefix="shepherd-gateway-"))
     try:
-        print(json.dumps(bench(workdir), indent=2))
+        print(json.dumps(bench(bin_dir, workdir, SMOKE_RUNS if options.smoke else options.runs), indent=2))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
-def bench(workdir: Path) -> dict[str, Any]:
+def bench(bin_dir: Path, workdir: Path, runs: int) -> dict[str, Any]:
     with (
-        ControlPlane(REPO / ".cluster" / "bin", workdir, audit=True) as plane,
+        ControlPlane(bin_dir, workdir, audit=True) as plane,
         PodSimulator(plane.kubeconfig),
+        admin_client(plane.kubeconfig) as admin,
     ):
-        install_gateway_api_crds(plane, REPO / ".cluster" / "crds" / "gateway-api")
+        install_gateway_api_crds(plane, GATEWAY_API_CRDS)
+        chart = install_chart(plane, REPO / "charts" / "shepherd")
         with RouteStatusWriter(plane.kubeconfig):
-            return measure(plane, workdir)
+            return measure(plane, chart, admin, workdir, runs)
 
 
-def measure(plane: ControlPlane, workdir: Path) -> dict[str, Any]:
-    chart = install_chart(plane, REPO / "charts" / "shepherd")
+def measure(
+    plane: ControlPlane, chart: InstalledChart, admin: kubernetes.client.ApiClient, workdir: Path, runs: int
+) -> dict[str, Any]:
     operator_user = f"system:serviceaccount:{chart.namespace}:{chart.service_account}"
-    admin = kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))
     custom: Any = kubernetes.client.CustomObjectsApi(admin)
-    kubernetes.client.CoreV1Api(admin).create_namespace({"metadata": {"name": NAMESPACE}})
+    core: Any = kubernetes.client.CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": NAMESPACE}})
     custom.create_namespaced_custom_object(
         "gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes", route()
     )
@@ -137,16 +141,17 @@ def measure(plane: ControlPlane, workdir: Path) -> dict[str, Any]:
     due_to_route, abort_to_route, writes_per_step, route_writes_per_step = [], [], [], []
     by_kind: collections.Counter[str] = collections.Counter()
     with OperatorProcess(plane, chart, workdir):
+        wait_until_admitted(custom, release("0"))
         custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "releases", release("0"))
-        wait_for("the first revision", lambda: status().get("phase") == "Succeeded")
-        for run in range(1, RUNS + 1):
+        wait_for("the first revision", lambda: status().get("phase") == "Succeeded", TIMEOUT)
+        for run in range(1, runs + 1):
             began = time.time()
             custom.patch_namespaced_custom_object(
                 GROUP, VERSION, NAMESPACE, "releases", "app", {"spec": release(str(run))["spec"]}
             )
             seen: dict[int, float] = {}
 
-            wait_for("the hold", functools.partial(at_the_hold, status, run + 1, seen))
+            wait_for("the hold", functools.partial(at_the_hold, status, run + 1, seen), TIMEOUT)
             route_patches = [
                 e
                 for e in audited(began)
@@ -172,7 +177,7 @@ def measure(plane: ControlPlane, workdir: Path) -> dict[str, Any]:
                 "app",
                 {"metadata": {"annotations": {"shepherd.dev/abort": str(run)}}},
             )
-            wait_for("the rollback", lambda: status().get("phase") == "RolledBack")
+            wait_for("the rollback", lambda: status().get("phase") == "RolledBack", TIMEOUT)
             requests = [e for e in plane.audited_requests(ADMIN, aborted) if e["stage"] == "ResponseComplete"]
             asked = min(stamp(e["requestReceivedTimestamp"]) for e in requests if e["verb"] == "patch")
             returned = [
@@ -181,20 +186,15 @@ def measure(plane: ControlPlane, workdir: Path) -> dict[str, Any]:
                 if e["verb"] == "patch" and e["objectRef"].get("resource") == "httproutes"
             ]
             abort_to_route.append(stamp(returned[0]["requestReceivedTimestamp"]) - asked)
-    admin.close()
+    if not sum(route_writes_per_step):
+        fail(f"no PATCH of the HTTPRoute by the operator in the audit log over {runs} rollouts")
     return {
-        "runs": RUNS,
-        "step_due_to_route_write_seconds": {
-            "p50": percentile(due_to_route, 0.5),
-            "p99": percentile(due_to_route, 0.99),
-        },
-        "abort_to_route_write_seconds": {
-            "p50": percentile(abort_to_route, 0.5),
-            "p99": percentile(abort_to_route, 0.99),
-        },
+        "runs": runs,
+        "step_due_to_route_write_seconds": spread(due_to_route, "step due to route write"),
+        "abort_to_route_write_seconds": spread(abort_to_route, "abort to route write"),
         "writes_per_step": sum(writes_per_step) / len(writes_per_step),
         "route_writes_per_step": sum(route_writes_per_step) / len(route_writes_per_step),
-        "writes_per_step_by_kind": {k: n / (RUNS * len(STEPS)) for k, n in by_kind.most_common()},
+        "writes_per_step_by_kind": {k: n / (runs * len(STEPS)) for k, n in by_kind.most_common()},
     }
 
 

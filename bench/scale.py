@@ -4,18 +4,19 @@ For each N (one-component Releases, 1 replica each, spread over namespaces of 10
 1. rollout: apply all N, time until every one is Succeeded;
 2. idle: a window of two resyncs with nothing changing: the operator's API requests per second by
    verb (from the API server's audit log, so nothing the operator counts itself), its RSS and CPU;
-3. change latency: 20 times, a new version applied to one Release until its canary Deployment exists;
+3. change latency: 20 times (--samples), a new version applied to one Release until its canary
+   Deployment exists;
 4. due-step latency: 20 times, how late the step after a 1s pause starts (the status' stepSince of the
    next step minus the pause's stepSince + 1s, both written by the operator);
 5. writes per canary step on one Release (POST/PUT/PATCH/DELETE in the audit log, per step taken).
 
 The operator runs as `shepherd run` with the chart's arguments and ServiceAccount token; the pod simulator
-marks pods ready. Run: make bench   (or .venv/bin/python bench/scale.py --releases 1000 5000)
+marks pods ready. Needs `make cluster-binaries`. With --smoke: 6 Releases, resync 2s, 3 samples.
+Run: make bench   (or .venv/bin/python bench/scale.py --releases 1000 5000)
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import functools
 import json
@@ -24,29 +25,44 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import urllib3
 
+from benchlib import (
+    REPO,
+    admin_client,
+    fail,
+    need_control_plane,
+    parser,
+    spread,
+    stamp,
+    wait_for,
+    wait_until_admitted,
+)
 from shepherd.lab.cluster import OperatorProcess, install_chart
 from shepherd.lab.controlplane import ControlPlane
 from shepherd.lab.podsim import PodSimulator
 
-REPO = Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "shepherd.dev", "v1alpha1", "releases"
 PER_NAMESPACE = 100
-SAMPLES = 20
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+@dataclass(frozen=True)
+class Size:
+    releases: list[int]  # one run per number of Releases
+    resync: str  # the operator's safety-net resync; the idle window is two of them
+    samples: int  # changes, and due steps, measured
+
+
+FULL = Size(releases=[1000], resync="10s", samples=20)
+SMOKE = Size(releases=[6], resync="2s", samples=3)
 
 
 def release(
@@ -66,20 +82,6 @@ def release(
             "progressDeadline": "1h",
         },
     }
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float, poll: float = 0.01) -> float:
-    """Seconds until check() holds; fails the bench past the timeout."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise SystemExit(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
-    return time.monotonic() - started
-
-
-def stamp(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def canary_exists(apps: Any, namespace: str, name: str) -> bool:
@@ -150,16 +152,25 @@ class Process:
         return 0.0
 
 
-def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
+def picked(names: Sequence[tuple[str, str]], samples: int) -> tuple[list[tuple[str, str]], ...]:
+    """Two disjoint sets of `samples` Releases spread over all: to change, and to step through a due pause
+    (each of those must still be at its first revision)."""
+    if len(names) < 2 * samples:
+        fail(f"{len(names)} Releases are too few for {samples} samples of each kind")
+    spacing = len(names) / (2 * samples)
+    return tuple([names[int((2 * i + first) * spacing)] for i in range(samples)] for first in (0, 1))
+
+
+def bench(count: int, resync: str, samples: int, workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"releases": count}
     with (
-        ControlPlane(REPO / ".cluster" / "bin", workdir, audit=True) as plane,
+        ControlPlane(need_control_plane(), workdir, audit=True) as plane,
         PodSimulator(plane.kubeconfig, workers=8),
+        admin_client(plane.kubeconfig) as admin,
     ):
         chart = install_chart(plane, REPO / "charts" / "shepherd", values={"resync": resync})
         operator_user = f"system:serviceaccount:{chart.namespace}:{chart.service_account}"
-        admin = kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))
-        core = kubernetes.client.CoreV1Api(admin)
+        core: Any = kubernetes.client.CoreV1Api(admin)
         custom: Any = kubernetes.client.CustomObjectsApi(admin)
         apps = kubernetes.client.AppsV1Api(admin)
         namespaces = [f"scale-{i}" for i in range((count + PER_NAMESPACE - 1) // PER_NAMESPACE)]
@@ -170,6 +181,7 @@ def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
         with OperatorProcess(plane, chart, workdir) as operator:
             assert operator.popen is not None
             process = Process(operator.popen.pid)
+            wait_until_admitted(custom, release(names[0][1], names[0][0], "1"))
             started = time.monotonic()
             # Several at once, as a GitOps sync of many Releases would.
             with ThreadPoolExecutor(max_workers=8) as pool:
@@ -196,7 +208,7 @@ def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
                         )
                         token = page["metadata"].get("continue")
                         if not token:
-                            return done == count
+                            return bool(done == count)
                 except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError):
                     return False  # counted again at the next poll
 
@@ -230,8 +242,8 @@ def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
             results["rss_mib"] = process.rss_mib()
 
             latencies = []
-            for index in range(SAMPLES):
-                namespace, name = names[index * count // SAMPLES]
+            to_change, to_step = picked(names, samples)
+            for namespace, name in to_change:
                 changed = time.monotonic()
                 custom.patch_namespaced_custom_object(
                     GROUP,
@@ -249,19 +261,15 @@ def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
 
                 wait_for("a canary", functools.partial(canary_exists, apps, namespace, name), timeout=60)
                 latencies.append(time.monotonic() - changed)
-            results["change_to_canary_seconds"] = {
-                "p50": percentile(latencies, 0.5),
-                "p99": percentile(latencies, 0.99),
-            }
+            results["change_to_canary_seconds"] = spread(latencies, "change to canary")
 
             lateness, step_writes = [], []
             written: collections.Counter[str] = collections.Counter()
             by_step: collections.defaultdict[int, collections.Counter[str]] = collections.defaultdict(
                 collections.Counter
             )
-            steps = [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"pause": {}}]
-            for index in range(SAMPLES):
-                namespace, name = names[(index * count // SAMPLES + 1) % count]
+            steps: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"pause": {}}]
+            for namespace, name in to_step:
                 before = time.time()
                 body = release(name, namespace, "3", steps)
                 custom.patch_namespaced_custom_object(
@@ -285,44 +293,44 @@ def bench(count: int, resync: str, workdir: Path) -> dict[str, Any]:
                 written.update(map(write_kind, writes))
                 for step, kinds in writes_by_step(writes, seen, len(steps)).items():
                     by_step[step].update(kinds)
-            results["due_step_lateness_seconds"] = {
-                "p50": percentile(lateness, 0.5),
-                "p99": percentile(lateness, 0.99),
-                "samples": len(lateness),
-            }
+            results["due_step_lateness_seconds"] = spread(lateness, "due-step lateness")
+            if not written:
+                fail(f"no write of the operator in the audit log over {samples} rollouts")
             results["writes_per_canary_step"] = sum(step_writes) / len(step_writes)
             starting = sum(n for kind, n in written.items() if kind in REVISION_START)
-            results["writes_per_revision_start"] = starting / SAMPLES
+            results["writes_per_revision_start"] = starting / samples
             results["writes_per_canary_step_besides_the_revision_start"] = (
                 sum(written.values()) - starting
-            ) / (SAMPLES * len(steps))
+            ) / (samples * len(steps))
             results["writes_per_canary_step_by_kind"] = {
-                kind: n / (SAMPLES * len(steps)) for kind, n in written.most_common()
+                kind: n / (samples * len(steps)) for kind, n in written.most_common()
             }
             # Step 1 also starts the revision (its ControllerRevision, the canary Deployment, its Events).
             results["writes_by_step"] = {
                 f"{index + 1} {json.dumps(steps[index])}": {
-                    "total": sum(by_step[index].values()) / SAMPLES,
-                    **{kind: n / SAMPLES for kind, n in by_step[index].most_common()},
+                    "total": sum(by_step[index].values()) / samples,
+                    **{kind: n / samples for kind, n in by_step[index].most_common()},
                 }
                 for index in range(len(steps))
             }
-        admin.close()
     return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--releases", type=int, nargs="+", default=[1000])
-    parser.add_argument(
-        "--resync", default="10s", help="the operator's safety-net resync (seconds, e.g. 10s)"
+    command = parser(__doc__)
+    command.add_argument("--releases", type=int, nargs="+", help=f"default {FULL.releases}")
+    command.add_argument("--resync", help=f"the operator's safety-net resync (default {FULL.resync})")
+    command.add_argument(
+        "--samples", type=int, help=f"changes and due steps measured (default {FULL.samples})"
     )
-    options = parser.parse_args(argv)
+    options = command.parse_args(argv)
+    size = SMOKE if options.smoke else FULL
+    releases = options.releases or size.releases
     runs = []
-    for count in options.releases:
+    for count in releases:
         workdir = Path(tempfile.mkdtemp(prefix=f"shepherd-scale-{count}-"))
         try:
-            runs.append(bench(count, options.resync, workdir))
+            runs.append(bench(count, options.resync or size.resync, options.samples or size.samples, workdir))
             print(json.dumps(runs[-1], indent=2), flush=True)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
