@@ -1,9 +1,17 @@
-"""Everything a reconcile reads, from watches: Releases (fed by Kopf's own watch), and the Deployments,
-ControllerRevisions, Jobs, ConfigMaps (metadata only), ReleaseApprovals, ReleasePolicies and Namespaces
-the operator's informers keep.
+"""Everything a reconcile reads, from watches: the Releases, and the Deployments, ControllerRevisions,
+Jobs, ConfigMaps (metadata only), ReleaseApprovals, ReleasePolicies and Namespaces the operator owns or
+reads, each kept by an informer of the operator's own (see informers.py).
 
 The responses of the operator's own writes go in too (`remember`), so the next decision never runs on a
 version older than what this operator wrote, even before the watch echoes it.
+
+Releases come through an informer of their own as well, not through Kopf. DESIGN has Kopf watching and
+patching the Release, and it still does (see handlers.py), but Kopf tells of what it sees, never of what it
+stopped seeing: after its watch expires it lists again and reports the Releases that exist, so one deleted
+meanwhile would stay in the cache, judged by other Releases' gates and named in /metrics for good. The
+informer's relist is compared with what the cache held, so a Release missing from it is forgotten like one
+whose deletion the watch delivered; and it is supervised like every other watch, its health shown on
+/readyz. Being one stream, it also delivers each change once, in order, where two would need merging.
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ import kubernetes.client
 
 from shepherd.core.spec import RevisionContent
 from shepherd.core.workloads import INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL
-from shepherd.informers import Connection, Informer, Resource, Store
+from shepherd.informers import Changed, Connection, Informer, Resource, Store
 from shepherd.kube import APPROVALS, GROUP, PLURAL, POLICIES, VERSION, ReleaseKey, Written
+from shepherd.limits import Limits
 
 MANAGED = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+RELEASES = Resource(GROUP, VERSION, PLURAL)
 DEPLOYMENTS = Resource("apps", "v1", "deployments", label_selector=MANAGED)
 REVISIONS = Resource("apps", "v1", "controllerrevisions", label_selector=MANAGED)
 JOBS = Resource("batch", "v1", "jobs", label_selector=MANAGED)
@@ -60,7 +70,9 @@ class Cache:
     # Started on first need (a Release routed by Gateway API): a cluster without its CRDs is never asked.
     route_informers: list[Informer] = field(default_factory=list)
     _route_tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _parsed: dict[tuple[str, str], tuple[str, RevisionContent]] = field(default_factory=dict)
+    # Each Release's recorded revisions, parsed: by revision name, with the resourceVersion parsed.
+    _parsed: dict[ReleaseKey, dict[str, tuple[str, RevisionContent]]] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -77,10 +89,23 @@ class Cache:
         return _owned(self.config_maps.labelled(key.namespace, key.name), uid)
 
     def recorded_revisions(self, key: ReleaseKey, uid: str) -> dict[int, RevisionContent]:
+        """Parsed once per version: a record never changes, and parsing it is most of a reconcile's work.
+        Only the records read now stay parsed: those deleted (beyond the history limit) are let go."""
+        before = self._parsed.get(key, {})
+        parsed: dict[str, tuple[str, RevisionContent]] = {}
         recorded = {}
         for name, item in _owned(self.revisions.labelled(key.namespace, key.name), uid).items():
             if isinstance(item.get("revision"), int):
-                recorded[int(item["revision"])] = self._content(key.namespace, name, item)
+                version = str((item.get("metadata") or {}).get("resourceVersion") or "")
+                held = before.get(name)
+                if held is None or held[0] != version:
+                    held = (version, RevisionContent.from_dict(item.get("data") or {}))
+                parsed[name] = held
+                recorded[int(item["revision"])] = held[1]
+        if parsed:
+            self._parsed[key] = parsed
+        else:
+            self._parsed.pop(key, None)
         return recorded
 
     def owned_services(self, key: ReleaseKey, uid: str) -> dict[str, dict[str, Any]]:
@@ -99,17 +124,6 @@ class Cache:
         found = self.namespaces.get("", namespace) or {}
         return dict((found.get("metadata") or {}).get("labels") or {})
 
-    def _content(self, namespace: str, name: str, item: Mapping[str, Any]) -> RevisionContent:
-        """Parsed once per version: a record never changes, and parsing it is most of a reconcile's work."""
-        version = str((item.get("metadata") or {}).get("resourceVersion") or "")
-        parsed = self._parsed.get((namespace, name))
-        if parsed is None or parsed[0] != version:
-            parsed = self._parsed[(namespace, name)] = (
-                version,
-                RevisionContent.from_dict(item.get("data") or {}),
-            )
-        return parsed[1]
-
     # --- the operator's own writes ---------------------------------------------------------------
 
     def remember(self, written: Iterable[Written]) -> None:
@@ -122,6 +136,14 @@ class Cache:
             else:
                 store.put(_kept(write.plural, write.object))
 
+    def forget(self, key: ReleaseKey) -> None:
+        """A Release gone: its copy (remembered as deleted, so that no older event brings it back) and its
+        parsed revisions."""
+        held = self.releases.get(key.namespace, key.name)
+        if held is not None:
+            self.releases.remove(held)
+        self._parsed.pop(key, None)
+
     # --- the watches ---------------------------------------------------------------------------
 
     def watch(
@@ -130,9 +152,13 @@ class Cache:
         namespaces: Collection[str],
         wakes: Wakes,
         route_changed: Callable[[tuple[str, str]], None] = lambda _key: None,
+        release_changed: Changed = lambda _old, _new: None,
+        limits: Limits | None = None,
     ) -> Connection:
-        """Make the informers (per namespace when the operator serves only some); `run` starts them."""
+        """Make the informers (per namespace when the operator serves only some); `run` starts them.
+        `release_changed` is told of each Release's change (old, new; None: absent, i.e. gone)."""
         connection = Connection(configuration)
+        self.limits = limits or self.limits
         self.informers = []
         scopes: list[str | None] = list(namespaces) or [None]
 
@@ -157,22 +183,29 @@ class Cache:
             meta = (new or old or {}).get("metadata") or {}
             route_changed((str(meta.get("namespace") or ""), str(meta.get("name") or "")))
 
-        def add(resource: Resource, store: Store, changed: Any, scope: str | None) -> None:
-            self.informers.append(
-                Informer(connection, resource, store, scope, changed=changed, relisted=wakes.everyone)
+        def informer(resource: Resource, store: Store, changed: Changed, scope: str | None) -> Informer:
+            return Informer(
+                connection,
+                resource,
+                store,
+                scope,
+                changed=changed,
+                relisted=wakes.everyone,
+                idle_seconds=self.limits.watch_idle_seconds,
             )
 
+        def add(resource: Resource, store: Store, changed: Changed, scope: str | None) -> None:
+            self.informers.append(informer(resource, store, changed, scope))
+
         for scope in scopes:
+            add(RELEASES, self.releases, release_changed, scope)
             add(DEPLOYMENTS, self.deployments, owner_changed, scope)
             add(REVISIONS, self.revisions, _nothing, scope)
             add(JOBS, self.jobs, owner_changed, scope)
             add(CONFIG_MAPS, self.config_maps, _nothing, scope)
             add(APPROVAL_OBJECTS, self.approvals, approval_changed, scope)
             add(SERVICES, self.services, _nothing, scope)
-        self.route_informers = [
-            Informer(connection, HTTP_ROUTES, self.routes, scope, changed=route, relisted=wakes.everyone)
-            for scope in scopes
-        ]
+        self.route_informers = [informer(HTTP_ROUTES, self.routes, route, scope) for scope in scopes]
         add(POLICY_OBJECTS, self.policies, everyone, None)
         add(NAMESPACES, self.namespaces, labels_changed, None)
         return connection
@@ -193,10 +226,23 @@ class Cache:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def watching_routes(self) -> None:
-        """Start following HTTPRoutes (once), and return when they have been listed."""
+        """Start following HTTPRoutes (once), and return when they have been listed; NotFilled if that
+        takes longer than the unready limit (the pass fails, and is tried again)."""
         if not self._route_tasks:
             self._route_tasks = [asyncio.create_task(i.run()) for i in self.route_informers]
-        await asyncio.gather(*(informer.synced.wait() for informer in self.route_informers))
+        within = self.limits.unready_after_seconds
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(informer.synced.wait() for informer in self.route_informers)), within
+            )
+        except TimeoutError:
+            behind = [i.problem(0.0) or i.where() for i in self.route_informers if not i.synced.is_set()]
+            raise NotFilled(f"HTTPRoutes not listed within {within:g}s: {'; '.join(behind)}") from None
+
+    def problems(self, after: float) -> list[str]:
+        """Why each informer running is behind, for those that have been for `after` seconds or more."""
+        running = [*self.informers, *(self.route_informers if self._route_tasks else ())]
+        return [problem for informer in running if (problem := informer.problem(after)) is not None]
 
     def requests(self) -> int:
         """Lists and watches made so far."""
@@ -212,6 +258,10 @@ class Cache:
             SERVICES.plural: self.services,
             HTTP_ROUTES.plural: self.routes,
         }
+
+
+class NotFilled(Exception):
+    """What a pass needs from the cache has not been listed in time."""
 
 
 def owning_release(obj: Mapping[str, Any] | None) -> ReleaseKey | None:

@@ -1,18 +1,21 @@
-"""The Kopf shell: Kopf watches Releases; the scheduler decides when each one is reconciled.
+"""The Kopf shell: the scheduler decides when each Release is reconciled, over a cache fed by watches.
 
-Kopf feeds each Release into the cache and tells the scheduler about it; the cache's informers watch owned
-Deployments, revisions, Jobs and ConfigMaps, approvals, policies and namespaces, and a watch event only
-wakes the Releases it concerns. A pass reads from the cache alone (see reconcile.py).
+The cache's informers watch the Releases, their Deployments, revisions, Jobs and ConfigMaps, approvals,
+policies and namespaces; a watch event only wakes the Releases it concerns. A pass reads from the cache
+alone (see reconcile.py). A Release that is gone, whether its deletion came on the watch, it was missing
+from a relist, or its own pass found it gone, is forgotten everywhere at once (`Runtime.forget`).
 
-No Kopf daemon or timer, so Kopf puts no finalizer on a Release, and removes the one that earlier versions
-(which ran a daemon per Release) put there: deleting a Release needs nothing from the operator.
+Kopf still watches Releases, for what only it does here: it takes away the finalizer that earlier versions
+(which ran a Kopf daemon per Release) put on them. It no longer feeds the cache: its view is not
+corrected after a relist (see cache.py), and one feed delivers each change once. No Kopf daemon or timer,
+so Kopf puts no finalizer on a Release: deleting a Release needs nothing from the operator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +24,7 @@ from typing import Any
 import kopf
 
 from shepherd.cache import Cache, Wakes
+from shepherd.informers import discard
 from shepherd.kube import GROUP, PLURAL, VERSION, Conflict, KubeAPI, ReleaseKey
 from shepherd.limits import Limits
 from shepherd.metrics import OperatorMetrics
@@ -63,6 +67,10 @@ class Runtime:
     _seen: dict[ReleaseKey, tuple[object, ...]] = field(default_factory=dict)  # its generation, annotations
     _dependents: dict[ReleaseKey, set[ReleaseKey]] = field(default_factory=dict)
     _routed: dict[tuple[str, str], set[ReleaseKey]] = field(default_factory=dict)  # HTTPRoute -> Releases
+    # What each Release named on its last pass (the Releases it waits for, the HTTPRoutes it sets), where any.
+    _waits_for: dict[ReleaseKey, tuple[tuple[ReleaseKey, ...], tuple[tuple[str, str], ...]]] = field(
+        default_factory=dict
+    )
     notifier: Notifier = field(init=False)
     scheduler: Scheduler = field(init=False)
     # Prometheus queries and webhook gates: never on the threads that write to the API server.
@@ -83,6 +91,19 @@ class Runtime:
 
     def wake(self, key: ReleaseKey) -> None:
         self.scheduler.wake(key)
+
+    def release_event(self, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
+        """What the Releases' informer saw: a Release's newest version, or (`new` None) that it is gone."""
+        meta = (new or old or {}).get("metadata") or {}
+        key = ReleaseKey(str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        if new is None:
+            self.forget(key)
+            return
+        meta = new.get("metadata") or {}
+        self.release_changed(
+            key, meta.get("resourceVersion"), meta.get("generation"), meta.get("annotations")
+        )
+        self.wake_dependents(key)
 
     def release_changed(
         self, key: ReleaseKey, resource_version: str | None, generation: object, annotations: object
@@ -111,11 +132,25 @@ class Runtime:
     def depend(
         self, key: ReleaseKey, releases: tuple[tuple[str, str], ...], routes: tuple[tuple[str, str], ...] = ()
     ) -> None:
-        """Remember the Releases this one waits for and the HTTPRoutes it sets: their changes wake it."""
-        for other in releases:
-            self._dependents.setdefault(ReleaseKey(*other), set()).add(key)
+        """Remember the Releases this one waits for and the HTTPRoutes it sets, in place of what its last
+        pass named: their changes wake it."""
+        self._unlink(key)
+        if not releases and not routes:
+            return
+        others = tuple(ReleaseKey(*other) for other in releases)
+        self._waits_for[key] = (others, routes)
+        for other in others:
+            self._dependents.setdefault(other, set()).add(key)
         for route in routes:
             self._routed.setdefault(route, set()).add(key)
+
+    def _unlink(self, key: ReleaseKey) -> None:
+        """Forget what `key` waits for and the routes it sets."""
+        others, routes = self._waits_for.pop(key, ((), ()))
+        for other in others:
+            discard(self._dependents, other, key)
+        for route in routes:
+            discard(self._routed, route, key)
 
     def wake_routed(self, route: tuple[str, str]) -> None:
         for key in self._routed.get(route, ()):
@@ -135,9 +170,16 @@ class Runtime:
             self.scheduler.wake(dependent)
 
     def forget(self, key: ReleaseKey) -> None:
+        """A Release is gone: let go of all that is kept for it, at once. The Releases waiting for it are
+        woken (their gate sees it gone) and, as they still name it, name it again on that pass."""
+        self.wake_dependents(key)
         self.scheduler.forget(key)
+        self.cache.forget(key)
         self._seen.pop(key, None)
         self.own_writes.pop(key, None)
+        self._unlink(key)
+        self._dependents.pop(key, None)
+        self.metrics.forget(key.namespace, key.name)
 
     async def reconcile_once(self, key: ReleaseKey, fresh: bool) -> Outcome | None:
         """One pass; `fresh` (after a conflict) reads the Release from the API server, not the cache."""
@@ -165,9 +207,15 @@ class Runtime:
             raise
         finally:
             self.reconciles += 1
-        if outcome is not None:
+            if key not in self.scheduler:  # forgotten during its pass: what the pass kept goes too
+                self.forget(key)
+        if key not in self.scheduler:
+            return outcome
+        if outcome is None:
+            self.forget(key)  # gone
+        else:
             self.depend(key, outcome.dependencies, outcome.routes)
-        return outcome  # None: gone, and the scheduler lets it go
+        return outcome
 
 
 def operator_settings() -> kopf.OperatorSettings:
@@ -207,21 +255,7 @@ async def send_last_notifications(memo: Any, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, registry=REGISTRY)
-async def release_changed(
-    name: str, namespace: str | None, type: str | None, event: Any, memo: Any, **_: Any
-) -> None:
-    if not namespace:
-        return
-    runtime: Runtime = memo.runtime
-    key = ReleaseKey(namespace, name)
-    raw = event["object"]
-    if type == "DELETED":
-        runtime.cache.releases.remove(raw)
-        runtime.forget(key)
-    else:
-        runtime.cache.releases.put(raw)
-        meta = raw.get("metadata") or {}
-        runtime.release_changed(
-            key, meta.get("resourceVersion"), meta.get("generation"), meta.get("annotations")
-        )
-    runtime.wake_dependents(key)
+async def watched_by_kopf(**_: Any) -> None:
+    """Nothing to do: this handler has Kopf watch Releases, and so take away an earlier version's finalizer
+    (Kopf removes its own finalizer from the objects it watches when no handler needs it). The cache
+    has the Releases from its own informer."""

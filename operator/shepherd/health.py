@@ -1,9 +1,10 @@
 """The liveness and readiness endpoints of `shepherd run`, served by the operator itself.
 
 Kopf's own liveness endpoint lives only while Kopf runs, and with leader election a standby does not run
-Kopf. Served here, both answer from the operator's event loop for its whole life: liveness answers 200 as
-long as the loop does (Kopf's endpoint, without probe handlers, tells no more); readiness answers 200 or 503
-as `ready()` says.
+Kopf. Served here, both answer from the operator's event loop for its whole life, 200 or 503 as their
+checks say: readiness turns 503 while the operator cannot act on a current view (starting, a watch failing
+for longer than the unready limit, no contact with the API server); liveness only past the longer limit,
+so that the kubelet restarts a pod whose watches do not recover, and a standby acts.
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ import aiohttp.web
 
 
 @dataclass(frozen=True)
-class Readiness:
-    ready: bool
+class Verdict:
+    ok: bool
     message: str
+
+
+Check = Callable[[], Verdict]
+
+
+def always_alive() -> Verdict:
+    return Verdict(True, "alive")
 
 
 @dataclass(frozen=True)
@@ -40,14 +48,17 @@ class HealthServer:
     """One HTTP server per distinct host and port of the endpoints."""
 
     def __init__(
-        self, liveness: Endpoint | None, readiness: Endpoint | None, ready: Callable[[], Readiness]
+        self,
+        liveness: Endpoint | None,
+        readiness: Endpoint | None,
+        ready: Check,
+        alive: Check = always_alive,
     ) -> None:
         self._routes: dict[tuple[str, int], list[aiohttp.web.RouteDef]] = {}
         if liveness is not None:
-            self._route(liveness, self._alive)
+            self._route(liveness, answer(alive, "alive"))
         if readiness is not None:
-            self._route(readiness, self._ready)
-        self._check = ready
+            self._route(readiness, answer(ready, "ready"))
         self._runners: list[aiohttp.web.AppRunner] = []
 
     async def start(self) -> None:
@@ -69,10 +80,13 @@ class HealthServer:
         routes = self._routes.setdefault((endpoint.host, endpoint.port), [])
         routes.append(aiohttp.web.get(endpoint.path, handler))
 
-    async def _alive(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-        return aiohttp.web.json_response({"alive": True})
 
-    async def _ready(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-        readiness = self._check()
-        body = {"ready": readiness.ready, "message": readiness.message}
-        return aiohttp.web.json_response(body, status=200 if readiness.ready else 503)
+def answer(check: Check, name: str) -> Callable[[aiohttp.web.Request], Awaitable[aiohttp.web.Response]]:
+    """A handler answering `check`'s verdict: 200 or 503, with a body `{name: bool, "message": ...}`."""
+
+    async def handle(_request: aiohttp.web.Request) -> aiohttp.web.Response:
+        verdict = check()
+        body = {name: verdict.ok, "message": verdict.message}
+        return aiohttp.web.json_response(body, status=200 if verdict.ok else 503)
+
+    return handle

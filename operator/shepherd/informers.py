@@ -5,6 +5,11 @@ only the watches stay open. Each store keeps, per object, the newest version see
 one resource compare as integers since Kubernetes 1.35, KEP-5504), whether it came from the watch or from
 the response of the operator's own write; so a reconcile never sees an object older than its own write,
 even before the watch has echoed it.
+
+Every informer is supervised: whatever fails (an error from the server, a connection lost, a watch that
+says nothing for longer than its idle limit, a bug), it logs, backs off and lists or watches again; only
+being cancelled ends it. It tells how long it has gone without a current view (`lagging`), which the
+operator's /readyz and /healthz answer from.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import json
 import logging
 import random
 import ssl
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
@@ -25,9 +31,14 @@ import kubernetes.client
 logger = logging.getLogger(__name__)
 
 WATCH_SECONDS = (240, 360)  # a watch ends and resumes at a random time in this range, as client-go's do
+WATCH_GRACE_SECONDS = 30  # past the server's own end of a watch, the connection is dead without saying so
+IDLE_SECONDS = 90.0  # a watch silent this long is dead: the server sends a bookmark about every minute
 LIST_PAGE = 500
 FIRST_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 30.0
+# A deletion is remembered this long: well past the slowest answer of a write made before it (its request's
+# deadline), which must not bring the object back; a watch replaying older events brings the deletion too.
+DELETIONS_KEPT_SECONDS = 300.0
 METADATA_ONLY_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 
@@ -70,6 +81,19 @@ def key_of(obj: Mapping[str, Any]) -> ObjectKey:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def discard(index: dict[K, set[V]], key: K, member: V) -> None:
+    """Take `member` out of the set at `key`, and the set out of `index` once it is empty."""
+    members = index.get(key)
+    if members is not None:
+        members.discard(member)
+        if not members:
+            del index[key]
+
+
 def pack(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -87,11 +111,14 @@ class Store:
     object, thousands of them at rest; and a reader gets its own copy, which nothing else changes."""
 
     index_label: str | None = None
+    clock: Callable[[], float] = time.monotonic
+    deletions_kept_seconds: float = DELETIONS_KEPT_SECONDS
     _packed: dict[ObjectKey, bytes] = field(default_factory=dict)
     _versions: dict[ObjectKey, str] = field(default_factory=dict)
     _labels: dict[ObjectKey, str] = field(default_factory=dict)  # the index label's value, where set
-    # A deletion seen or made, by the version it removed: an older event for that object is stale.
-    _deleted: dict[ObjectKey, str] = field(default_factory=dict)
+    # A deletion seen or made, by the version it removed, and when: an older event for that object is stale.
+    # Oldest first, so that those past `deletions_kept_seconds` are dropped from the front.
+    _deleted: dict[ObjectKey, tuple[str, float]] = field(default_factory=dict)
     _by_index: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     _by_namespace: dict[str, set[str]] = field(default_factory=dict)
 
@@ -123,7 +150,7 @@ class Store:
         version = version_of(obj)
         removed = self._deleted.get(key)
         if removed is not None:
-            if not newer(version, removed):
+            if not newer(version, removed[0]):
                 return False
             del self._deleted[key]  # created again
         current = self._versions.get(key)
@@ -143,8 +170,10 @@ class Store:
         if current is not None and version and newer(current, version):
             return False
         self._unindex(key)
+        self.expire()
         if version:
-            self._deleted[key] = version
+            self._deleted.pop(key, None)  # to the end: the newest deletion
+            self._deleted[key] = (version, self.clock())
         return True
 
     def replace(self, listed: Iterable[dict[str, Any]], list_version: str) -> None:
@@ -153,9 +182,29 @@ class Store:
         for key, version in list(self._versions.items()):
             if key not in fresh and not newer(version, list_version):
                 self._unindex(key)
-        self._deleted = {k: v for k, v in self._deleted.items() if newer(v, list_version)}
+        # No event older than the list can come from the watch that follows it.
+        self._deleted = {k: v for k, v in self._deleted.items() if newer(v[0], list_version)}
         for obj in fresh.values():
             self.put(obj)
+
+    def expire(self) -> None:
+        """Drop the deletions remembered longer than `deletions_kept_seconds`."""
+        until = self.clock() - self.deletions_kept_seconds
+        while self._deleted:
+            key, (_version, at) = next(iter(self._deleted.items()))
+            if at > until:
+                return
+            del self._deleted[key]
+
+    def sizes(self) -> dict[str, int]:
+        """Entries held, by what holds them: what the tests of forgetting and the soaks watch."""
+        return {
+            "objects": len(self._packed),
+            "deletions": len(self._deleted),
+            "labels": len(self._labels),
+            "namespaces": len(self._by_namespace),
+            "indexed": len(self._by_index),
+        }
 
     def _index(self, key: ObjectKey, obj: Mapping[str, Any]) -> None:
         namespace, name = key
@@ -173,18 +222,10 @@ class Store:
             return
         del self._versions[key]
         namespace, name = key
-        self._drop(self._by_namespace, namespace, name)
+        discard(self._by_namespace, namespace, name)
         value = self._labels.pop(key, None)
         if value is not None:
-            self._drop(self._by_index, (namespace, value), name)
-
-    @staticmethod
-    def _drop(index: dict[Any, set[str]], key: Any, name: str) -> None:
-        entries = index.get(key)
-        if entries is not None:
-            entries.discard(name)
-            if not entries:
-                del index[key]
+            discard(self._by_index, (namespace, value), name)
 
 
 @dataclass(frozen=True)
@@ -207,12 +248,32 @@ class Resource:
 class Expired(Exception):
     """The watch's resourceVersion is too old to resume from (410): list again."""
 
+    def __init__(self) -> None:
+        super().__init__("HTTP 410: the resourceVersion is too old to watch from")
+
 
 class APIError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
 
+    @classmethod
+    async def of(cls, response: aiohttp.ClientResponse) -> APIError:
+        """The server's answer: the message of its Status body, or the body itself."""
+        text = await response.text()
+        try:
+            message = json.loads(text).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        return cls(response.status, str(message or text))
+
+
+class Silent(Exception):
+    """The watch sent neither an event nor a bookmark for longer than its idle limit."""
+
+
+# What goes wrong with a watch in the normal run of things: logged in one line, resumed from where it was.
+EXPECTED = (APIError, Silent, aiohttp.ClientError, TimeoutError, ValueError)
 
 Changed = Callable[[Mapping[str, Any] | None, Mapping[str, Any] | None], None]  # old, new (None: absent)
 
@@ -262,40 +323,100 @@ class Informer:
     namespace: str | None = None
     changed: Changed = lambda old, new: None
     relisted: Callable[[], None] = lambda: None
+    idle_seconds: float = IDLE_SECONDS
+    clock: Callable[[], float] = time.monotonic
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     lists: int = 0  # requests made, for the benchmarks and tests
     watches: int = 0
+    events: int = 0  # events and bookmarks received
+    # Its health, by `clock`: running since, listed last, failing since (None: it follows), and why.
+    started_at: float | None = None
+    listed_at: float | None = None
+    failing_since: float | None = None
+    last_error: str = ""
 
     async def run(self) -> None:
+        """List and watch until cancelled; whatever else happens is logged and tried again."""
         version: str | None = None
         failures = 0
-        while True:
-            try:
-                if version is None:
-                    version = await self._list()
+        self.started_at, self.failing_since = self.clock(), None
+        try:
+            heard = -1  # events (and bookmarks) heard by the time of the last list
+            while True:
+                try:
+                    if version is None:
+                        version = await self._list()
+                        heard = self.events
+                        self._following(listed=True)
+                        self.synced.set()
+                        self.relisted()
+                    version = await self._watch(version)
+                    failures = 0
+                except Expired as error:
+                    if self.events == heard:  # the version of a list just made, too old already: not normal
+                        failures = await self._back_off(failures, error)
+                    version = None
+                except APIError as error:
+                    if error.status != 404:
+                        failures = await self._back_off(failures, error)
+                        continue
+                    # The resource is not served (its CRD is not installed): there is none of it, until it is.
+                    self.store.replace([], "")
+                    self._following(listed=True)
                     self.synced.set()
-                    self.relisted()
-                version = await self._watch(version)
-                failures = 0
-            except Expired:
-                version = None
-            except APIError as error:
-                if error.status != 404:
+                    version = None
+                    await asyncio.sleep(MAX_RETRY_SECONDS)
+                except Exception as error:  # a dead connection, a silent watch, a bug: never the end
+                    if not isinstance(error, EXPECTED):
+                        version = None  # what went wrong may have left the store half-told: list afresh
                     failures = await self._back_off(failures, error)
-                    continue
-                # The resource is not served (its CRD is not installed): there is none of it, until it is.
-                self.store.replace([], "")
-                self.synced.set()
-                version = None
-                await asyncio.sleep(MAX_RETRY_SECONDS)
-            except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-                failures = await self._back_off(failures, error)
+        finally:
+            self.started_at = None
+
+    def lagging(self) -> float | None:
+        """Seconds this informer has gone without a current view: since it began failing, or since it
+        started if it never listed; None while it follows (or is not running)."""
+        if self.started_at is None:
+            return None
+        if self.listed_at is None:
+            return self.clock() - self.started_at
+        if self.failing_since is None:
+            return None
+        return self.clock() - self.failing_since
+
+    def problem(self, after: float) -> str | None:
+        """Why this informer is behind, once it has been for `after` seconds."""
+        lagging = self.lagging()
+        if lagging is None or lagging < after:
+            return None
+        error = f": {self.last_error}" if self.last_error else ""
+        return f"{self.where()}: no successful list or watch for {lagging:.0f}s{error}"
+
+    def where(self) -> str:
+        scope = f"in {self.namespace}" if self.namespace else "in all namespaces"
+        return f"{self.resource.plural} {scope}"
+
+    def _following(self, listed: bool = False) -> None:
+        """A list answered, or a watch accepted: the view is current again."""
+        if listed:
+            self.listed_at = self.clock()
+        self.failing_since, self.last_error = None, ""
 
     async def _back_off(self, failures: int, error: Exception) -> int:
+        if self.failing_since is None:
+            self.failing_since = self.clock()
+        self.last_error = str(error) or type(error).__name__
         delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2**failures) + random.uniform(
             0, FIRST_RETRY_SECONDS
         )
-        logger.warning("watch of %s failed (%s); again in %.1fs", self._where(), error, delay)
+        expected = isinstance(error, EXPECTED)
+        logger.warning(
+            "watch of %s failed (%s); again in %.1fs",
+            self.where(),
+            self.last_error,
+            delay,
+            exc_info=None if expected else error,  # a bug: its traceback, then tried again like the rest
+        )
         await asyncio.sleep(delay)
         return failures + 1
 
@@ -339,17 +460,26 @@ class Informer:
         accept = METADATA_ONLY if self.resource.metadata_only else "application/json"
         self.watches += 1
         url = f"{self.connection.host}{self.resource.path(self.namespace)}?{urlencode(params)}"
-        # Past the server's own end of the watch, the connection is dead without having said so.
-        limit = aiohttp.ClientTimeout(total=int(params["timeoutSeconds"]) + 60, sock_connect=30)
+        limit = aiohttp.ClientTimeout(
+            total=int(params["timeoutSeconds"]) + WATCH_GRACE_SECONDS,
+            sock_connect=WATCH_GRACE_SECONDS,
+            sock_read=self.idle_seconds,  # each read: an event or a bookmark must come within it
+        )
         async with self.connection.session.get(
             url, headers=self.connection.headers(accept), timeout=limit
         ) as response:
             if response.status == 410:
                 raise Expired()
             if response.status != 200:
-                raise APIError(response.status, await response.text())
-            async for line in _lines(response.content):
-                version = self._apply(json.loads(line), version)
+                raise await APIError.of(response)
+            self._following()
+            try:
+                async for line in _lines(response.content):
+                    version = self._apply(json.loads(line), version)
+            except aiohttp.ServerTimeoutError:
+                raise Silent(
+                    f"no event or bookmark for {self.idle_seconds:g}s: the watch is opened again"
+                ) from None
         return version
 
     def _apply(self, event: Mapping[str, Any], version: str) -> str:
@@ -358,8 +488,10 @@ class Informer:
             if obj.get("code") == 410:
                 raise Expired()
             raise APIError(int(obj.get("code") or 500), str(obj.get("message") or obj))
+        self.events += 1
         reached = version_of(obj) or version
         if kind == "BOOKMARK":
+            self.store.expire()
             return reached
         kept = self._kept(obj)
         before = self.store.get(*key_of(kept))
@@ -385,12 +517,9 @@ class Informer:
             if response.status == 410:
                 raise Expired()
             if response.status != 200:
-                raise APIError(response.status, await response.text())
+                raise await APIError.of(response)
             body: dict[str, Any] = await response.json(content_type=None)
             return body
-
-    def _where(self) -> str:
-        return f"{self.resource.plural} in {self.namespace}" if self.namespace else self.resource.plural
 
 
 async def _lines(stream: aiohttp.StreamReader) -> Any:

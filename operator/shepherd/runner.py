@@ -14,8 +14,9 @@ from types import TracebackType
 import kopf
 import kubernetes.client
 
+from shepherd.cache import Cache
 from shepherd.handlers import REGISTRY, Runtime, operator_settings
-from shepherd.health import Endpoint, HealthServer, Readiness
+from shepherd.health import Endpoint, HealthServer, Verdict
 from shepherd.kube import KubeAPI
 from shepherd.leader import LeaderElection, LeaderElector, LeadershipLost
 from shepherd.limits import Limits
@@ -76,18 +77,18 @@ async def run_operator(
     started = asyncio.Event()  # Kopf has started its watches
     elector = None if options.leader_election is None else LeaderElector(runtime.api, options.leader_election)
 
-    def readiness() -> Readiness:
+    def readiness() -> Verdict:
         if elector is None or elector.leading():
-            watching = started.is_set() and runtime.synced.is_set()
-            return Readiness(watching, "watching Releases" if watching else "starting")
+            return acting(runtime.cache, runtime.limits, started.is_set() and runtime.synced.is_set())
         if elector.in_contact():
-            return Readiness(True, f"standing by; the leader is {elector.holder or 'being elected'}")
-        return Readiness(False, "no contact with the API server")
+            return Verdict(True, f"standing by; the leader is {elector.holder or 'being elected'}")
+        return Verdict(False, "no contact with the API server")
 
     health = HealthServer(
         Endpoint.parse(options.liveness_endpoint) if options.liveness_endpoint else None,
         Endpoint.parse(options.readiness_endpoint) if options.readiness_endpoint else None,
         readiness,
+        lambda: alive(runtime.cache, runtime.limits),
     )
     metrics_server = None
     relay = asyncio.create_task(_relay((started, runtime.synced), ready_flag))
@@ -110,6 +111,22 @@ async def run_operator(
             metrics_server.server_close()
         runtime.api.close()
         runtime.outside.shutdown(wait=False, cancel_futures=True)
+
+
+def acting(cache: Cache, limits: Limits, watching: bool) -> Verdict:
+    """Readiness of the operator that acts: once `watching` (Kopf started, every informer listed), and
+    not while an informer has gone without a current view for longer than the unready limit."""
+    behind = cache.problems(limits.unready_after_seconds)
+    if behind:
+        return Verdict(False, "; ".join(behind))
+    return Verdict(watching, "watching Releases" if watching else "starting")
+
+
+def alive(cache: Cache, limits: Limits) -> Verdict:
+    """Liveness: failed once an informer has gone without a current view past the unhealthy limit (a
+    restart may cure what retrying did not, and a standby takes over meanwhile)."""
+    behind = cache.problems(limits.unhealthy_after_seconds)
+    return Verdict(not behind, "; ".join(behind) or "alive")
 
 
 async def _lead(
@@ -144,9 +161,15 @@ async def _lead(
 async def _kopf(
     runtime: Runtime, options: OperatorOptions, stop: asyncio.Event, started: asyncio.Event, standalone: bool
 ) -> None:
-    """Kopf (Releases) beside the informers that fill the cache, and the scheduler of the passes over it."""
+    """Kopf (which takes away earlier versions' finalizers) beside the informers that fill the cache, and the
+    scheduler of the passes over it."""
     connection = runtime.cache.watch(
-        runtime.api.configuration, options.namespaces, runtime.wakes(), runtime.wake_routed
+        runtime.api.configuration,
+        options.namespaces,
+        runtime.wakes(),
+        runtime.wake_routed,
+        release_changed=runtime.release_event,
+        limits=runtime.limits,
     )
     informing = asyncio.create_task(runtime.cache.run(runtime.synced))
     scheduling = asyncio.create_task(runtime.scheduler.run(runtime.synced))

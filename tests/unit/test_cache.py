@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from shepherd.cache import Cache, approved_release, owning_release
+import pytest
+from watchserver import WatchServer, eventually
+
+from shepherd.cache import Cache, NotFilled, Wakes, approved_release, owning_release
 from shepherd.core.workloads import INSTANCE_LABEL
 from shepherd.kube import ReleaseKey, Written
+from shepherd.limits import Limits
 
 SHOP = ReleaseKey("prod", "shop")
 
@@ -107,3 +112,52 @@ def test_a_child_names_its_release_by_label_and_an_approval_by_its_spec() -> Non
     approval = {"metadata": {"namespace": "prod", "name": "a"}, "spec": {"release": "shop"}}
     assert approved_release(approval) == SHOP
     assert approved_release(None) is None
+
+
+def test_parsed_revisions_are_let_go_with_their_records() -> None:
+    cache = Cache()
+    first = child("shop-1", 3, revision=1, data={"version": "1.0.0", "components": []})
+    second = child("shop-2", 4, revision=2, data={"version": "1.1.0", "components": []})
+    cache.revisions.put(first)
+    cache.revisions.put(second)
+    assert set(cache.recorded_revisions(SHOP, "uid-shop")) == {1, 2}
+
+    cache.revisions.remove(child("shop-1", 5))  # beyond the history limit
+    assert set(cache.recorded_revisions(SHOP, "uid-shop")) == {2}
+    assert set(cache._parsed[SHOP]) == {"shop-2"}
+
+    cache.forget(SHOP)
+    assert SHOP not in cache._parsed
+
+
+def test_a_pass_waits_for_httproutes_no_longer_than_the_unready_limit() -> None:
+    async def story() -> None:
+        server = WatchServer("/apis/gateway.networking.k8s.io/v1", "httproutes")
+        server.refusing = 403
+        async with server.running():
+            cache = Cache()
+            wakes = Wakes(release=lambda _key: None, everyone=lambda: None, namespace=lambda _ns: None)
+            limits = Limits(unready_after_seconds=1)
+            connection = cache.watch(server.configuration(), ("prod",), wakes, limits=limits)
+            started = asyncio.get_running_loop().time()
+            try:
+                with pytest.raises(NotFilled) as refused:
+                    await cache.watching_routes()
+                waited = asyncio.get_running_loop().time() - started
+                assert 1 <= waited < 5
+                message = str(refused.value)
+                assert message.startswith("HTTPRoutes not listed within 1s: httproutes in prod: ")
+                assert message.endswith(
+                    'HTTP 403: httproutes is forbidden: cannot list resource "httproutes"'
+                )
+                server.refusing = None
+                routes = cache.route_informers[0]
+                await eventually(routes.synced.is_set, "the routes listed, once allowed")
+                await cache.watching_routes()  # the next pass goes on
+            finally:
+                for task in cache._route_tasks:
+                    task.cancel()
+                await asyncio.gather(*cache._route_tasks, return_exceptions=True)
+                await connection.close()
+
+    asyncio.run(story())

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from watchserver import WatchServer, eventually
 
-from shepherd.informers import Expired, Informer, Resource, Store, _lines, newer
+from shepherd.informers import Connection, Expired, Informer, Resource, Store, _lines, newer
 
 
 def obj(name: str, version: int, namespace: str = "shop", **labels: str) -> dict[str, Any]:
@@ -180,3 +183,149 @@ def test_the_copy_kubectl_apply_keeps_is_not_kept_but_other_annotations_are() ->
     assert "kubectl.kubernetes.io/last-applied-configuration" in release["metadata"]["annotations"], (
         "not changed"
     )
+
+
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
+
+
+@asynccontextmanager
+async def following(
+    server: WatchServer, **options: Any
+) -> AsyncIterator[tuple[Informer, asyncio.Task[None]]]:
+    """An informer of the server's deployments, running."""
+    connection = Connection(server.configuration())
+    informer = Informer(connection, DEPLOYMENTS, Store(), **options)
+    task = asyncio.create_task(informer.run())
+    try:
+        yield informer, task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await connection.close()
+
+
+def spec_of(informer: Informer, name: str) -> object:
+    return (informer.store.get("shop", name) or {}).get("spec")
+
+
+def test_an_unexpected_exception_is_logged_and_the_informer_lists_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failed: list[str] = []
+
+    def changed(_old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
+        if new is not None and new.get("spec") == {"replicas": 2} and not failed:
+            failed.append("once")
+            raise KeyError("a bug in whoever listens")
+
+    async def story() -> None:
+        server = WatchServer("/apis/apps/v1", "deployments")
+        async with server.running(), following(server, changed=changed) as (informer, task):
+            await server.put("api", spec={"replicas": 1})
+            await eventually(lambda: server.watches == 1, "the watch")
+            await server.put("api", spec={"replicas": 2})
+            await eventually(lambda: server.lists == 2, "a new list after the exception")
+            await server.put("api", spec={"replicas": 3})
+            await eventually(lambda: spec_of(informer, "api") == {"replicas": 3}, "the next change")
+            assert not task.done(), "the informer still runs"
+
+    asyncio.run(story())
+    assert failed == ["once"]
+    assert "KeyError: 'a bug in whoever listens'" in caplog.text, "logged with its traceback"
+
+
+def test_a_silent_watch_is_opened_again_after_its_idle_limit(caplog: pytest.LogCaptureFixture) -> None:
+    async def story() -> None:
+        server = WatchServer("/apis/apps/v1", "deployments")
+        async with server.running(), following(server, idle_seconds=0.3) as (informer, task):
+            await eventually(lambda: server.watches == 1, "the first watch")
+            server.silent = True
+            await server.put("api", spec={"replicas": 1})  # the open watch tells this, then nothing more
+            await eventually(lambda: server.watches == 2, "the watch opened again, silent")
+            opened = asyncio.get_running_loop().time()
+            await eventually(lambda: server.watches == 3, "the silent watch dropped and opened again")
+            assert asyncio.get_running_loop().time() - opened >= 0.3, "not before its idle limit"
+            assert "no event or bookmark for 0.3s: the watch is opened again" in caplog.text
+            server.silent = False
+            await server.put("api", spec={"replicas": 2})
+            await eventually(lambda: spec_of(informer, "api") == {"replicas": 2}, "the change, on a watch")
+            assert server.lists == 1, "each watch resumed where the last one was: no new list"
+            assert not task.done()
+
+    asyncio.run(story())
+
+
+def test_an_informer_that_cannot_list_says_why_and_since_when_and_recovers_by_itself() -> None:
+    now = [100.0]
+
+    async def story() -> None:
+        server = WatchServer("/apis/apps/v1", "deployments")
+        server.refusing = 403
+        async with server.running(), following(server, clock=lambda: now[0]) as (informer, _task):
+            await eventually(lambda: informer.last_error, "a refused list")
+            now[0] = 110.0
+            assert informer.lagging() == 10.0, "never listed: counted from its start"
+            assert informer.problem(after=60.0) is None
+            assert informer.problem(after=10.0) == (
+                "deployments in all namespaces: no successful list or watch for 10s: "
+                'HTTP 403: deployments is forbidden: cannot list resource "deployments"'
+            )
+            server.refusing = None
+            await eventually(informer.synced.is_set, "a list, once allowed")
+            assert informer.lagging() is None and informer.problem(after=0.0) is None
+
+            server.refusing = 403
+            await server.compact()  # the watch ends with 410: the informer must list, and is refused
+            await eventually(lambda: "HTTP 403" in informer.last_error, "the refused list")
+            now[0] = 130.0
+            assert informer.lagging() == 20.0, "listed before: counted from its first failure since"
+
+    asyncio.run(story())
+
+
+def test_a_deletion_is_remembered_for_a_while_then_let_go() -> None:
+    now = [0.0]
+    store = Store(clock=lambda: now[0], deletions_kept_seconds=300)
+    store.put(obj("api", 5))
+    store.remove(obj("api", 8))
+    now[0] = 299.0
+    store.expire()
+    assert not store.put(obj("api", 7)), "a late answer of a write made before the deletion"
+
+    now[0] = 301.0
+    store.expire()
+    assert store.sizes()["deletions"] == 0
+    assert store.sizes() == Store().sizes(), "nothing kept of it"
+
+
+def test_deletions_are_let_go_oldest_first_as_time_passes() -> None:
+    now = [0.0]
+    store = Store(clock=lambda: now[0], deletions_kept_seconds=10)
+    for i in range(1000):
+        now[0] = i / 100
+        store.put(obj(f"job-{i}", 2 * i + 1))
+        store.remove(obj(f"job-{i}", 2 * i + 2))
+    assert store.sizes()["deletions"] == 1000, "all within 10s"
+    now[0] = 15.0
+    store.remove(obj("another", 5000))  # each deletion lets go of those past their time
+    assert store.sizes()["deletions"] == 1 + 499, "those of the last 10s, and its own"
+
+
+def test_an_expired_watch_lists_at_once_but_a_list_expired_already_backs_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def story() -> None:
+        server = WatchServer("/apis/apps/v1", "deployments")
+        async with server.running(), following(server) as (informer, _task):
+            await eventually(lambda: server.watches == 1, "the watch")
+            await server.put("api", spec={"replicas": 1})
+            await eventually(lambda: spec_of(informer, "api") == {"replicas": 1}, "an event")
+            await server.compact()
+            await eventually(lambda: server.lists == 2, "a list at once")
+            assert "too old" not in caplog.text, "an ordinary expiry: no failure"
+            server.expiring = True  # from now on every version is too old, even a fresh list's
+            await server.compact()
+            await eventually(lambda: server.lists == 4, "lists, with a pause between them")
+            assert caplog.text.count("HTTP 410: the resourceVersion is too old to watch from") >= 1
+
+    asyncio.run(story())
