@@ -21,6 +21,7 @@ from shepherd.core.leadership import LeaseTiming
 from shepherd.kube import KubeAPI, NotLeading, ReleaseKey, load_configuration
 from shepherd.lab.kubelet import KubeletSimulator
 from shepherd.lab.localapi import LocalAPIThread, install_crds, write_kubeconfig
+from shepherd.lab.processes import spawn
 from shepherd.leader import LeaderElection, LeadershipLost
 from shepherd.runner import OperatorOptions, OperatorThread
 
@@ -197,8 +198,7 @@ def shepherd_run(kubeconfig: Path, who: str) -> subprocess.Popen[bytes]:
         f"--renew-deadline={TIMING.renew_deadline}s",
         f"--retry-period={TIMING.retry_period}s",
     ]
-    log = (kubeconfig.parent / f"operator-{who}.log").open("w")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    return spawn(command, kubeconfig.parent / f"operator-{who}.log")
 
 
 def test_when_the_leader_dies_the_standby_acts_once_the_lease_expires(

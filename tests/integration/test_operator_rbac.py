@@ -49,6 +49,7 @@ from shepherd.core.actions import (
 from shepherd.kube import KubeAPI, ReleaseKey, load_configuration
 from shepherd.lab.kubelet import KubeletSimulator
 from shepherd.lab.localapi import LocalAPIThread, install_crds, write_kubeconfig
+from shepherd.lab.processes import spawn
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 CHART = Path(__file__).resolve().parents[2] / "charts" / "shepherd"
@@ -284,30 +285,23 @@ def run_the_chart_command_through_a_release(
     """`shepherd run` as the chart starts it, while a Release is created, rolled out and deleted."""
     reader = KubeAPI(load_configuration(str(local_api.kubeconfig_path)))
     env = os.environ | {"POD_NAME": "shepherd-0"}  # the downward API's, in a pod
-    with log.open("w") as output:
-        operator = subprocess.Popen(
-            operator_command(objects, kubeconfig), stdout=output, stderr=subprocess.STDOUT, env=env
-        )
-        try:
-            kubectl("apply", "-f", "-", input=in_namespace(quickstart_release("1.0.0")))
-            key = ReleaseKey(WATCHED, "shop")
-            wait_until(
-                lambda: phase(reader, key) == "Succeeded", timeout=60, message="the Release to succeed"
-            )
-            kubectl("delete", "release", "shop", f"--namespace={WATCHED}", "--timeout=60s")
-            # A Release routed by Gateway API makes the operator follow HTTPRoutes (it does not on its own).
-            routed = quickstart_release("1.0.0")
-            gateway = {"httpRoutes": [{"name": "exercised", "component": "api"}]}
-            routed["spec"]["strategy"]["canary"]["trafficRouting"] = {"gatewayAPI": gateway}
-            kubectl("apply", "-f", "-", input=in_namespace(routed, "routed"))
-            wait_until(
-                lambda: routes_watched(local_api), timeout=30, message="the operator to watch HTTPRoutes"
-            )
-            kubectl("delete", "release", "routed", f"--namespace={WATCHED}", "--timeout=60s")
-        finally:
-            operator.send_signal(signal.SIGTERM)  # a graceful stop: the Lease is released
-            code = operator.wait(timeout=60)
-            reader.close()
+    operator = spawn(operator_command(objects, kubeconfig), log, env)
+    try:
+        kubectl("apply", "-f", "-", input=in_namespace(quickstart_release("1.0.0")))
+        key = ReleaseKey(WATCHED, "shop")
+        wait_until(lambda: phase(reader, key) == "Succeeded", timeout=60, message="the Release to succeed")
+        kubectl("delete", "release", "shop", f"--namespace={WATCHED}", "--timeout=60s")
+        # A Release routed by Gateway API makes the operator follow HTTPRoutes (it does not on its own).
+        routed = quickstart_release("1.0.0")
+        gateway = {"httpRoutes": [{"name": "exercised", "component": "api"}]}
+        routed["spec"]["strategy"]["canary"]["trafficRouting"] = {"gatewayAPI": gateway}
+        kubectl("apply", "-f", "-", input=in_namespace(routed, "routed"))
+        wait_until(lambda: routes_watched(local_api), timeout=30, message="the operator to watch HTTPRoutes")
+        kubectl("delete", "release", "routed", f"--namespace={WATCHED}", "--timeout=60s")
+    finally:
+        operator.send_signal(signal.SIGTERM)  # a graceful stop: the Lease is released
+        code = operator.wait(timeout=60)
+        reader.close()
     assert code == 0, log.read_text()
 
 

@@ -15,6 +15,7 @@ from cluster import QUICKSTART
 from helpers import free_port, wait_until
 from shepherd.lab.kubelet import KubeletSimulator
 from shepherd.lab.localapi import LocalAPIThread, write_kubeconfig
+from shepherd.lab.processes import spawn
 
 
 def probe(url: str) -> tuple[int, dict[str, object]] | None:
@@ -38,7 +39,6 @@ def test_shepherd_run_rolls_out_and_answers_liveness_and_readiness(
 ) -> None:
     port = free_port()
     liveness, readiness = f"http://127.0.0.1:{port}/healthz", f"http://127.0.0.1:{port}/readyz"
-    log = (tmp_path / "operator.log").open("w")
     command = [
         str(Path(sys.executable).with_name("shepherd")),
         "run",
@@ -49,7 +49,7 @@ def test_shepherd_run_rolls_out_and_answers_liveness_and_readiness(
         f"--liveness={liveness}",
         f"--readiness={readiness}",
     ]
-    operator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    operator = spawn(command, tmp_path / "operator.log")
     try:
         wait_until(lambda: healthy(readiness), timeout=30, message="the readiness endpoint")
         assert probe(readiness) == (200, {"ready": True, "message": "watching Releases"})
@@ -59,7 +59,6 @@ def test_shepherd_run_rolls_out_and_answers_liveness_and_readiness(
     finally:
         operator.send_signal(signal.SIGTERM)
         code = operator.wait(timeout=30)
-        log.close()
     assert code == 0, (tmp_path / "operator.log").read_text()
 
 
@@ -83,13 +82,11 @@ def test_a_candidate_without_the_api_is_alive_but_not_ready(tmp_path: Path) -> N
         f"--liveness={liveness}",
         f"--readiness={readiness}",
     ]
-    log = (tmp_path / "operator.log").open("w")
-    operator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    operator = spawn(command, tmp_path / "operator.log")
     try:
         wait_until(lambda: healthy(liveness), timeout=30, message="the liveness endpoint")
         assert probe(readiness) == (503, {"ready": False, "message": "no contact with the API server"})
     finally:
         operator.send_signal(signal.SIGTERM)  # a candidate that never led stops on a signal too
         code = operator.wait(timeout=30)
-        log.close()
     assert code == 0, (tmp_path / "operator.log").read_text()

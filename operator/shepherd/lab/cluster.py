@@ -21,13 +21,14 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import yaml
 
 from shepherd.lab.controlplane import ControlPlane, ControlPlaneError, free_port
 from shepherd.lab.podsim import PodSimulator
+from shepherd.lab.processes import Stopped, die_with_parent, signals_raise, spawn, stop_process
+from shepherd.lab.watching import Lifecycle
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def local_args(args: Sequence[str]) -> list[str]:
 
 
 @dataclass
-class OperatorProcess:
+class OperatorProcess(Lifecycle):
     """`shepherd run` with the chart's arguments and its ServiceAccount's token, in its own process."""
 
     control_plane: ControlPlane
@@ -115,18 +116,6 @@ class OperatorProcess:
     extra_args: Sequence[str] = ()
     popen: subprocess.Popen[bytes] | None = None
     args: list[str] = field(default_factory=list)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def log(self) -> Path:
@@ -150,15 +139,7 @@ class OperatorProcess:
             "POD_NAMESPACE": self.chart.namespace,
         }
         shepherd = shutil.which("shepherd", path=str(Path(sys.executable).parent)) or "shepherd"
-        with self.log.open("ab") as sink:
-            self.popen = subprocess.Popen(
-                [shepherd, *self.args],
-                env=environment,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.popen = spawn([shepherd, *self.args], self.log, environment)
 
     def kill(self) -> None:
         """SIGKILL: no handler runs, nothing is flushed or released."""
@@ -167,12 +148,8 @@ class OperatorProcess:
             self.popen.wait()
 
     def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.popen is not None:
+            stop_process(self.popen, grace=20)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -203,12 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A new control plane each time: an old etcd would hold objects signed by another CA.
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
+    # `make cluster` killed: this process stops as on SIGTERM, and so stops what it started.
+    die_with_parent(signal.SIGTERM)
     try:
-        with shepherd_on_control_plane(options.bin_dir, workdir, options.chart) as (
-            plane,
-            _,
-            chart,
-            operator,
+        with (
+            signals_raise(),
+            shepherd_on_control_plane(options.bin_dir, workdir, options.chart) as (plane, _, chart, operator),
         ):
             print(plane.version())
             print(
@@ -219,8 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  export KUBECONFIG={plane.kubeconfig}")
             print("  kubectl apply -f examples/quickstart.yaml && kubectl get releases -w\n")
             print("Press Ctrl-C to stop.", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                threading.Event().wait()
+            threading.Event().wait()
+    except (KeyboardInterrupt, Stopped) as stopped:
+        print(f"{str(stopped) or 'stopped by SIGINT'}: every process it started has stopped", file=sys.stderr)
     except ControlPlaneError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -13,7 +13,6 @@ import base64
 import datetime
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -30,6 +29,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from shepherd.lab.processes import spawn, stop_process
 from shepherd.lab.watching import Lifecycle
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "helm", "kstatus")
@@ -82,17 +82,6 @@ def binaries_problem(bin_dir: Path) -> str | None:
             "(Go 1.26 and the Go module proxy)"
         )
     return None
-
-
-def stop_process(popen: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGTERM to the process by its PID, SIGKILL if it still runs after `grace` seconds."""
-    if popen.poll() is None:
-        popen.send_signal(signal.SIGTERM)
-        try:
-            popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
 
 
 @dataclass
@@ -170,7 +159,7 @@ class ControlPlane(Lifecycle):
         self._wait_for_default_service_account(deadline)
 
     def stop(self) -> None:
-        """Stop every process by its PID, last started first; their logs stay in `logs`."""
+        """Stop every process with its process group, last started first; their logs stay in `logs`."""
         for process in reversed(self.processes):
             stop_process(process.popen)
         self.processes.clear()
@@ -293,15 +282,7 @@ class ControlPlane(Lifecycle):
 
     def _spawn(self, name: str, args: Sequence[str]) -> None:
         log = self.logs / f"{name}.log"
-        with log.open("ab") as sink:
-            popen = subprocess.Popen(
-                [str(self.bin_dir / name), *args],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.processes.append(Process(name, popen, log))
+        self.processes.append(Process(name, spawn([str(self.bin_dir / name), *args], log), log))
 
     def _start_etcd(self) -> str:
         client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"

@@ -1,8 +1,8 @@
 """A real Gateway API data plane for the real control plane: Traefik v3 and a stand-in kube-proxy.
 
-Traefik (built by `make gateway-binaries` from the Go module proxy's github.com/traefik/traefik/v3, not by
-`make cluster-binaries`: its cold build takes longer than the whole test suite may) runs as a plain
-process with its Kubernetes Gateway API provider, authenticated by a TokenRequest token of a
+Traefik (built by `make gateway-binaries`, part of `make test`, from the Go module proxy's
+github.com/traefik/traefik/v3; not by `make cluster-binaries`, its cold build being the longest) runs as a
+plain process with its Kubernetes Gateway API provider, authenticated by a TokenRequest token of a
 ServiceAccount bound to the ClusterRole Traefik documents. It serves the GatewayClass `traefik` and a
 Gateway whose one HTTP listener is a free port of 127.0.0.1, writes the status of the Gateway and of its
 HTTPRoutes (Accepted, ResolvedRefs, observedGeneration) itself, and exposes its Prometheus metrics on
@@ -43,7 +43,8 @@ import kubernetes
 from prometheus_client.parser import text_string_to_metric_families
 
 from shepherd.kube import load_configuration
-from shepherd.lab.controlplane import ControlPlane, ControlPlaneError, RequestError, free_port, stop_process
+from shepherd.lab.controlplane import ControlPlane, ControlPlaneError, RequestError, free_port
+from shepherd.lab.processes import spawn, stop_process
 from shepherd.lab.watching import Lifecycle, follow, start_thread
 
 Json = dict[str, Any]
@@ -100,9 +101,9 @@ def traefik_problem(bin_dir: Path) -> str | None:
     """Why Traefik cannot run from bin_dir, or None when it can."""
     if not os.access(bin_dir / TRAEFIK, os.X_OK):
         return (
-            f"no Traefik in {bin_dir}: `make gateway-binaries` builds it from the Go module proxy "
-            "(cold: 17 CPU-minutes, 9 to 26 minutes on 2 cores, 5 GB of module and build cache), "
-            "which `make test` does not"
+            f"no Traefik in {bin_dir}: `make gateway-binaries` (part of `make test`) builds it from the "
+            "Go module proxy (cold: 17 CPU-minutes, 9 to 26 minutes on 2 cores, 5 GB of module and build "
+            "cache)"
         )
     return None
 
@@ -208,14 +209,7 @@ class Traefik(Lifecycle):
             "--global.checkNewVersion=false",
             "--global.sendAnonymousUsage=false",
         ]
-        with self.log.open("ab") as sink:
-            self.popen = subprocess.Popen(
-                self.args,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.popen = spawn(self.args, self.log)
         deadline = time.monotonic() + timeout
         self._wait_for_ping(deadline)
         self._create_gateway()

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from shepherd.lab.processes import spawn, stop_process
+
 DEBIAN_BINARY = "/usr/bin/prometheus"
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -111,19 +113,16 @@ class PrometheusServer:
         if self._port is None:
             self._port = free_port()
         config = self._write_config()
-        with open(self.log_path, "ab") as log:
-            # No --web.enable-lifecycle: only this object stops the server, never an HTTP request.
-            self._process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={self._workdir() / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self._port}",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        # No --web.enable-lifecycle: only this object stops the server, never an HTTP request.
+        self._process = spawn(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self._workdir() / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self._port}",
+            ],
+            self.log_path,
+        )
         try:
             self._wait_until_scraped()
         except BaseException:
@@ -133,14 +132,8 @@ class PrometheusServer:
     def stop(self) -> None:
         """Stop Prometheus gracefully (its TSDB stays for the next start); no-op when stopped."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, STOP_TIMEOUT_SECONDS)
 
     def _workdir(self) -> Path:
         if self._directory is None:
