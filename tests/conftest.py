@@ -7,3 +7,6 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+# Fixtures shared by the tiers.
+from receiver import receiver  # noqa: E402,F401

@@ -11,8 +11,9 @@ import json
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -23,11 +24,16 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 from urllib3.exceptions import HTTPError
 
-from shepherd.kube import APPROVALS, GROUP, MERGE_PATCH, PLURAL, VERSION, load_configuration
+from shepherd.core.calendar import calendar
+from shepherd.core.plan import Plan
+from shepherd.core.timefmt import format_seconds
+from shepherd.core.workloads import INSTANCE_LABEL
+from shepherd.kube import APPROVALS, GROUP, MERGE_PATCH, PLURAL, POLICIES, VERSION, load_configuration
 
 # Piped output (grep, a file) keeps every cell whole, as kubectl's does; a terminal gets tables that fit it.
 PIPED_WIDTH = 240
@@ -220,20 +226,24 @@ def _ready(status: Mapping[str, Any]) -> str:
     )
 
 
+def _releases(target: Target, all_namespaces: bool) -> list[dict[str, Any]]:
+    try:
+        if all_namespaces:
+            listed = target.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        else:
+            listed = target.custom.list_namespaced_custom_object(GROUP, VERSION, target.namespace, PLURAL)
+    except (ApiException, HTTPError) as error:
+        raise click.ClickException(f"cannot list releases: {error}") from None
+    items: list[dict[str, Any]] = listed["items"]
+    return items
+
+
 @main.command("list")
 @click.option("-A", "--all-namespaces", is_flag=True, help="Releases of every namespace.")
 @click.pass_obj
 def list_releases(target: Target, all_namespaces: bool) -> None:
     """Releases with their version, phase and weight."""
-    try:
-        if all_namespaces:
-            items = target.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
-        else:
-            items = target.custom.list_namespaced_custom_object(GROUP, VERSION, target.namespace, PLURAL)[
-                "items"
-            ]
-    except (ApiException, HTTPError) as error:
-        raise click.ClickException(f"cannot list releases: {error}") from None
+    items = _releases(target, all_namespaces)
     table = Table(box=None)
     for column in ("NAMESPACE", "NAME", "VERSION", "PHASE", "WEIGHT", "READY", "MESSAGE"):
         table.add_column(column)
@@ -363,6 +373,122 @@ def history(target: Target, name: str) -> None:
     _print_history(_get(target, name).get("status") or {})
 
 
+@main.command()
+@click.argument("name")
+@click.option("--revision", type=click.IntRange(min=1), help="Whose notes (default: the current revision's).")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_obj
+def notes(target: Target, name: str, revision: int | None, output: str) -> None:
+    """What a revision contained: its plan (summary, owner, risk, time, changes, notes), as recorded."""
+    release = _get(target, name)
+    number = revision or int((release.get("status") or {}).get("revision") or 0)
+    if not number:
+        raise click.ClickException(f"release {name} has no revision yet")
+    record = _revision_record(target, name, number)
+    data = record.get("data") or {}
+    plan = Plan.from_dict(data.get("plan") or {})
+    if output == "json":
+        document = {"release": name, "revision": number, "version": data.get("version"), **plan.to_dict()}
+        click.echo(json.dumps(document, indent=2))
+        return
+    console.print(notes_view(name, number, str(data.get("version") or ""), plan))
+
+
+def _revision_record(target: Target, name: str, number: int) -> dict[str, Any]:
+    """The ControllerRevision the operator keeps for revision `number` of the Release."""
+    apps: Any = kubernetes.client.AppsV1Api(target.client)
+    try:
+        record: dict[str, Any] = json.loads(
+            apps.read_namespaced_controller_revision(
+                f"{name}-{number}", target.namespace, _preload_content=False
+            ).data
+        )
+    except ApiException as error:
+        if error.status != 404:
+            raise click.ClickException(f"the API server answered {error.status}: {error.reason}") from None
+        kept = apps.list_namespaced_controller_revision(
+            target.namespace, label_selector=f"{INSTANCE_LABEL}={name}"
+        ).items
+        numbers = ", ".join(str(n) for n in sorted(int(r.revision or 0) for r in kept)) or "none"
+        raise click.ClickException(
+            f"revision {number} of release {name} is not recorded (spec.rollback.revisionHistoryLimit "
+            f"keeps the newest); recorded: {numbers}"
+        ) from None
+    return record
+
+
+def notes_view(name: str, number: int, version: str, plan: Plan) -> Group:
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    facts.add_row("Release", escape(f"{name} revision {number} ({version})"))
+    for label, value in (
+        ("Summary", plan.summary),
+        ("Owner", plan.owner),
+        ("Risk", plan.risk),
+        ("Not before", format_seconds(plan.not_before) if plan.not_before else ""),
+    ):
+        if value:
+            facts.add_row(label, escape(value))
+    parts: list[Any] = [facts]
+    if plan.changes:
+        changes = Table(title="changes", box=None)
+        for column in ("ID", "TITLE", "URL"):
+            changes.add_column(column)
+        for change in plan.changes:
+            changes.add_row(*(escape(v or "") for v in (change.id, change.title, change.url)))
+        parts.append(changes)
+    parts.append(Markdown(plan.notes) if plan.notes else "no release notes recorded for this revision")
+    return Group(*parts)
+
+
+@main.command("calendar")
+@click.option("-A", "--all-namespaces", is_flag=True, help="Every namespace's Releases and policies.")
+@click.option("--days", type=click.IntRange(1, 366), default=14, show_default=True, help="How far ahead.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_obj
+def release_calendar(target: Target, all_namespaces: bool, days: int, output: str) -> None:
+    """Planned revisions, and the freezes and windows that hold releases, in time order."""
+    releases = _releases(target, all_namespaces)
+    namespaces = {str(r["metadata"]["namespace"]) for r in releases}
+    if not all_namespaces:
+        namespaces.add(target.namespace)
+    notes: list[str] = []
+    try:
+        policies = target.custom.list_cluster_custom_object(GROUP, VERSION, POLICIES)["items"]
+    except ApiException as error:
+        policies = []
+        notes.append(f"ReleasePolicies not shown: the API server answered {error.status} {error.reason}")
+    labels = {namespace: _namespace_labels(target, namespace, notes) for namespace in sorted(namespaces)}
+    entries = calendar(releases, policies, labels, datetime.now(UTC), days)
+    if output == "json":
+        click.echo(json.dumps({"entries": [e.to_dict() for e in entries], "notes": notes}, indent=2))
+        return
+    table = Table(box=None, title=f"the next {days} days")
+    for column in ("FROM", "UNTIL", "NAMESPACE", "KIND", "NAME", "DETAIL"):
+        table.add_column(column)
+    for entry in entries:
+        shown = entry.to_dict()
+        table.add_row(
+            shown["start"] or "(under way)",
+            shown["end"] or "",
+            *(escape(shown[key]) for key in ("namespace", "kind", "name", "detail")),
+        )
+    console.print(table)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+
+
+def _namespace_labels(target: Target, namespace: str, notes: list[str]) -> dict[str, str]:
+    """A namespace's labels select the policies that apply to it; without them, only unselective ones."""
+    try:
+        found: Any = kubernetes.client.CoreV1Api(target.client).read_namespace(namespace)
+    except ApiException as error:
+        notes.append(f"namespace {namespace}: labels not read ({error.status} {error.reason})")
+        return {}
+    return dict(found.metadata.labels or {})
+
+
 def _print_history(state: Mapping[str, Any]) -> None:
     console.print(_history_table(state))
 
@@ -379,6 +505,70 @@ def _history_table(state: Mapping[str, Any]) -> Table:
             *(str(entry.get(key, "")) for key in ("startedAt", "finishedAt")),
         )
     return table
+
+
+@main.command()
+@click.argument("name")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_obj
+def checklist(target: Target, name: str, output: str) -> None:
+    """The readiness checklist of the current revision: every gate and sign-off, its state, its owner,
+    who signed and when, and when it passed."""
+    release = _get(target, name)
+    state = release.get("status") or {}
+    if output == "json":
+        click.echo(json.dumps(checklist_document(name, release), indent=2))
+        return
+    console.print(checklist_view(name, state))
+
+
+def checklist_document(name: str, release: Mapping[str, Any]) -> dict[str, Any]:
+    """`checklist -o json`: the items of status.checklist, with the revision they are of."""
+    state = release.get("status") or {}
+    return {
+        "release": name,
+        "namespace": (release.get("metadata") or {}).get("namespace"),
+        "revision": state.get("revision"),
+        "version": state.get("version"),
+        "phase": state.get("phase"),
+        "items": list(state.get("checklist") or []),
+    }
+
+
+STATE_STYLES = {"Passed": "green", "Pending": "yellow", "Failed": "red"}
+
+
+def checklist_view(name: str, state: Mapping[str, Any]) -> Table | str:
+    items = state.get("checklist") or []
+    revision = f"revision {state.get('revision')} ({state.get('version')})"
+    if not items:
+        return f"release {name}, {revision}: no gates, nothing to check"
+    done = sum(1 for item in items if item.get("state") == "Passed")
+    table = Table(title=f"checklist of release {name}, {revision}: {done}/{len(items)} passed", box=None)
+    for column in ("ITEM", "ROLE", "KIND", "STATE", "OWNER", "SIGNED BY", "PASSED AT", "MESSAGE"):
+        table.add_column(column)
+    for item in items:
+        title = escape(str(item.get("name", "")))
+        if item.get("description"):
+            title += f"\n[dim]{escape(str(item['description']))}[/]"
+        state_name = str(item.get("state", ""))
+        table.add_row(
+            title,
+            escape(str(item.get("group", ""))),
+            escape(str(item.get("kind", ""))),
+            f"[{STATE_STYLES.get(state_name, 'default')}]{escape(state_name)}[/]",
+            escape(str(item.get("owner", ""))),
+            escape("\n".join(signer_line(signer) for signer in item.get("signedBy") or [])),
+            escape(str(item.get("passedAt", ""))),
+            escape(str(item.get("message", ""))),
+        )
+    return table
+
+
+def signer_line(signer: Mapping[str, Any]) -> str:
+    role = f" for {signer['group']}" if signer.get("group") else ""
+    at = f" at {signer['at']}" if signer.get("at") else ""
+    return f"{signer.get('user', '')}{role}{at}"
 
 
 @main.command()
@@ -442,9 +632,15 @@ def retry(target: Target, name: str, wait: bool, timeout: str) -> None:
     type=click.IntRange(min=1),
     help="The revision you reviewed: refused if the Release is at another one (default: its current one).",
 )
+@click.option(
+    "--group",
+    default="",
+    help="The role you sign off for: one of your Kubernetes groups that an approval gate's from lists.",
+)
 @click.pass_obj
-def approve(target: Target, name: str, comment: str, revision: int | None) -> None:
-    """Approve the Release's current revision as yourself (a ReleaseApproval naming you)."""
+def approve(target: Target, name: str, comment: str, revision: int | None, group: str) -> None:
+    """Approve the Release's current revision as yourself (a ReleaseApproval naming you), for a role with
+    --group."""
     release = _get(target, name)
     state = release.get("status") or {}
     try:
@@ -453,7 +649,7 @@ def approve(target: Target, name: str, comment: str, revision: int | None) -> No
         raise click.ClickException(str(error)) from None
     user = _whoami(target)
     uid = str(release["metadata"].get("uid") or "")
-    approval = approval_manifest(target.namespace, name, approved, user, comment, uid)
+    approval = approval_manifest(target.namespace, name, approved, user, comment, uid, group)
     phase = str(state.get("phase") or "")
     if phase not in APPROVAL_MATTERS:
         click.echo(
@@ -461,15 +657,42 @@ def approve(target: Target, name: str, comment: str, revision: int | None) -> No
             "the approval changes nothing",
             err=True,
         )
+    problem = role_mismatch(name, state.get("checklist") or [], group)
+    if problem:
+        click.echo(f"warning: {problem}", err=True)
     _create_approval(target, approval)
 
 
+def role_mismatch(release: str, checklist: Sequence[Mapping[str, Any]], group: str) -> str | None:
+    """Why an approval for `group` (none: "") may count for none of the sign-offs the checklist lists."""
+    roles = sorted({str(i["group"]) for i in checklist if i.get("kind") == "approval" and i.get("group")})
+    if not roles:
+        return None
+    plain = any(i.get("kind") == "approval" and not i.get("group") for i in checklist)
+    if not group and not plain:
+        return (
+            f"release {release} needs sign-off by role ({', '.join(roles)}): an approval without --group "
+            "counts for none of them"
+        )
+    if group and group not in roles:
+        asked = ", ".join(roles)
+        return f"no approval gate of release {release} asks for group {group} (they ask for {asked})"
+    return None
+
+
 def approval_manifest(
-    namespace: str, release: str, revision: int, user: str, comment: str, release_uid: str = ""
+    namespace: str,
+    release: str,
+    revision: int,
+    user: str,
+    comment: str,
+    release_uid: str = "",
+    group: str = "",
 ) -> dict[str, Any]:
-    """The ReleaseApproval of `user` for one revision, with its deterministic name. Owned by the Release
-    (when its uid is known): deleted with it, and never counted for a new Release of the same name."""
-    metadata: dict[str, Any] = {"name": approval_name(release, revision, user), "namespace": namespace}
+    """The ReleaseApproval of `user` for one revision (for one role, with `group`), with its deterministic
+    name. Owned by the Release (when its uid is known): deleted with it, and never counted for a new
+    Release of the same name."""
+    metadata: dict[str, Any] = {"name": approval_name(release, revision, user, group), "namespace": namespace}
     if release_uid:
         owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Release", "name": release, "uid": release_uid}
         metadata["ownerReferences"] = [owner]
@@ -478,6 +701,7 @@ def approval_manifest(
         "kind": "ReleaseApproval",
         "metadata": metadata,
         "spec": {"release": release, "revision": revision, "approver": user}
+        | ({"group": group} if group else {})
         | ({"comment": comment} if comment else {}),
     }
 
@@ -501,18 +725,19 @@ def revision_to_approve(release: str, current: object, requested: int | None) ->
     return current
 
 
-def approval_name(release: str, revision: int, user: str) -> str:
-    """`<release>-r<revision>-<user>` as a DNS-1123 label, one per release, revision and user.
+def approval_name(release: str, revision: int, user: str, group: str = "") -> str:
+    """`<release>-r<revision>-<user>` as a DNS-1123 label, one per release, revision, user and role.
 
     A user name that is not a label already (`alice@example.com`, `system:serviceaccount:ci:deploy`,
-    `Alice`) gets a hash of the whole identity appended, so two users never share a name; a name over 63
-    characters is cut, keeping that hash.
+    `Alice`), or a sign-off for a role (`shop-r2-alice-qa-<hash>`), gets a hash of the whole identity
+    appended, so two users or roles never share a name; a name over 63 characters is cut, keeping that hash.
     """
-    slug = re.sub(r"[^a-z0-9]+", "-", user.lower()).strip("-")
+    identity = f"{user} for {group}" if group else user
+    slug = re.sub(r"[^a-z0-9]+", "-", identity.lower()).strip("-")
     name = f"{release}-r{revision}-{slug}".rstrip("-")
-    if slug == user and len(name) <= NAME_LIMIT:
+    if slug == identity and len(name) <= NAME_LIMIT:
         return name
-    digest = hashlib.sha256(f"{release}/{revision}/{user}".encode()).hexdigest()[:HASH_LENGTH]
+    digest = hashlib.sha256(f"{release}/{revision}/{identity}".encode()).hexdigest()[:HASH_LENGTH]
     return f"{name[: NAME_LIMIT - HASH_LENGTH - 1].rstrip('-')}-{digest}"
 
 
@@ -542,14 +767,17 @@ def _create_approval(target: Target, approval: dict[str, Any]) -> None:
     name, spec = approval["metadata"]["name"], approval["spec"]
     shown = f"releaseapproval.{GROUP}/{name}"
     what = f"revision {spec['revision']} of release {spec['release']}"
+    if spec.get("group"):
+        what += f" for {spec['group']}"
     try:
         target.custom.create_namespaced_custom_object(GROUP, VERSION, target.namespace, APPROVALS, approval)
     except ApiException as error:
         if error.status != 409:
             raise click.ClickException(f"cannot create {shown}: {_api_message(error)}") from None
         existing = _existing_approval(target, name)
-        given = {key: existing.get("spec", {}).get(key) for key in ("release", "revision", "approver")}
-        if given != {key: spec[key] for key in given}:
+        keys = ("release", "revision", "approver", "group")
+        given = {key: existing.get("spec", {}).get(key) for key in keys}
+        if given != {key: spec.get(key) for key in keys}:
             raise click.ClickException(
                 f"{shown} already exists and approves something else: {json.dumps(given)}"
             ) from None

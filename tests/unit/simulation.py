@@ -75,6 +75,7 @@ class World:
     status: dict[str, Any] = field(default_factory=dict)
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     revisions: dict[int, RevisionContent] = field(default_factory=dict)
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)  # the ControllerRevisions, whole
     config_maps: dict[str, dict[str, Any]] = field(default_factory=dict)  # the namespace's, anyone's
     unready: set[str] = field(default_factory=set)
     crashing: set[str] = field(default_factory=set)
@@ -248,6 +249,7 @@ class World:
         elif isinstance(action, DeleteConfigMap):
             self.config_maps.pop(action.name, None)
         elif isinstance(action, RecordRevision):
+            self.records[int(action.manifest["revision"])] = copy.deepcopy(dict(action.manifest))
             self.revisions[int(action.manifest["revision"])] = RevisionContent.from_dict(
                 action.manifest["data"]
             )

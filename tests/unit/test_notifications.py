@@ -10,6 +10,7 @@ import pytest
 from simulation import ABORT, PROMOTE, RETRY, T0, World, release_spec
 
 from shepherd.core import Decision
+from shepherd.core.gates import Approval
 from shepherd.core.model import ReleaseObject
 from shepherd.core.notifications import Message, select, slack_message, transition_events
 from shepherd.core.policy import applicable
@@ -377,3 +378,53 @@ def test_a_policy_with_bad_notifications_holds_its_releases_like_any_unreadable_
     assert parsed.notifications == ()
     (freeze,) = parsed.freezes
     assert "spec.notifications[0].webhook.urlSecretRef.namespace" in freeze.reason
+
+
+def test_a_planned_revision_is_told_when_seen_reminded_once_ahead_and_told_when_it_starts() -> None:
+    world = released(hook("team", "Planned", "Reminder", "Started", format="slack"))
+    starts = world.now + timedelta(hours=3)
+    plan = {
+        "notBefore": starts.isoformat().replace("+00:00", "Z"),
+        "remindBefore": "1h",
+        "summary": "Wishlist",
+        "notes": "Saves items <for later>",
+        "changes": [{"title": "Wishlist", "url": "https://tracker.example/SHOP-12", "id": "SHOP-12"}],
+        "owner": "team-shop",
+        "risk": "medium",
+    }
+    gates = [{"name": "qa-sign-off", "approval": {"count": 1}}]
+    world.set_spec({**world.spec, **release_spec("1.1.0"), "plan": plan, "gates": gates})
+    decision = world.settle()
+    assert world.took() == [("Gating", "NewRevision", "Planned")]
+    assert decision.wake_at == starts - timedelta(hours=1), "woken for the reminder"
+
+    world.advance(timedelta(hours=1, minutes=59))
+    assert world.took() == [], "before the lead time: no reminder"
+    world.advance(timedelta(minutes=1))
+    reminded = world.sent[0]
+    assert world.took() == [("Reminder",)]
+    assert "in 1h: waiting for qa-sign-off" in reminded.body["text"]
+    blocks = " ".join(str(block) for block in reminded.body["blocks"])
+    assert "<https://tracker.example/SHOP-12|SHOP-12: Wishlist>" in blocks
+    assert "Saves items &lt;for later&gt;" in blocks, "notes escaped for Slack"
+    assert "*Owner:* team-shop" in blocks and "*Risk:* medium" in blocks
+    world.advance(timedelta(minutes=30))
+    assert world.took() == [], "reminded once"
+
+    world.approvals.append(Approval("a1", "shop", 2, "alice", world.now))
+    world.advance(timedelta(minutes=30))
+    assert world.phase == "Progressing"
+    assert [events for events in world.took() if "Started" in events] == [("Progressing", "Started")]
+    world.advance(timedelta(minutes=5))
+    assert world.took() == []
+
+
+def test_a_planned_message_in_json_carries_the_plan_and_the_open_items() -> None:
+    world = released(hook("team", "Planned"))
+    plan = {"notBefore": "2099-01-01T00:00:00Z", "summary": "Later", "owner": "team-shop"}
+    world.set_spec({**world.spec, **release_spec("1.1.0"), "plan": plan})
+    world.settle()
+    (message,) = world.sent
+    assert message.body["plan"] == plan
+    assert message.body["openItems"] == [], "the start time is no item of anyone's"
+    assert message.body["events"] == ["Gating", "NewRevision", "Planned"]

@@ -28,6 +28,7 @@ from typing import Any
 from shepherd.core import reasons
 from shepherd.core.actions import Action, DeleteConfigMap, DeleteJob, Event, RemoveAnnotations
 from shepherd.core.analysis import current_stage, due_measurements, next_measurement_at
+from shepherd.core.checklist import checklist
 from shepherd.core.commands import CommandAck, acknowledge, bounded, close_removed, is_done, read_acks
 from shepherd.core.config import contents_in_use, rendered, unused_config_maps, with_config
 from shepherd.core.evidence import (
@@ -40,6 +41,7 @@ from shepherd.core.evidence import (
     stage_verdict,
 )
 from shepherd.core.gates import (
+    SPEC_AUTHOR,
     GateInputs,
     GateResult,
     audit,
@@ -61,6 +63,7 @@ from shepherd.core.migrations import (
     migration_progress,
 )
 from shepherd.core.model import Decision, Observations, ReleaseObject
+from shepherd.core.plan import SCHEDULE_GATE, announce, reminder_at, schedule
 from shepherd.core.policy import active_freezes, applicable, freeze_changes, policy_gates
 from shepherd.core.rejection import held_status
 from shepherd.core.replica_traffic import replica_traffic
@@ -116,6 +119,10 @@ MAX_TRANSITIONS_PER_DECISION = 16
 METRIC_GATE_POLL = timedelta(seconds=10)
 # The Event of a transition into one of these phases is a Warning; into any other, Normal.
 WARNING_PHASES = frozenset({Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.FAILED})
+# A revision in one of these has started its rollout: its gates and its planned time are behind it.
+STARTED_PHASES = frozenset(
+    {Phase.MIGRATING, Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING, Phase.BAKING, Phase.SUCCEEDED}
+)
 
 
 def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Decision:
@@ -152,10 +159,17 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
         observed.gate_samples,
         observed.webhooks,
         observed.jobs,
+        author=release.annotations.get(SPEC_AUTHOR, ""),
     )
     gate_results = tuple(evaluate(gate, gate_inputs, now) for gate in gate_specs) + tuple(
         GateResult(f"freeze/{f.policy}", "Pending", f.describe()) for f in freezes
     )
+    rollback_of = rollout.override.rollback_of if rollout.override is not None else None
+    scheduled = schedule(spec.plan, rollback_of, now)
+    if scheduled is not None and (not scheduled[0] or rollout.phase is Phase.GATING):
+        # A start time is a gate of its own while it is ahead, and shown as passed while gating.
+        passed, message = scheduled
+        gate_results += (GateResult(SCHEDULE_GATE, "Passed" if passed else "Pending", message),)
     evidence = Evidence(run, check, gate_results, gate_specs, policies, freezes)
     migrations = _migrations(release, rollout, spec, content, evidence, observed, now)
 
@@ -195,11 +209,13 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
         conditions.append(analysis_condition(rollout, spec, run))
     previous_gates = [dict(g) for g in release.status.get("gates") or [] if isinstance(g, Mapping)]
     judging_gates = judging_gates or rollout.phase is Phase.GATING
+    previous_checklist = [dict(i) for i in release.status.get("checklist") or [] if isinstance(i, Mapping)]
     if judging_gates:
         events.extend(gate_events(previous_gates, gate_results))
         shown_gates = gate_status(gate_results, previous_gates, now)
+        shown_checklist = checklist(gate_specs, gate_results, previous_checklist, now)
     else:
-        shown_gates = previous_gates
+        shown_gates, shown_checklist = previous_gates, previous_checklist
     if shown_gates:
         conditions.append(gates_condition(rollout, shown_gates))
     status = {
@@ -212,9 +228,18 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
         "analysis": records or None,
         "analysisCheck": check.to_status(),
         "gates": shown_gates or None,
+        "checklist": shown_checklist or None,
         "commands": bounded(acks),
         "rejected": None,
         "traffic": planned.status or replica_traffic(rollout, spec, observed.deployments),
+        "announced": announce(
+            spec.plan if rollout.override is None else None,
+            rollout.revision,
+            rollout.phase is Phase.GATING,
+            rollout.phase in STARTED_PHASES,
+            release.status.get("announced"),
+            now,
+        ),
     }
     wake_at = _wake_at(release, rollout, spec, plan, evidence, now, migration_deadlines(rollout, migrations))
     later = report_later(release.status, status, rollout, now)
@@ -241,6 +266,7 @@ def _invalid_spec(release: ReleaseObject, rollout: Rollout, error: SpecError, no
         ),
         "commands": release.status.get("commands"),
         "traffic": release.status.get("traffic"),  # the workloads are held as they are
+        "announced": release.status.get("announced"),
     }
     events = () if already_reported else (Event("Warning", reasons.INVALID_SPEC, message),)
     return Decision(status, (), events, None)
@@ -805,6 +831,12 @@ def _wake_at(
         gates = evidence.gate_specs
         moments.extend(next_window_change(g.kind, now) for g in gates if isinstance(g.kind, WindowGate))
         moments.extend(freeze_changes(evidence.policies, now))
+    starts = spec.plan.not_before if spec.plan else None
+    if rollout.phase is Phase.GATING and starts is not None and starts > now:
+        moments.append(starts)  # a ready revision starts at once at its time
+        remind = reminder_at(spec.plan)
+        if remind is not None and remind > now:
+            moments.append(remind)
     if rollout.phase is Phase.GATING and Rollout.from_status(release.status).phase is not Phase.GATING:
         moments.append(now)  # the shell reads approvals and dependencies only for a Release already gating
     if rollout.phase is Phase.GATING and rollout.phase_since is not None:

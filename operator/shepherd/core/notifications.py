@@ -15,7 +15,13 @@ What a notification can be sent on (its `events`):
 - AnalysisFailed: the attempt failed its analysis or bake (reason AnalysisFailed,
   AnalysisInconclusive, AnalysisError or BakeFailed), once, as it rolls back or fails;
 - GateFailed: a gate failed, or did not pass within its timeout (phase Failed, reason GateFailed);
-- InvalidSpec: the spec became invalid, or invalid in another way.
+- InvalidSpec: the spec became invalid, or invalid in another way;
+- Planned, Reminder, Started: what status.announced records of a planned revision (see core/plan.py), each
+  once per revision: first seen, spec.plan.remindBefore ahead of its time (naming what is still open), and
+  its rollout begun.
+
+Every message carries the revision's plan (summary, notes, changes, owner, risk, time) when it has one, and
+the readiness items still open.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 
 from shepherd.core import reasons
 from shepherd.core.model import ReleaseObject
+from shepherd.core.plan import REMINDER, SCHEDULE_GATE, format_wait, parse_plan
 from shepherd.core.policy import Policy
 from shepherd.core.spec import NotificationSpec, SpecError, parse_notifications
 from shepherd.core.timefmt import format_time
@@ -90,7 +97,34 @@ def transition_events(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[s
     problem = invalid_spec(new)
     if problem is not None and problem != invalid_spec(old):
         events.append(reasons.INVALID_SPEC)
+    told = _announced(old) if _announced(old)[0] == _announced(new)[0] else (0, ())
+    events.extend(item for item in _announced(new)[1] if item not in told[1])
     return tuple(events)
+
+
+def _announced(status: Mapping[str, Any]) -> tuple[int, tuple[str, ...]]:
+    announced = status.get("announced")
+    if not isinstance(announced, Mapping):
+        return 0, ()
+    return _int(announced.get("revision")), tuple(str(e) for e in announced.get("sent") or [])
+
+
+def open_items(status: Mapping[str, Any]) -> list[str]:
+    """What the revision still waits for, and whose it is: `qa sign-off (team-qa)`."""
+    items = []
+    for gate in status.get("gates") or []:
+        if isinstance(gate, Mapping) and gate.get("state") != "Passed" and gate.get("name") != SCHEDULE_GATE:
+            owner = _owners(status).get(str(gate.get("name")))
+            items.append(f"{gate.get('name')} ({owner})" if owner else str(gate.get("name")))
+    return items
+
+
+def _owners(status: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        str(item.get("name")): str(item.get("owner"))
+        for item in status.get("checklist") or []
+        if isinstance(item, Mapping) and item.get("owner")
+    }
 
 
 def invalid_spec(status: Mapping[str, Any]) -> str | None:
@@ -120,7 +154,26 @@ def message_fields(
         "stableVersion": str(new.get("stableVersion") or ""),
         "events": list(events),
         "at": format_time(now),
+        **plan_fields(release, new, events, now),
     }
+
+
+def plan_fields(
+    release: ReleaseObject, new: Mapping[str, Any], events: Sequence[str], now: datetime
+) -> dict[str, Any]:
+    """The revision's plan and its open items; for a Reminder, the line that says what is still open."""
+    try:
+        plan = parse_plan(release.spec.get("plan"))
+    except SpecError:
+        plan = None
+    if plan is None or _announced(new)[0] != _int(new.get("revision")):
+        return {}
+    items = open_items(new)
+    fields: dict[str, Any] = {"plan": plan.to_dict(), "openItems": items}
+    if REMINDER in events and plan.not_before is not None:
+        waiting = f"waiting for {', '.join(items)}" if items else "nothing is left open"
+        fields["reminder"] = f"in {format_wait(plan.not_before - now)}: {waiting}"
+    return fields
 
 
 def render(format: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -147,6 +200,8 @@ def slack_message(fields: Mapping[str, Any]) -> dict[str, Any]:
     message = fields["message"]
     if len(message) > SLACK_TEXT_LIMIT:
         message = message[: SLACK_TEXT_LIMIT - 1] + "…"
+    reminder = fields.get("reminder")
+    message = f"{reminder}\n{message}" if reminder else message
     text = f"{headline}\n{_slack(message)}" if message else headline
     stable = (
         f"stable {_slack(fields['stableVersion'])} (revision {fields['stableRevision']})"
@@ -154,13 +209,44 @@ def slack_message(fields: Mapping[str, Any]) -> dict[str, Any]:
         else "no stable revision yet"
     )
     context = f"{stable} · attempt {fields['attempt']} · {', '.join(events)} · {fields['at']}"
-    return {
-        "text": text,
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
-        ],
-    }
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    blocks.extend(_plan_blocks(fields.get("plan") or {}))
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
+    return {"text": text, "blocks": blocks}
+
+
+def _plan_blocks(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The plan, legibly: summary and facts, the changes as a list of links, the notes as they are."""
+    if not plan:
+        return []
+    facts = [
+        f"*{label}:* {_slack(str(plan[key]))}"
+        for label, key in (("Owner", "owner"), ("Risk", "risk"), ("Not before", "notBefore"))
+        if plan.get(key)
+    ]
+    lines = [f"*{_slack(plan['summary'])}*"] if plan.get("summary") else []
+    if facts:
+        lines.append(" · ".join(facts))
+    blocks: list[dict[str, Any]] = []
+    if lines:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
+    changes = [_slack_change(change) for change in plan.get("changes") or []]
+    if changes:
+        listed = "\n".join(f"• {line}" for line in changes)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(listed)}})
+    if plan.get("notes"):
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(_slack(plan["notes"]))}})
+    return blocks
+
+
+def _slack_change(change: Mapping[str, Any]) -> str:
+    title = _slack(str(change.get("title") or ""))
+    label = f"{_slack(str(change['id']))}: {title}" if change.get("id") else title
+    return f"<{change['url']}|{label}>" if change.get("url") else label
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SLACK_TEXT_LIMIT else text[: SLACK_TEXT_LIMIT - 1] + "…"
 
 
 def _slack(value: str) -> str:

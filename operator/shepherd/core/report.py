@@ -12,6 +12,7 @@ from typing import Any
 
 from shepherd.core import reasons
 from shepherd.core.evidence import Evidence, stage_verdict
+from shepherd.core.plan import SCHEDULE_GATE
 from shepherd.core.spec import AnalysisStep, Pause, ReleaseSpec, Waves
 from shepherd.core.status import STALLED, Phase, Rollout
 from shepherd.core.timefmt import format_seconds
@@ -49,6 +50,14 @@ def describe(
         return failure
     if phase is Phase.MIGRATING:
         return f"{revision}: {migrations}"
+    if phase is Phase.GATING:
+        pending = [gate for gate in evidence.gates if gate.state != "Passed"]
+        scheduled = [f"{revision} {g.message}" for g in pending if g.name == SCHEDULE_GATE]
+        others = [f"{g.name}: {g.message}" for g in pending if g.name != SCHEDULE_GATE]
+        if scheduled:
+            return "; ".join([*scheduled, *others])
+        if others:
+            return f"{revision} is waiting for its gates: " + "; ".join(others)
     if phase is Phase.PENDING:
         if spec.paused:
             return f"{revision} is waiting to start: spec.paused is true"

@@ -10,6 +10,7 @@ from typing import Any
 from shepherd.core import reasons
 from shepherd.core.actions import Action, DeleteRevision, Event, RecordRevision
 from shepherd.core.model import Observations, ReleaseObject
+from shepherd.core.plan import Plan
 from shepherd.core.spec import ReleaseSpec, RevisionContent, content_of
 from shepherd.core.status import PROMOTED, STALLED, Phase, Rollout
 from shepherd.core.workloads import (
@@ -188,7 +189,9 @@ def revision_records(
         and rollout.revision not in observed.revisions
         and rollout.revision_hash == content.hash
     ):
-        actions.append(RecordRevision(revision_record(release, rollout.revision, content)))
+        # The plan goes with the revision it was written for; a rollback's content has a plan of its own.
+        plan = spec.plan if rollout.override is None else None
+        actions.append(RecordRevision(revision_record(release, rollout.revision, content, plan)))
     retained = retained_revisions(rollout, spec, observed)
     for number in sorted(observed.revisions):
         if number not in retained:
@@ -206,7 +209,13 @@ def revision_record_name(release: str, number: int) -> str:
     return f"{release}-{number}"
 
 
-def revision_record(release: ReleaseObject, number: int, content: RevisionContent) -> dict[str, Any]:
+def revision_record(
+    release: ReleaseObject, number: int, content: RevisionContent, plan: Plan | None = None
+) -> dict[str, Any]:
+    """The revision's ControllerRevision: its content, and beside it (not part of its hash) its plan."""
+    data = content.to_dict()
+    if plan is not None:
+        data["plan"] = plan.to_dict()
     return {
         "apiVersion": "apps/v1",
         "kind": "ControllerRevision",
@@ -222,5 +231,5 @@ def revision_record(release: ReleaseObject, number: int, content: RevisionConten
             "ownerReferences": [owner_reference(release.ref)],
         },
         "revision": number,
-        "data": content.to_dict(),
+        "data": data,
     }

@@ -25,6 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import durationpy
 
 from shepherd.core import reasons
+from shepherd.core.errors import SpecError as SpecError  # re-exported: the parsers of spec.py raise it
+from shepherd.core.plan import ANNOUNCEMENTS, Plan, parse_plan
 from shepherd.core.promql import VARIABLES, template_variables
 from shepherd.core.status import Phase
 
@@ -41,20 +43,15 @@ CONFIG_HASH_LENGTH = 10
 MAX_CONFIG_NAME = 253 - 1 - CONFIG_HASH_LENGTH
 MAX_MIGRATIONS = 10
 MAX_BACKOFF_LIMIT = 10
+MAX_ROLES = 10  # entries of an approval gate's `from`
+MAX_GROUP = 253
+MAX_GATE_DESCRIPTION = 1024
+MAX_GATE_OWNER = 253
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-
-
-class SpecError(ValueError):
-    """A spec the operator cannot act on; `field` is the Kubernetes-style path."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -228,8 +225,20 @@ DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 @dataclass(frozen=True)
-class ApprovalGate:
+class Role:
+    """A Kubernetes group whose members sign off for it, and how many distinct ones must."""
+
+    group: str
     count: int
+
+
+@dataclass(frozen=True)
+class ApprovalGate:
+    """`count` approvals from anyone, or (`roles`, spec `from`) each role's own count of sign-offs; with
+    roles, `count` is their sum."""
+
+    count: int = 1
+    roles: tuple[Role, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -285,6 +294,8 @@ class Gate:
     name: str
     kind: GateKind
     timeout: timedelta | None
+    description: str = ""  # what the readiness checklist says the item is
+    owner: str = ""  # the team answering for it
 
 
 @dataclass(frozen=True)
@@ -334,6 +345,7 @@ class ReleaseSpec:
     config: tuple[ConfigEntry, ...] = ()
     migrations: tuple[Migration, ...] = ()
     routing: GatewayRouting | None = None  # None: split by replica ratio
+    plan: Plan | None = None  # when it may start, what it contains, who answers for it
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -497,6 +509,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
             if analysis is None:
                 raise SpecError(field, "an analysis step needs spec.analysis with at least one metric")
             _metric_names(step.metrics, f"{field}.metrics", analysis)
+    plan = parse_plan(spec.get("plan"))
     rollback = _mapping(spec.get("rollback"), "spec.rollback")
     automatic = _boolean(rollback.get("automatic", True), "spec.rollback.automatic")
     limit = rollback.get("revisionHistoryLimit", DEFAULT_REVISION_HISTORY_LIMIT)
@@ -518,6 +531,7 @@ def parse_spec(raw: Mapping[str, Any] | None) -> ReleaseSpec:
         config=config,
         migrations=migrations,
         routing=routing,
+        plan=plan,
     )
 
 
@@ -1015,7 +1029,7 @@ def parse_gates(raw: Any, path: str = "spec.gates") -> tuple[Gate, ...]:
         body = _mapping(item[kinds[0]], f"{field}.{kinds[0]}")
         kind: GateKind
         if kinds == ["approval"]:
-            kind = ApprovalGate(_count(body.get("count"), f"{field}.approval.count", 1, 1))
+            kind = _approval_gate(body, f"{field}.approval")
         elif kinds == ["window"]:
             kind = parse_window(body, f"{field}.window")
         elif kinds == ["metric"]:
@@ -1028,9 +1042,45 @@ def parse_gates(raw: Any, path: str = "spec.gates") -> tuple[Gate, ...]:
             kind = _release_gate(body, f"{field}.release")
         timeout = item.get("timeout")
         gates.append(
-            Gate(name, kind, None if timeout is None else parse_duration(timeout, f"{field}.timeout"))
+            Gate(
+                name,
+                kind,
+                None if timeout is None else parse_duration(timeout, f"{field}.timeout"),
+                _text(item.get("description"), f"{field}.description", MAX_GATE_DESCRIPTION),
+                _text(item.get("owner"), f"{field}.owner", MAX_GATE_OWNER),
+            )
         )
     return tuple(gates)
+
+
+def _approval_gate(body: Mapping[str, Any], field: str) -> ApprovalGate:
+    """Either `count` approvals from anyone, or `from`: each role (a Kubernetes group) its own count."""
+    if ("count" in body) == ("from" in body):
+        raise SpecError(field, "sets exactly one of count (approvals from anyone) or from (sign-off by role)")
+    if "count" in body:
+        return ApprovalGate(_count(body["count"], f"{field}.count", 1, 1))
+    roles: list[Role] = []
+    entries = _list(body["from"], f"{field}.from", "roles", MAX_ROLES)
+    if not entries:
+        raise SpecError(f"{field}.from", "must list at least one role")
+    for index, entry in enumerate(entries):
+        where = f"{field}.from[{index}]"
+        entry = _mapping(entry, where)
+        group = entry.get("group")
+        if not isinstance(group, str) or not group or len(group) > MAX_GROUP:
+            raise SpecError(f"{where}.group", f"must name a Kubernetes group (1 to {MAX_GROUP} characters)")
+        if any(role.group == group for role in roles):
+            raise SpecError(f"{where}.group", f"duplicate role {group!r}: give it one count")
+        roles.append(Role(group, _count(entry.get("count"), f"{where}.count", 1, 1)))
+    return ApprovalGate(count=sum(role.count for role in roles), roles=tuple(roles))
+
+
+def _text(value: Any, field: str, most: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > most:
+        raise SpecError(field, f"must be a string of at most {most} characters")
+    return value
 
 
 def parse_window(body: Mapping[str, Any], field: str) -> WindowGate:
@@ -1194,6 +1244,7 @@ NOTIFICATION_EVENTS = (
     reasons.ANALYSIS_FAILED,
     reasons.GATE_FAILED,
     reasons.INVALID_SPEC,
+    *ANNOUNCEMENTS,
 )
 NOTIFICATION_FORMATS = ("json", "slack")
 
