@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,6 +62,23 @@ def wait_event(
             f"{[(e['reason'], e['message']) for e in events]}"
         )
         time.sleep(0.1)
+
+
+def grant(
+    admin: kubernetes.client.ApiClient,
+    namespace: str,
+    name: str,
+    rules: list[dict[str, Any]],
+    users: Iterable[str],
+) -> None:
+    """A Role of `rules` in `namespace`, bound to `users` (client-certificate users of the control plane)."""
+    rbac = kubernetes.client.RbacAuthorizationV1Api(admin)
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
+    subjects = [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user} for user in users]
+    role = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+    rbac.create_namespaced_role_binding(
+        namespace, {"metadata": {"name": name}, "roleRef": role, "subjects": subjects}
+    )
 
 
 class Kubectl(Protocol):

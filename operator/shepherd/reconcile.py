@@ -231,6 +231,7 @@ def approval_of(item: Mapping[str, Any]) -> Approval:
         approver=str(spec.get("approver", "")),
         created=parse_time(meta.get("creationTimestamp")),
         comment=str(spec.get("comment", "")),
+        group=str(spec.get("group") or ""),
         release_uid=next(
             (
                 str(ref.get("uid"))

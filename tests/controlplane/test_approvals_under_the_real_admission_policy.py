@@ -8,14 +8,13 @@ import json
 import kubernetes
 import yaml
 
-from story import Story, quickstart_release
+from story import Story, grant, quickstart_release
 
 ONE_APPROVAL = [{"name": "sign-off", "approval": {"count": 1}}]
 
 
 def grant_approvers(story: Story, admin: kubernetes.client.ApiClient) -> None:
     """What a cluster admin gives release managers: read Releases, create ReleaseApprovals."""
-    rbac = kubernetes.client.RbacAuthorizationV1Api(admin)
     rules = [
         {"apiGroups": ["shepherd.dev"], "resources": ["releases"], "verbs": ["get", "list", "watch"]},
         {
@@ -24,18 +23,7 @@ def grant_approvers(story: Story, admin: kubernetes.client.ApiClient) -> None:
             "verbs": ["get", "list", "create"],
         },
     ]
-    rbac.create_namespaced_role(story.namespace, {"metadata": {"name": "approver"}, "rules": rules})
-    rbac.create_namespaced_role_binding(
-        story.namespace,
-        {
-            "metadata": {"name": "approver"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "approver"},
-            "subjects": [
-                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
-                for user in ("alice", "bob")
-            ],
-        },
-    )
+    grant(admin, story.namespace, "approver", rules, ("alice", "bob"))
 
 
 def test_alice_approves_and_bob_cannot_forge_her_approval(

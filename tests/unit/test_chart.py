@@ -84,11 +84,15 @@ def test_renders_the_operator_and_its_rbac(chart: helm.Chart) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
         "Role",
         "RoleBinding",
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
     ]
     account = only(objects, "ServiceAccount")["metadata"]
@@ -311,6 +315,7 @@ def test_the_grafana_dashboard_is_an_optional_config_map_for_the_sidecar(chart: 
         ),
         pytest.param({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", id="bad-pull-policy"),
         pytest.param({"approvalPolicy": {"enabled": "yes"}}, "/approvalPolicy/enabled", id="bad-switch"),
+        pytest.param({"approvalPolicy": {"fourEyes": "yes"}}, "/approvalPolicy/fourEyes", id="bad-four-eyes"),
         pytest.param({"replica": 1}, "'replica' not allowed", id="typo"),
         pytest.param({"timeouts": {"pass": "forever"}}, "/timeouts/pass", id="bad-pass-deadline"),
         pytest.param(

@@ -277,6 +277,32 @@ def test_gates_of_every_kind_are_valid(crd: dict[str, Any]) -> None:
     assert validate(crd, release) == []
 
 
+def test_sign_off_by_role_with_a_description_and_owner_is_valid_and_a_role_counts_one_by_default(
+    crd: dict[str, Any], policy_crd: dict[str, Any]
+) -> None:
+    gate = {
+        "name": "sign-off",
+        "description": "QA and SRE have signed off",
+        "owner": "team-shop",
+        "approval": {"from": [{"group": "qa"}, {"group": "sre", "count": 2}]},
+    }
+    release = quickstart_release()
+    setting("spec.gates", [gate])(release)
+
+    assert validate(crd, release) == []
+    stored = apply_defaults(crd, release)["spec"]["gates"][0]["approval"]["from"]
+    assert stored == [{"group": "qa", "count": 1}, {"group": "sre", "count": 2}]
+    policy = {
+        "apiVersion": "shepherd.dev/v1alpha1",
+        "kind": "ReleasePolicy",
+        "metadata": {"name": "prod-rules"},
+        "spec": {"gates": [gate]},
+    }
+    assert validate(policy_crd, policy) == []
+    policy["spec"]["gates"][0]["approval"] = {"from": [{"group": "qa", "count": 0}]}
+    assert [v.field for v in validate(policy_crd, policy)] == ["spec.gates[0].approval.from[0].count"]
+
+
 def test_config_with_data_and_binary_data_is_valid(crd: dict[str, Any]) -> None:
     release = quickstart_release()
     with_config()(release)
@@ -365,7 +391,7 @@ def test_every_property_has_a_description(kind: str) -> None:
 
 
 # How many rules each CRD has: a rule added or lost shows up here.
-RULE_COUNTS = {"release": 34, "releaseapproval": 1, "releasepolicy": 14}
+RULE_COUNTS = {"release": 36, "releaseapproval": 1, "releasepolicy": 16}
 
 
 def test_every_crd_is_checked() -> None:
@@ -539,9 +565,10 @@ def test_approval_names_and_printer_columns(approval_crd: dict[str, Any]) -> Non
         "Release": ("string", ".spec.release"),
         "Revision": ("integer", ".spec.revision"),
         "Approver": ("string", ".spec.approver"),
+        "Group": ("string", ".spec.group"),
         "Age": ("date", ".metadata.creationTimestamp"),
     }
-    assert list(columns) == ["Release", "Revision", "Approver", "Age"]
+    assert list(columns) == ["Release", "Revision", "Approver", "Group", "Age"]
 
 
 # The ReleasePolicy CRD

@@ -6,19 +6,25 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
-from simulation import ABORT, PROMOTE, RETRY, World, release_spec, succeeded
+from hypothesis import given
+from hypothesis import strategies as st
+from simulation import ABORT, PROMOTE, RETRY, T0, World, release_spec, succeeded
 
 from shepherd.core.evidence import needed
 from shepherd.core.gates import (
+    SPEC_AUTHOR,
     Approval,
+    GateInputs,
     WebhookAnswer,
     counted_approvals,
+    evaluate,
     next_window_change,
     webhook_url,
     window_open,
 )
 from shepherd.core.jobs import job_name
 from shepherd.core.spec import SpecError, WebhookGate, WindowGate, parse_spec
+from shepherd.core.workloads import ReleaseRef
 
 OFFICE = WindowGate(frozenset({0, 1, 2, 3}), time(9, 0), time(16, 0), "Europe/Berlin")
 NIGHT = WindowGate(frozenset({4, 5}), time(22, 0), time(2, 0), "UTC")
@@ -462,3 +468,123 @@ def test_approvals_and_dependencies_are_read_only_while_gating_and_at_once_on_en
     assert world.phase == "Gating"
     assert decision.wake_at == world.now, "the pass that starts gating asks for one that reads them"
     assert needed(world.release(), world.now).gate_objects
+
+
+# --- sign-off by role and four eyes ---------------------------------------------------------------
+
+SIGN_OFF = [
+    {
+        "name": "sign-off",
+        "description": "QA and SRE have signed off",
+        "owner": "team-shop",
+        "approval": {"from": [{"group": "qa"}, {"group": "sre", "count": 2}]},
+    }
+]
+
+
+def signed(name: str, approver: str, group: str = "", revision: int = 2, minutes: int = 0) -> Approval:
+    return Approval(name, "shop", revision, approver, T0 + timedelta(minutes=minutes), group=group)
+
+
+def role_inputs(approvals: list[Approval], author: str = "") -> GateInputs:
+    return GateInputs(ReleaseRef("shop", "prod", "uid-1"), 2, 1, "1.1.0", approvals, author=author)
+
+
+ROLES = parse_spec(release_spec(gates=SIGN_OFF)).gates[0]
+
+
+def test_each_role_needs_its_own_count_of_distinct_signers() -> None:
+    approvals = [
+        signed("a", "alice", "qa"),
+        signed("b", "bob", "sre"),
+        signed("b2", "bob", "sre", minutes=1),  # bob twice is bob once
+        signed("c", "carol"),  # no role: counts for plain-count gates only
+        signed("d", "dave", "dev"),  # a role the gate does not ask for
+    ]
+    result = evaluate(ROLES, role_inputs(approvals), T0)
+    assert result.state == "Pending"
+    assert [(r.group, r.state, [a.approver for a in r.approvers]) for r in result.roles] == [
+        ("qa", "Passed", ["alice"]),
+        ("sre", "Pending", ["bob"]),
+    ]
+    assert result.message == "sign-off of revision 2: qa 1/1 (alice), sre 1/2 (bob)"
+    result = evaluate(ROLES, role_inputs([*approvals, signed("e", "erin", "sre")]), T0)
+    assert result.state == "Passed"
+    assert [a.approver for a in result.approvers] == ["alice", "bob", "erin"]
+
+
+def test_a_plain_count_counts_sign_offs_for_any_role_once_per_person() -> None:
+    gate = parse_spec(release_spec(gates=TWO_APPROVALS)).gates[0]
+    approvals = [signed("a", "alice", "qa"), signed("a2", "alice", "sre"), signed("b", "bob")]
+    result = evaluate(gate, role_inputs(approvals), T0)
+    assert result.state == "Passed"
+    assert [a.name for a in result.approvers] == ["a", "b"]
+
+
+def test_the_author_of_the_spec_cannot_sign_off_and_the_gate_says_why() -> None:
+    approvals = [signed("a", "alice", "qa"), signed("b", "bob", "sre"), signed("e", "erin", "sre")]
+    result = evaluate(ROLES, role_inputs(approvals, author="alice"), T0)
+    assert result.state == "Pending"
+    assert result.roles[0].approvers == ()
+    assert result.message == (
+        "sign-off of revision 2: qa 0/1, sre 2/2 (bob, erin); "
+        "alice's approval does not count: alice last changed the spec (four eyes)"
+    )
+    plain = parse_spec(release_spec(gates=TWO_APPROVALS)).gates[0]
+    result = evaluate(plain, role_inputs([signed("a", "alice"), signed("b", "bob")], author="bob"), T0)
+    assert result.state == "Pending"
+    assert result.message == (
+        "1/2 approvals of revision 2: alice; "
+        "bob's approval does not count: bob last changed the spec (four eyes)"
+    )
+
+
+PEOPLE = st.sampled_from(["alice", "bob", "carol", "dave"])
+GROUPS = st.sampled_from(["", "qa", "sre", "dev"])
+
+
+@given(
+    st.lists(st.tuples(PEOPLE, GROUPS, st.integers(1, 3)), max_size=12),
+    st.sampled_from(["", "alice", "bob"]),
+)
+def test_a_role_passes_exactly_when_enough_others_than_the_author_signed_for_it(
+    given_approvals: list[tuple[str, str, int]], author: str
+) -> None:
+    approvals = [
+        signed(f"x{index}", person, group, revision, index)
+        for index, (person, group, revision) in enumerate(given_approvals)
+    ]
+    result = evaluate(ROLES, role_inputs(approvals, author), T0)
+    for role in result.roles:
+        eligible = {p for p, g, r in given_approvals if g == role.group and r == 2 and p != author}
+        assert {a.approver for a in role.approvers} == eligible
+        assert (role.state == "Passed") == (len(eligible) >= role.count)
+    assert (result.state == "Passed") == all(role.state == "Passed" for role in result.roles)
+    assert all(a.approver != author for a in result.approvers)
+
+
+def test_a_revision_that_needs_qa_and_sre_starts_only_after_both() -> None:
+    world = succeeded(gated("1.0.0", []))
+    world.set_spec(gated("1.1.0", SIGN_OFF))
+    world.annotations[SPEC_AUTHOR] = "carol"
+    world.approvals.extend([signed("a", "alice", "qa"), signed("b", "bob", "sre")])
+    world.settle()
+    assert world.phase == "Gating"
+    world.approvals.append(signed("c", "carol", "sre"))  # the author's sign-off does not count
+    world.settle()
+    assert world.phase == "Gating"
+    assert "carol's approval does not count" in world.status["gates"][0]["message"]
+    world.approvals.append(signed("d", "dave", "sre"))
+    world.settle()
+    assert world.phase == "Progressing"
+    audit_entry = world.status["history"][-1]["gates"][0]
+    assert [(a["approver"], a.get("group")) for a in audit_entry["approvers"]] == [
+        ("alice", "qa"),
+        ("bob", "sre"),
+        ("dave", "sre"),
+    ]
+    checklist = world.status["checklist"]
+    assert [(i["name"], i["group"], i["state"]) for i in checklist] == [
+        ("sign-off", "qa", "Passed"),
+        ("sign-off", "sre", "Passed"),
+    ]

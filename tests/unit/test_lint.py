@@ -1,12 +1,17 @@
-"""`shepherd lint`'s warnings: valid Releases whose canary steps replica routing cannot give exactly."""
+"""`shepherd lint`: its warnings (valid Releases whose canary steps replica routing cannot give exactly), and
+the fields it names."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
+import yaml
+from click.testing import CliRunner
 from simulation import release_spec
 
+from shepherd.cli import main
 from shepherd.lint import lint_documents, warn_documents
 
 
@@ -52,3 +57,26 @@ def test_gateway_api_routing_brings_no_warning() -> None:
     by_replicas = copy.deepcopy(routed)
     by_replicas["spec"]["strategy"]["canary"]["trafficRouting"] = {"replicas": {}}
     assert len(list(warn_documents([by_replicas]))) == 1
+
+
+def test_lint_refuses_a_role_without_a_group_or_with_a_count_of_0_naming_the_field(tmp_path: Path) -> None:
+    roles = [{"count": 1}, {"group": "sre", "count": 0}]
+    bad = release("shop", gates=[{"name": "sign-off", "approval": {"from": roles}}])
+    manifest = tmp_path / "shop.yaml"
+    manifest.write_text(yaml.safe_dump(bad))
+
+    result = CliRunner().invoke(main, ["lint", str(manifest)])
+
+    assert result.exit_code == 1
+    assert f"{manifest}: Release shop: spec.gates[0].approval.from[0].group: Required value" in result.output
+    assert (
+        f"{manifest}: Release shop: spec.gates[0].approval.from[1].count: Invalid value: 0: "
+        "spec.gates[0].approval.from[1].count in body should be greater than or equal to 1"
+    ) in result.output
+
+
+def test_lint_passes_a_sign_off_by_role_with_an_owner() -> None:
+    good = release(
+        "shop", gates=[{"name": "sign-off", "owner": "sre", "approval": {"from": [{"group": "qa"}]}}]
+    )
+    assert list(lint_documents([good])) == []

@@ -12,10 +12,14 @@ from rich.console import Console
 
 from shepherd.plugin import (
     _view,
+    approval_manifest,
     approval_name,
+    checklist_document,
+    checklist_view,
     hoist_connection_options,
     replica_shares,
     revision_to_approve,
+    role_mismatch,
     route_weights,
 )
 
@@ -166,3 +170,104 @@ def test_get_shows_each_routes_weight_and_whether_the_gateway_accepted_it() -> N
         "HTTPRoute edge/shop: canary 0%, asked 20%, not live: is not Accepted by edge",
     ]
     assert route_weights(PAUSED_AT_25) == [], "replica routing shows pods, not routes"
+
+
+def test_a_sign_off_for_a_role_gets_a_name_of_its_own() -> None:
+    plain, qa, sre = (approval_name("shop", 2, "alice", group) for group in ("", "qa", "sre"))
+    assert plain == "shop-r2-alice"
+    assert qa.startswith("shop-r2-alice-for-qa-") and sre.startswith("shop-r2-alice-for-sre-")
+    assert len({plain, qa, sre}) == 3 and all(DNS_LABEL.match(n) for n in (qa, sre))
+    assert approval_name("shop", 2, "alice-for-qa") != qa, "a user named like a sign-off is another name"
+
+
+@given(RELEASE_NAMES, REVISIONS, st.text(min_size=1, max_size=40), st.text(max_size=40))
+def test_every_sign_off_name_is_a_dns_label(release: str, revision: int, user: str, group: str) -> None:
+    assert DNS_LABEL.match(approval_name(release, revision, user, group))
+
+
+def test_approve_with_a_group_signs_for_that_role() -> None:
+    manifest = approval_manifest("prod", "shop", 2, "alice", "suite green", "uid-1", "qa")
+    assert manifest["spec"] == {
+        "release": "shop",
+        "revision": 2,
+        "approver": "alice",
+        "group": "qa",
+        "comment": "suite green",
+    }
+    assert "group" not in approval_manifest("prod", "shop", 2, "alice", "")["spec"]
+
+
+CHECKLIST = [
+    {
+        "name": "sign-off",
+        "group": "qa",
+        "kind": "approval",
+        "state": "Passed",
+        "owner": "qa",
+        "description": "QA has run the regression suite",
+        "message": "1/1 sign-offs from qa: alice",
+        "signedBy": [{"user": "alice", "group": "qa", "at": "2026-11-02T09:00:00.000Z"}],
+        "passedAt": "2026-11-02T09:00:05Z",
+    },
+    {
+        "name": "sign-off",
+        "group": "sre",
+        "kind": "approval",
+        "state": "Pending",
+        "owner": "sre",
+        "message": "0/2 sign-offs from sre: nobody yet",
+    },
+    {"name": "smoke", "kind": "job", "state": "Pending", "owner": "team-shop", "message": "job/x is running"},
+]
+
+
+@pytest.mark.parametrize(
+    ("items", "group", "warning"),
+    [
+        (
+            CHECKLIST,
+            "",
+            "release shop needs sign-off by role (qa, sre): "
+            "an approval without --group counts for none of them",
+        ),
+        (CHECKLIST, "dev", "no approval gate of release shop asks for group dev (they ask for qa, sre)"),
+        (CHECKLIST, "sre", None),
+        ([*CHECKLIST, {"name": "two", "kind": "approval", "state": "Pending"}], "", None),
+        ([], "qa", None),
+    ],
+)
+def test_approve_warns_when_the_sign_off_would_count_for_nothing(
+    items: list[dict[str, object]], group: str, warning: str | None
+) -> None:
+    assert role_mismatch("shop", items, group) == warning
+
+
+def test_checklist_shows_every_item_its_role_owner_signers_and_when_it_passed() -> None:
+    console = Console(record=True, width=240)
+    console.print(checklist_view("shop", {"revision": 2, "version": "1.1.0", "checklist": CHECKLIST}))
+    shown = console.export_text()
+    assert "checklist of release shop, revision 2 (1.1.0): 1/3 passed" in shown
+    rows = [line.split() for line in shown.splitlines()]
+    assert rows[2][:9] == ["sign-off", "qa", "approval", "Passed", "qa", "alice", "for", "qa", "at"]
+    assert "2026-11-02T09:00:05Z" in rows[2]
+    assert rows[3][:2] == ["QA", "has"], "the description under the item"
+    assert rows[4][:5] == ["sign-off", "sre", "approval", "Pending", "sre"]
+    assert rows[5][:5] == ["smoke", "job", "Pending", "team-shop", "job/x"]
+
+
+def test_checklist_without_gates_says_so_and_json_keeps_the_revision() -> None:
+    assert checklist_view("shop", {"revision": 1, "version": "1.0.0"}) == (
+        "release shop, revision 1 (1.0.0): no gates, nothing to check"
+    )
+    release = {
+        "metadata": {"namespace": "prod"},
+        "status": {"revision": 2, "version": "1.1.0", "phase": "Gating", "checklist": CHECKLIST},
+    }
+    assert checklist_document("shop", release) == {
+        "release": "shop",
+        "namespace": "prod",
+        "revision": 2,
+        "version": "1.1.0",
+        "phase": "Gating",
+        "items": CHECKLIST,
+    }

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from simulation import ABORT, T0, World, release_spec, succeeded
 
+from shepherd.core.gates import Approval
 from shepherd.core.policy import applicable, selects
 from shepherd.core.timefmt import format_time
 
@@ -124,3 +125,31 @@ def test_an_unreadable_policy_fails_closed() -> None:
     world.settle()
     assert world.phase == "Gating"
     assert "the policy is invalid" in world.status["gates"][0]["message"]
+
+
+def test_a_policy_can_require_sign_off_by_role_in_production() -> None:
+    sign_off = {
+        "name": "sign-off",
+        "description": "production needs QA and SRE",
+        "owner": "release-managers",
+        "approval": {"from": [{"group": "qa"}, {"group": "sre"}]},
+    }
+    world = production(succeeded())
+    world.policies.append(policy(gates=[sign_off]))
+    world.set_spec(release_spec("1.1.0"))
+    world.approvals.append(Approval("a", "shop", 2, "alice", world.now, group="qa"))
+    world.settle()
+    assert world.phase == "Gating"
+    assert [(i["name"], i["group"], i["state"], i["owner"]) for i in world.status["checklist"]] == [
+        ("prod-rules/sign-off", "qa", "Passed", "release-managers"),
+        ("prod-rules/sign-off", "sre", "Pending", "release-managers"),
+    ]
+    world.approvals.append(Approval("b", "shop", 2, "bob", world.now, group="sre"))
+    world.settle()
+    assert world.phase == "Progressing"
+
+
+def test_a_policy_gate_with_a_bad_role_fails_closed() -> None:
+    broken = policy(gates=[{"name": "sign-off", "approval": {"from": [{"group": "qa", "count": 0}]}}])
+    (parsed,) = applicable([broken], {"environment": "production"})
+    assert "spec.gates[0].approval.from[0].count" in parsed.freezes[0].reason

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from simulation import release_spec
 
 from shepherd.core.spec import (
+    ApprovalGate,
     Pause,
     RevisionContent,
+    Role,
     SetWeight,
     SpecError,
     content_of,
@@ -126,3 +129,46 @@ def test_revision_content_round_trips_through_its_record() -> None:
     content = content_of(parse_spec(release_spec()))
     assert RevisionContent.from_dict(content.to_dict()) == content
     assert RevisionContent.from_dict(content.to_dict()).hash == content.hash
+
+
+def test_an_approval_gate_asks_for_a_count_or_for_roles_with_a_description_and_an_owner() -> None:
+    gates = [
+        {"name": "two", "approval": {"count": 2}},
+        {
+            "name": "sign-off",
+            "description": "QA and SRE have signed off",
+            "owner": "team-shop",
+            "approval": {"from": [{"group": "qa"}, {"group": "sre", "count": 2}]},
+        },
+    ]
+    plain, roles = parse_spec(release_spec(gates=gates)).gates
+    assert plain.kind == ApprovalGate(2) and (plain.description, plain.owner) == ("", "")
+    assert roles.kind == ApprovalGate(3, (Role("qa", 1), Role("sre", 2)))
+    assert (roles.description, roles.owner) == ("QA and SRE have signed off", "team-shop")
+
+
+@pytest.mark.parametrize(
+    ("gate", "field", "fragment"),
+    [
+        ({}, "spec.gates[0].approval", "exactly one of count"),
+        ({"count": 1, "from": [{"group": "qa"}]}, "spec.gates[0].approval", "exactly one of count"),
+        ({"from": []}, "spec.gates[0].approval.from", "at least one role"),
+        ({"from": [{"count": 1}]}, "spec.gates[0].approval.from[0].group", "must name a Kubernetes group"),
+        ({"from": [{"group": ""}]}, "spec.gates[0].approval.from[0].group", "must name a Kubernetes group"),
+        ({"from": [{"group": "qa", "count": 0}]}, "spec.gates[0].approval.from[0].count", "1..100"),
+        ({"from": [{"group": "qa"}, {"group": "qa"}]}, "spec.gates[0].approval.from[1].group", "duplicate"),
+        ({"from": "qa"}, "spec.gates[0].approval.from", "must be a list"),
+    ],
+)
+def test_bad_sign_offs_are_named(gate: dict[str, Any], field: str, fragment: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(release_spec(gates=[{"name": "sign-off", "approval": gate}]))
+    assert caught.value.field == field
+    assert fragment in caught.value.message
+
+
+@pytest.mark.parametrize(("key", "value"), [("owner", 7), ("description", "x" * 1025)])
+def test_a_bad_gate_owner_or_description_is_named(key: str, value: object) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(release_spec(gates=[{"name": "two", "approval": {"count": 2}, key: value}]))
+    assert caught.value.field == f"spec.gates[0].{key}"

@@ -31,9 +31,11 @@ from shepherd.core.spec import (
 )
 from shepherd.core.status import Condition, Phase, Rollout
 from shepherd.core.timefmt import format_seconds, format_time, parse_time
-from shepherd.core.workloads import ReleaseRef
+from shepherd.core.workloads import GROUP, ReleaseRef
 
 GateState = Literal["Pending", "Passed", "Failed"]
+# Who last changed a Release's spec, set by the chart's MutatingAdmissionPolicy from the API server's word.
+SPEC_AUTHOR = f"{GROUP}/spec-author"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Approval:
     created: datetime | None
     comment: str = ""
     release_uid: str | None = None  # of the Release it is owned by, when it names one
+    group: str = ""  # the role it signs for; none: it counts for plain-count gates only
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,17 @@ class GateInputs:
     samples: Mapping[str, QueryOutcome] = field(default_factory=dict)  # metric gates' answers
     webhooks: Mapping[str, WebhookAnswer] = field(default_factory=dict)  # by gate
     jobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # owned Jobs, by name
+    author: str = ""  # who last changed the spec (SPEC_AUTHOR): their approvals never count
+
+
+@dataclass(frozen=True)
+class RoleResult:
+    """One role of an approval gate's `from`: its sign-offs of the revision."""
+
+    group: str
+    count: int
+    state: GateState
+    approvers: tuple[Approval, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,8 @@ class GateResult:
     state: GateState
     message: str
     approvers: tuple[Approval, ...] = ()
+    roles: tuple[RoleResult, ...] = ()  # an approval gate's `from`, role by role
+    barred: tuple[Approval, ...] = ()  # approvals by the spec's author, which do not count (four eyes)
 
 
 def window_open(window: WindowGate, now: datetime) -> bool:
@@ -137,11 +153,32 @@ def describe_window(window: WindowGate) -> str:
 
 
 def counted_approvals(
-    approvals: Iterable[Approval], release: str, revision: int, release_uid: str | None = None
+    approvals: Iterable[Approval],
+    release: str,
+    revision: int,
+    release_uid: str | None = None,
+    group: str | None = None,
+    author: str = "",
 ) -> tuple[Approval, ...]:
     """One approval per approver, for this revision only: older revisions' approvals never count, nor do
-    those owned by an earlier Release of the same name (deleted and created again, it counts from 1)."""
+    those owned by an earlier Release of the same name (deleted and created again, it counts from 1).
+    With `group`, only the sign-offs for that role; without, every approval. Never the author's: whoever
+    last changed the spec cannot sign off what they wrote (four eyes)."""
     relevant = [
+        a
+        for a in _of_revision(approvals, release, revision, release_uid)
+        if (group is None or a.group == group) and not (author and a.approver == author)
+    ]
+    earliest: dict[str, Approval] = {}
+    for approval in sorted(relevant, key=_creation_order):
+        earliest.setdefault(approval.approver, approval)
+    return tuple(earliest.values())
+
+
+def _of_revision(
+    approvals: Iterable[Approval], release: str, revision: int, release_uid: str | None
+) -> list[Approval]:
+    return [
         a
         for a in approvals
         if a.release == release
@@ -149,10 +186,6 @@ def counted_approvals(
         and a.approver
         and (a.release_uid is None or release_uid is None or a.release_uid == release_uid)
     ]
-    earliest: dict[str, Approval] = {}
-    for approval in sorted(relevant, key=_creation_order):
-        earliest.setdefault(approval.approver, approval)
-    return tuple(earliest.values())
 
 
 def _creation_order(approval: Approval) -> tuple[bool, datetime, str]:
@@ -163,13 +196,7 @@ def _creation_order(approval: Approval) -> tuple[bool, datetime, str]:
 def evaluate(gate: Gate, inputs: GateInputs, now: datetime) -> GateResult:
     kind = gate.kind
     if isinstance(kind, ApprovalGate):
-        release, revision = inputs.release.name, inputs.revision
-        given = counted_approvals(inputs.approvals, release, revision, inputs.release.uid)
-        who = ", ".join(a.approver for a in given) or "nobody yet"
-        state: GateState = "Passed" if len(given) >= kind.count else "Pending"
-        return GateResult(
-            gate.name, state, f"{len(given)}/{kind.count} approvals of revision {revision}: {who}", given
-        )
+        return _approval(gate.name, kind, inputs)
     if isinstance(kind, WindowGate):
         if window_open(kind, now):
             return GateResult(gate.name, "Passed", f"inside the window {describe_window(kind)}")
@@ -189,6 +216,45 @@ def evaluate(gate: Gate, inputs: GateInputs, now: datetime) -> GateResult:
     if isinstance(kind, JobGate):
         return _job(gate.name, gate_job_name(gate, inputs), inputs)
     return _dependency(gate.name, kind, inputs.release.namespace, inputs.releases)
+
+
+def _approval(name: str, gate: ApprovalGate, inputs: GateInputs) -> GateResult:
+    release, revision, uid, author = inputs.release.name, inputs.revision, inputs.release.uid, inputs.author
+
+    def counted(group: str | None) -> tuple[Approval, ...]:
+        return counted_approvals(inputs.approvals, release, revision, uid, group, author)
+
+    groups = {role.group for role in gate.roles}
+    barred = [
+        a
+        for a in _of_revision(inputs.approvals, release, revision, uid)
+        if author and a.approver == author and (not groups or a.group in groups)
+    ]
+    four_eyes = (
+        f"; {author}'s approval does not count: {author} last changed the spec (four eyes)" if barred else ""
+    )
+    if not gate.roles:
+        given = counted(None)
+        state: GateState = "Passed" if len(given) >= gate.count else "Pending"
+        who = ", ".join(a.approver for a in given) or "nobody yet"
+        message = f"{len(given)}/{gate.count} approvals of revision {revision}: {who}{four_eyes}"
+        return GateResult(name, state, message, given, barred=tuple(barred))
+    roles: list[RoleResult] = []
+    for role in gate.roles:
+        signed = counted(role.group)
+        roles.append(
+            RoleResult(role.group, role.count, "Passed" if len(signed) >= role.count else "Pending", signed)
+        )
+    state = "Passed" if all(role.state == "Passed" for role in roles) else "Pending"
+    tally = ", ".join(
+        f"{role.group} {len(role.approvers)}/{role.count} ({', '.join(a.approver for a in role.approvers)})"
+        if role.approvers
+        else f"{role.group} 0/{role.count}"
+        for role in roles
+    )
+    signers = tuple(a for role in roles for a in role.approvers)
+    message = f"sign-off of revision {revision}: {tally}{four_eyes}"
+    return GateResult(name, state, message, signers, tuple(roles), tuple(barred))
 
 
 def _metric(name: str, gate: MetricGate, sample: QueryOutcome | None) -> GateResult:
@@ -345,6 +411,7 @@ def audit(result: GateResult, now: datetime) -> dict[str, Any]:
                 "at": format_time(a.created) if a.created else None,
                 "comment": a.comment,
             }
+            | ({"group": a.group} if a.group else {})
             for a in result.approvers
         ]
     return entry

@@ -26,8 +26,10 @@ from typing import Any
 
 import trustme
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shepherd.lab.processes import spawn, stop_process
 from shepherd.lab.watching import Lifecycle
@@ -195,6 +197,44 @@ class ControlPlane(Lifecycle):
         path.write_text(yaml.safe_dump(config))
         return path
 
+    def users_kubeconfig(self, users: Mapping[str, Sequence[str]], path: Path) -> Path:
+        """A kubeconfig with a context per user, named after it, holding a client certificate of that user in
+        those groups (its CN the user, one O per group: how the API server reads a certificate), and the
+        admin's context, current. A user of `kubeconfig` (alice, bob) may be given too: the API server knows
+        users by name only, so with this kubeconfig they are in these groups instead."""
+        contexts = {"admin": self._client_certificate(ADMIN)}
+        for user, groups in users.items():
+            contexts[user] = self._issue_client_certificate(user, groups)
+        path.write_text(yaml.safe_dump(self._kubeconfig_document(contexts, "admin")))
+        return path
+
+    def _issue_client_certificate(self, user: str, groups: Sequence[str]) -> dict[str, str]:
+        ca_key = serialization.load_pem_private_key((self.pki / "ca.key").read_bytes(), password=None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise ControlPlaneError(f"the lab CA's key is of an unexpected type: {type(ca_key).__name__}")
+        ca = x509.load_pem_x509_certificate((self.pki / "ca.crt").read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in groups]
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([*subject, x509.NameAttribute(NameOID.COMMON_NAME, user)]))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        pem = serialization.Encoding.PEM
+        return {
+            "client-certificate-data": base64.b64encode(certificate.public_bytes(pem)).decode(),
+            "client-key-data": base64.b64encode(
+                key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            ).decode(),
+        }
+
     def request(
         self,
         method: str,
@@ -217,6 +257,7 @@ class ControlPlane(Lifecycle):
     def _write_pki(self) -> trustme.CA:
         ca = trustme.CA(organization_name="shepherd lab")
         ca.cert_pem.write_to_path(str(self.pki / "ca.crt"))
+        ca.private_key_pem.write_to_path(str(self.pki / "ca.key"))  # for users_kubeconfig's certificates
         server = ca.issue_cert(
             "127.0.0.1", "localhost", "kubernetes.default.svc", common_name="kube-apiserver"
         )
