@@ -29,4 +29,6 @@ USER 65532:65532
 # The liveness and readiness endpoints (--liveness, --readiness).
 EXPOSE 8080
 ENTRYPOINT ["shepherd"]
-CMD ["run", "--all-namespaces"]
+# One operator, declared alone; the chart runs two or more replicas with --leader-elect instead. A mode
+# is required: `shepherd run` refuses to start without --standalone or --leader-elect.
+CMD ["run", "--all-namespaces", "--standalone"]

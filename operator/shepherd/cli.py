@@ -31,6 +31,12 @@ LIMIT_FLAGS = {
 }
 
 
+MODE_REQUIRED = (
+    "give --leader-elect (replicas: only the holder of the Lease acts) or --standalone (declared the only "
+    "operator)"
+)
+
+
 def _seconds(value: str, name: str) -> float:
     try:
         seconds = durationpy.from_str(value).total_seconds()
@@ -50,7 +56,11 @@ def main() -> None:
 @main.command()
 @click.option("-n", "--namespace", "namespaces", multiple=True, help="Watch this namespace (repeatable).")
 @click.option("-A", "--all-namespaces", is_flag=True, help="Watch Releases in every namespace.")
-@click.option("--standalone", is_flag=True, help="Do not coordinate with other operator instances (peering).")
+@click.option(
+    "--standalone",
+    is_flag=True,
+    help="Declare this the only operator: it acts at once, with no Lease (never run two of them).",
+)
 @click.option(
     "--liveness", "liveness", metavar="URL", help="Serve a health endpoint, e.g. http://0.0.0.0:8080/healthz."
 )
@@ -60,7 +70,6 @@ def main() -> None:
     help="Serve a readiness endpoint (200 once watching, or standing by), e.g. http://0.0.0.0:8080/readyz.",
 )
 @click.option("--resync", default="30s", show_default=True, help="Safety-net re-check of every Release.")
-@click.option("--priority", default=0, show_default=True, help="Peering priority: the highest one acts.")
 @click.option(
     "--leader-elect",
     is_flag=True,
@@ -154,7 +163,6 @@ def run(
     liveness: str | None,
     readiness: str | None,
     resync: str,
-    priority: int,
     leader_elect: bool,
     lease_name: str,
     lease_namespace: str,
@@ -178,6 +186,9 @@ def run(
     """Run the operator against the cluster in KUBECONFIG or the in-cluster service account."""
     if bool(namespaces) == all_namespaces:
         raise click.UsageError("give either -n/--namespace (one or more) or -A/--all-namespaces")
+    if not (standalone or leader_elect):
+        # Kopf's peering alone lets two replicas act at once for a while: never a mode of its own.
+        raise click.UsageError(MODE_REQUIRED)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -215,7 +226,6 @@ def run(
         liveness_endpoint=liveness,
         readiness_endpoint=readiness,
         resync_seconds=_seconds(resync, "--resync"),
-        priority=priority,
         metrics_port=metrics_port,
         leader_election=election if leader_elect else None,
         shard=shard,

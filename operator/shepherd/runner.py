@@ -36,9 +36,8 @@ class OperatorOptions:
     liveness_endpoint: str | None = None
     readiness_endpoint: str | None = None
     resync_seconds: float = DEFAULT_RESYNC_SECONDS
-    priority: int = 0
     metrics_port: int | None = None  # serve /metrics on this port (0: any free port)
-    leader_election: LeaderElection | None = None  # None: act at once, alone or by Kopf's peering
+    leader_election: LeaderElection | None = None  # None: act at once, as the declared standalone one
     # Act only on this shard's Releases (with leader election, on the shard's own Lease).
     shard: Shard = field(default_factory=Shard)
     limits: Limits = field(default_factory=Limits)
@@ -66,6 +65,11 @@ async def run_operator(
     listed everything it watches, or, with leader election, this candidate stands by in contact with the
     API server.
     """
+    if not (options.standalone or options.leader_election):
+        raise ValueError(
+            "an operator runs leader-elected (leader_election, --leader-elect) or declared alone "
+            "(standalone=True, --standalone), never by Kopf's peering alone: two replicas would act at once"
+        )
     # Writes block in threads: enough of them that a slow call never holds another Release's step.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="shepherd-api")
@@ -98,7 +102,7 @@ async def run_operator(
             metrics_server = runtime.metrics.serve(options.metrics_port)
         if elector is None:
             runtime.metrics.leader.set(1)
-            await _kopf(runtime, options, stop, started, options.standalone)
+            await _kopf(runtime, options, stop, started)
         else:
             runtime.api.fence = elector.leading
             if await elector.acquire(stop, standing_by=lambda: _set(ready_flag)):
@@ -144,7 +148,7 @@ async def _lead(
     stopping.add_done_callback(lambda _: kopf_stop.set())
     runtime.metrics.leader.set(1)
     try:
-        await _kopf(runtime, options, kopf_stop, started, standalone=True)
+        await _kopf(runtime, options, kopf_stop, started)
     finally:
         runtime.metrics.leader.set(0)
         lost = holding.done() and not holding.cancelled()
@@ -159,7 +163,7 @@ async def _lead(
 
 
 async def _kopf(
-    runtime: Runtime, options: OperatorOptions, stop: asyncio.Event, started: asyncio.Event, standalone: bool
+    runtime: Runtime, options: OperatorOptions, stop: asyncio.Event, started: asyncio.Event
 ) -> None:
     """Kopf (which takes away earlier versions' finalizers) beside the informers that fill the cache, and the
     scheduler of the passes over it."""
@@ -179,8 +183,7 @@ async def _kopf(
             settings=operator_settings(),
             clusterwide=not options.namespaces,
             namespaces=list(options.namespaces),
-            standalone=standalone,
-            priority=options.priority,
+            standalone=True,  # one operator acts: the declared one, or the Lease's holder
             memo=kopf.Memo(runtime=runtime),
             stop_flag=stop,
             ready_flag=started,

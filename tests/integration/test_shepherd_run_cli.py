@@ -69,6 +69,16 @@ def test_shepherd_run_needs_a_namespace_choice() -> None:
     assert "-n/--namespace" in done.stderr and "-A/--all-namespaces" in done.stderr
 
 
+def test_shepherd_run_without_a_safe_mode_refuses_to_start(local_api: LocalAPIThread) -> None:
+    """Neither --leader-elect nor --standalone: Kopf's peering alone would let two replicas act at once."""
+    shepherd = str(Path(sys.executable).with_name("shepherd"))
+    command = [shepherd, "run", "-A", f"--kubeconfig={local_api.kubeconfig_path}"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "--leader-elect" in done.stderr and "--standalone" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_candidate_without_the_api_is_alive_but_not_ready(tmp_path: Path) -> None:
     unreachable = write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{free_port()}")
     port = free_port()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from simulation import ordered_spec, release_spec
 
 from shepherd.cli import main
-from shepherd.runner import OperatorOptions
+from shepherd.runner import OperatorOptions, run_operator
 from shepherd.sharding import Shard
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -106,7 +107,7 @@ def test_lint_reports_broken_yaml(tmp_path: Path) -> None:
 
 
 def test_run_rejects_a_bad_resync() -> None:
-    result = CliRunner().invoke(main, ["run", "-A", "--resync", "soon"])
+    result = CliRunner().invoke(main, ["run", "-A", "--standalone", "--resync", "soon"])
     assert result.exit_code == 2
     assert "--resync" in result.output and "duration" in result.output
 
@@ -118,15 +119,37 @@ def test_run_rejects_a_renew_deadline_as_long_as_the_lease() -> None:
 
 
 def test_run_rejects_a_lease_of_part_of_a_second() -> None:
-    result = CliRunner().invoke(main, ["run", "-A", "--lease-duration=1500ms", "--renew-deadline=1s"])
+    result = CliRunner().invoke(
+        main, ["run", "-A", "--leader-elect", "--lease-duration=1500ms", "--renew-deadline=1s"]
+    )
     assert result.exit_code == 2
     assert "--lease-duration" in result.output and "whole number of seconds" in result.output
 
 
 def test_run_rejects_a_readiness_endpoint_without_a_port() -> None:
-    result = CliRunner().invoke(main, ["run", "-A", "--readiness=http://0.0.0.0/readyz"])
+    result = CliRunner().invoke(main, ["run", "-A", "--standalone", "--readiness=http://0.0.0.0/readyz"])
     assert result.exit_code == 2
     assert "--readiness" in result.output and "http://0.0.0.0:8080/healthz" in result.output
+
+
+def test_run_refuses_to_start_without_a_safe_mode_naming_both() -> None:
+    result = CliRunner().invoke(main, ["run", "-A"])
+    assert result.exit_code == 2
+    assert "--leader-elect" in result.output and "--standalone" in result.output
+
+
+def test_the_operator_refuses_options_without_a_safe_mode_naming_both() -> None:
+    with pytest.raises(ValueError, match=r"leader_election.*standalone") as refused:
+        asyncio.run(run_operator(kubernetes.client.Configuration(), OperatorOptions()))
+    assert "--leader-elect" in str(refused.value) and "--standalone" in str(refused.value)
+
+
+@pytest.mark.parametrize("mode", ["--standalone", "--leader-elect"])
+def test_run_starts_in_either_safe_mode(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    options = started_options(monkeypatch, mode)
+
+    assert options.standalone == (mode == "--standalone")
+    assert (options.leader_election is not None) == (mode == "--leader-elect")
 
 
 def test_lint_reports_a_misspelt_kind_of_shepherds_group_but_not_other_kinds(tmp_path: Path) -> None:
@@ -165,7 +188,7 @@ def test_lint_reports_a_misspelt_kind_of_shepherds_group_but_not_other_kinds(tmp
 def test_run_refuses_a_shard_that_cannot_exist_naming_the_flag(
     args: list[str], flag: str, message: str
 ) -> None:
-    result = CliRunner().invoke(main, ["run", "-A", *args])
+    result = CliRunner().invoke(main, ["run", "-A", "--leader-elect", *args])
     assert result.exit_code == 2
     assert re.search(f"Invalid value for '?{flag}'?: ", result.output) and message in result.output
 
