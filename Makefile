@@ -113,7 +113,7 @@ e2e: install
 	$(BIN)/pytest -q tests/e2e
 
 # Not tests/e2e: it needs a real cluster; .github/workflows/e2e.yaml runs it on kind (here: `make e2e`).
-test: install prometheus cluster-binaries gateway-binaries lint typecheck docs
+test: install prometheus cluster-binaries gateway-binaries lint typecheck docs floors wheel-env
 	$(BIN)/pytest -q -rs -p no:cacheprovider --ignore=tests/e2e tests
 
 bench: install prometheus cluster-binaries
@@ -143,5 +143,37 @@ docs-serve: install
 docs-reference: install
 	$(BIN)/python -m shepherd.docsgen
 
+# The floors pyproject.toml declares, proven: .venv-floors has the package with its test extra and every
+# direct dependency at its lowest allowed version (uv's lowest-direct resolution; tests/floors.py fails where
+# the resolver had to take a later one), and there the linters and the unit tests must pass. Not mypy: at the
+# libraries' floors it judges their annotations (click 8.1.0's are partial), not the code. Again when
+# pyproject.toml changes.
+FLOORS := .venv-floors
+
+$(FLOORS)/.tested: pyproject.toml | $(STAMP)
+	rm -rf $(FLOORS) && $(PYTHON) -m venv --without-pip $(FLOORS)
+	$(BIN)/uv pip install --quiet --resolution lowest-direct --python $(FLOORS)/bin/python -e '.[test]'
+	$(FLOORS)/bin/python tests/floors.py
+	$(FLOORS)/bin/ruff check --no-cache operator tests bench
+	$(FLOORS)/bin/ruff format --no-cache --check operator tests bench
+	$(FLOORS)/bin/pytest -q -p no:cacheprovider tests/unit
+	touch $@
+
+# The package as the image installs it: its wheel alone, installed without extras into .venv-wheel, whose
+# `shepherd` tests/controlplane/test_the_shipped_package_runs_a_release.py runs. Again when a file that goes
+# into the wheel changes.
+WHEEL_ENV     := .venv-wheel
+WHEEL_SOURCES := pyproject.toml README.md $(shell find operator/shepherd crds examples -type f -not -name '*.pyc')
+
+$(WHEEL_ENV)/.installed: $(WHEEL_SOURCES)
+	rm -rf $(WHEEL_ENV) && $(PYTHON) -m venv $(WHEEL_ENV)
+	$(WHEEL_ENV)/bin/pip wheel --quiet --no-deps --wheel-dir $(WHEEL_ENV)/dist .
+	$(WHEEL_ENV)/bin/pip install --quiet $(WHEEL_ENV)/dist/release_shepherd-*.whl
+	touch $@
+
+.PHONY: floors wheel-env
+floors: $(FLOORS)/.tested
+wheel-env: $(WHEEL_ENV)/.installed
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .cluster
+	rm -rf $(VENV) $(FLOORS) $(WHEEL_ENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .cluster

@@ -274,9 +274,15 @@ def _endpoint(url: str | None, flag: str) -> None:
 @click.option("--port", default=0, show_default=True, help="Port for the local API (0: any free port).")
 def demo(keep: bool, port: int) -> None:
     """A live release through every phase, on a local Kubernetes API emulator."""
-    from shepherd.lab.demo import run_demo
+    try:  # the lab's modules and what they import come with the demo extra only
+        from shepherd.lab.demo import run_demo
 
-    sys.exit(run_demo(keep=keep, port=port))
+        code = run_demo(keep=keep, port=port)
+    except ModuleNotFoundError as missing:
+        raise click.ClickException(
+            f"the demo needs the demo extra (no module {missing.name}): pip install 'release-shepherd[demo]'"
+        ) from None
+    sys.exit(code)
 
 
 @main.command()

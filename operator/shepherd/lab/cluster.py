@@ -114,6 +114,7 @@ class OperatorProcess(Lifecycle):
     workdir: Path
     identity: str = "shepherd-0"
     extra_args: Sequence[str] = ()
+    executable: Path | None = None  # the `shepherd` to run; None: the one installed beside this Python
     popen: subprocess.Popen[bytes] | None = None
     args: list[str] = field(default_factory=list)
 
@@ -138,7 +139,8 @@ class OperatorProcess(Lifecycle):
             "POD_NAME": self.identity,
             "POD_NAMESPACE": self.chart.namespace,
         }
-        shepherd = shutil.which("shepherd", path=str(Path(sys.executable).parent)) or "shepherd"
+        beside = shutil.which("shepherd", path=str(Path(sys.executable).parent))
+        shepherd = str(self.executable or beside or "shepherd")
         self.popen = spawn([shepherd, *self.args], self.log, environment)
 
     def kill(self) -> None:
