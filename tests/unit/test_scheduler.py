@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
-
 from kubernetes.client.exceptions import ApiException
 
 from shepherd.kube import Conflict, ReleaseKey
