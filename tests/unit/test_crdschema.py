@@ -391,7 +391,7 @@ def test_every_property_has_a_description(kind: str) -> None:
 
 
 # How many rules each CRD has: a rule added or lost shows up here.
-RULE_COUNTS = {"release": 36, "releaseapproval": 1, "releasepolicy": 16}
+RULE_COUNTS = {"release": 37, "releaseapproval": 1, "releasepolicy": 16}
 
 
 def test_every_crd_is_checked() -> None:
