@@ -34,6 +34,7 @@ from shepherd.scheduler import Scheduler
 from shepherd.sharding import Shard
 
 REGISTRY = kopf.OperatorRegistry()
+logger = logging.getLogger(__name__)
 FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
 RECONCILE_WORKERS = 32  # passes at once, as many as the API threads they write through
@@ -172,6 +173,8 @@ class Runtime:
     def forget(self, key: ReleaseKey) -> None:
         """A Release is gone: let go of all that is kept for it, at once. The Releases waiting for it are
         woken (their gate sees it gone) and, as they still name it, name it again on that pass."""
+        if key in self.scheduler:
+            logger.info("%s/%s is gone: forgotten", key.namespace, key.name)
         self.wake_dependents(key)
         self.scheduler.forget(key)
         self.cache.forget(key)

@@ -273,7 +273,7 @@ class Silent(Exception):
 
 
 # What goes wrong with a watch in the normal run of things: logged in one line, resumed from where it was.
-EXPECTED = (APIError, Silent, aiohttp.ClientError, TimeoutError, ValueError)
+EXPECTED = (APIError, Expired, Silent, aiohttp.ClientError, TimeoutError, ValueError)
 
 Changed = Callable[[Mapping[str, Any] | None, Mapping[str, Any] | None], None]  # old, new (None: absent)
 
@@ -393,8 +393,9 @@ class Informer:
         return f"{self.where()}: no successful list or watch for {lagging:.0f}s{error}"
 
     def where(self) -> str:
-        scope = f"in {self.namespace}" if self.namespace else "in all namespaces"
-        return f"{self.resource.plural} {scope}"
+        if not self.resource.namespaced:
+            return self.resource.plural
+        return f"{self.resource.plural} in {self.namespace or 'all namespaces'}"
 
     def _following(self, listed: bool = False) -> None:
         """A list answered, or a watch accepted: the view is current again."""
