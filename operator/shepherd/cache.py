@@ -45,6 +45,9 @@ SERVICES = Resource("", "v1", "services", label_selector=MANAGED)
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
 
 
+Fingerprint = tuple[object, ...]
+
+
 @dataclass
 class Wakes:
     """Whom a change wakes: one Release, every Release, or every Release of a namespace."""
@@ -73,6 +76,7 @@ class Cache:
     # Each Release's recorded revisions, parsed: by revision name, with the resourceVersion parsed.
     _parsed: dict[ReleaseKey, dict[str, tuple[str, RevisionContent]]] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    watched: frozenset[str] | None = None  # the namespaces watched; None: all of them
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -110,6 +114,36 @@ class Cache:
 
     def owned_services(self, key: ReleaseKey, uid: str) -> dict[str, dict[str, Any]]:
         return _owned(self.services.labelled(key.namespace, key.name), uid)
+
+    def fingerprint(
+        self, key: ReleaseKey, releases: Iterable[tuple[str, str]], routes: Iterable[tuple[str, str]]
+    ) -> Fingerprint | None:
+        """The versions of everything a decision about `key` reads: the Release, what it owns, its
+        namespace's approvals and labels, the policies, and the Releases and HTTPRoutes it named last time.
+        Equal fingerprints: the same observations. None when the Release or one it depends on is not
+        watched here (read from the API server on each pass instead)."""
+        namespace, name = key.namespace, key.name
+        version = self.releases.version(namespace, name)
+        if not version:
+            return None
+        depended = []
+        for other in releases:
+            if self.watched is not None and other[0] not in self.watched:
+                return None
+            depended.append(self.releases.version(*other))
+        return (
+            version,
+            self.deployments.changed_at(namespace, name),
+            self.revisions.changed_at(namespace, name),
+            self.jobs.changed_at(namespace, name),
+            self.config_maps.changed_at(namespace, name),
+            self.services.changed_at(namespace, name),
+            self.approvals.namespace_changed_at(namespace),
+            self.policies.stamp,
+            self.namespaces.version("", namespace),
+            tuple(self.routes.version(*route) for route in routes),
+            tuple(depended),
+        )
 
     def route(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.routes.get(namespace, name)
@@ -159,6 +193,7 @@ class Cache:
         `release_changed` is told of each Release's change (old, new; None: absent, i.e. gone)."""
         connection = Connection(configuration)
         self.limits = limits or self.limits
+        self.watched = frozenset(namespaces) or None
         self.informers = []
         scopes: list[str | None] = list(namespaces) or [None]
 

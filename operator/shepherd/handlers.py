@@ -66,6 +66,7 @@ class Runtime:
     # resourceVersions of our own latest writes to each Release (status, annotations): their echo is no change
     own_writes: dict[ReleaseKey, tuple[str, ...]] = field(default_factory=dict)
     _seen: dict[ReleaseKey, tuple[object, ...]] = field(default_factory=dict)  # its generation, annotations
+    _outcomes: dict[ReleaseKey, Outcome] = field(default_factory=dict)  # each Release's last pass
     _dependents: dict[ReleaseKey, set[ReleaseKey]] = field(default_factory=dict)
     _routed: dict[tuple[str, str], set[ReleaseKey]] = field(default_factory=dict)  # HTTPRoute -> Releases
     # What each Release named on its last pass (the Releases it waits for, the HTTPRoutes it sets), where any.
@@ -180,6 +181,7 @@ class Runtime:
         self.cache.forget(key)
         self._seen.pop(key, None)
         self.own_writes.pop(key, None)
+        self._outcomes.pop(key, None)
         self._unlink(key)
         self._dependents.pop(key, None)
         self.metrics.forget(key.namespace, key.name)
@@ -187,6 +189,7 @@ class Runtime:
     async def reconcile_once(self, key: ReleaseKey, fresh: bool) -> Outcome | None:
         """One pass; `fresh` (after a conflict) reads the Release from the API server, not the cache."""
         self.started += 1
+        previous = self._outcomes.pop(key, None)  # a failed pass decides afresh next time
         try:
             with self.metrics.reconcile_duration.time():
                 outcome = await reconcile(
@@ -199,7 +202,10 @@ class Runtime:
                     on_write=lambda version: self.wrote(key, version),
                     fresh=fresh,
                     outside=self.outside,
+                    previous=previous,
                 )
+            if outcome is not None and outcome is previous:
+                self.metrics.reconcile_skipped.inc()
         except Conflict as conflict:
             self.metrics.reconcile_errors.inc()
             if conflict.current is not None:
@@ -217,6 +223,7 @@ class Runtime:
         if outcome is None:
             self.forget(key)  # gone
         else:
+            self._outcomes[key] = outcome
             self.depend(key, outcome.dependencies, outcome.routes)
         return outcome
 

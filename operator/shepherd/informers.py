@@ -121,6 +121,11 @@ class Store:
     _deleted: dict[ObjectKey, tuple[str, float]] = field(default_factory=dict)
     _by_index: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     _by_namespace: dict[str, set[str]] = field(default_factory=dict)
+    # When each index entry and namespace last changed, on one counter that only grows: a pass compares these
+    # stamps to tell in microseconds whether anything it decided on changed (see Cache.fingerprint).
+    stamp: int = 0
+    _changed: dict[tuple[str, str], int] = field(default_factory=dict)
+    _namespace_changed: dict[str, int] = field(default_factory=dict)
 
     @property
     def objects(self) -> dict[ObjectKey, dict[str, Any]]:
@@ -136,6 +141,18 @@ class Store:
 
     def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
         return [unpack(self._packed[(namespace, n)]) for n in sorted(self._by_namespace.get(namespace, ()))]
+
+    def version(self, namespace: str, name: str) -> str:
+        """The resourceVersion held ("" for none), without decoding the object."""
+        return self._versions.get((namespace, name), "")
+
+    def changed_at(self, namespace: str, value: str) -> int:
+        """The stamp of the last change among the objects of `namespace` whose index label has `value`
+        (0: none is held)."""
+        return self._changed.get((namespace, value), 0)
+
+    def namespace_changed_at(self, namespace: str) -> int:
+        return self._namespace_changed.get(namespace, 0)
 
     def labelled(self, namespace: str, value: str) -> list[dict[str, Any]]:
         """Objects in `namespace` whose index label has `value`."""
@@ -204,17 +221,21 @@ class Store:
             "labels": len(self._labels),
             "namespaces": len(self._by_namespace),
             "indexed": len(self._by_index),
+            "stamps": len(self._changed) + len(self._namespace_changed),
         }
 
     def _index(self, key: ObjectKey, obj: Mapping[str, Any]) -> None:
         namespace, name = key
+        self.stamp += 1
         self._by_namespace.setdefault(namespace, set()).add(name)
+        self._namespace_changed[namespace] = self.stamp
         if self.index_label is None:
             return
         value = ((obj.get("metadata") or {}).get("labels") or {}).get(self.index_label)
         if value is not None:
             self._labels[key] = str(value)
             self._by_index.setdefault((namespace, str(value)), set()).add(name)
+            self._changed[(namespace, str(value))] = self.stamp
 
     def _unindex(self, key: ObjectKey) -> None:
         """Forget the object at `key` and its index entries (nothing when none is held)."""
@@ -222,10 +243,20 @@ class Store:
             return
         del self._versions[key]
         namespace, name = key
+        self.stamp += 1
         discard(self._by_namespace, namespace, name)
+        self._restamp(self._namespace_changed, namespace, namespace in self._by_namespace)
         value = self._labels.pop(key, None)
         if value is not None:
             discard(self._by_index, (namespace, value), name)
+            self._restamp(self._changed, (namespace, value), (namespace, value) in self._by_index)
+
+    def _restamp(self, stamps: dict[Any, int], key: Any, held: bool) -> None:
+        """A change; a key with nothing left under it is dropped: its absence reads as 0, held by nothing."""
+        if held:
+            stamps[key] = self.stamp
+        else:
+            stamps.pop(key, None)
 
 
 @dataclass(frozen=True)

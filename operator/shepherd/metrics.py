@@ -237,6 +237,11 @@ class OperatorMetrics:
             "Reconciles that failed and were retried",
             registry=self.registry,
         )
+        self.reconcile_skipped = CounterMetric(
+            "shepherd_reconcile_skipped_total",
+            "Reconciles that found nothing they decide on changed and nothing due, so decided nothing again",
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "shepherd_leader",
             "1 while this operator acts: it holds the leader lease, or runs without leader election",

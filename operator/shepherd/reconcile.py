@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shepherd.cache import Cache
+from shepherd.cache import Cache, Fingerprint
 from shepherd.core import Observations, ReleaseObject, decide, needed
 from shepherd.core.actions import Event
 from shepherd.core.gates import Approval, dependencies
 from shepherd.core.notifications import select
-from shepherd.core.policy import Policy, applicable, policy_gates
+from shepherd.core.policy import applicable, policy_gates
 from shepherd.core.rejection import STATUS_REFUSED, record_rejection
-from shepherd.core.spec import ApprovalGate, ReleaseSpec, SpecError, parse_spec
+from shepherd.core.spec import ApprovalGate, Gate, ReleaseSpec, SpecError, parse_spec
 from shepherd.core.timefmt import parse_time
 from shepherd.core.traffic import route_key
 from shepherd.kube import KubeAPI, Rejected, ReleaseKey, Written
@@ -47,6 +47,8 @@ class Outcome:
     wake_at: datetime | None  # when the decision may change without any watch event
     dependencies: tuple[tuple[str, str], ...] = ()  # Releases whose changes must wake this one
     routes: tuple[tuple[str, str], ...] = ()  # HTTPRoutes whose changes must wake this one
+    # The versions of all it decided on (Cache.fingerprint); None: it cannot be told, so never skipped.
+    fingerprint: Fingerprint | None = None
 
 
 async def reconcile(
@@ -59,11 +61,20 @@ async def reconcile(
     on_write: Callable[[str], None] | None = None,
     fresh: bool = False,
     outside: Executor | None = None,
+    previous: Outcome | None = None,
 ) -> Outcome | None:
     """Returns None when the Release is gone or being deleted. `on_write` is told the resourceVersion of
     each write to the Release itself, as it happens, so that its echo on the watch wakes nothing. `fresh`
     reads the Release from the API server first (after a conflict, or when the watch has not shown it).
-    Prometheus and webhooks are called on the `outside` threads."""
+    Prometheus and webhooks are called on the `outside` threads.
+
+    `previous`, this Release's last outcome, makes a pass that can change nothing free: when nothing it
+    decided on has a new version and its next due time has not come, the decision would be the same, so
+    it is not made again (a resync of a Release at rest costs a few dictionary lookups)."""
+    if not fresh and previous is not None and previous.fingerprint is not None:
+        due = previous.wake_at is not None and clock() >= previous.wake_at
+        if not due and cache.fingerprint(key, previous.dependencies, previous.routes) == previous.fingerprint:
+            return previous
 
     def written(writes: list[Written]) -> None:
         cache.remember(writes)
@@ -111,14 +122,16 @@ async def reconcile(
     )
     matched = applicable(policies, labels)
     asked = needed(view, clock(), policy_gates(matched))
+    gates = (*spec.gates, *policy_gates(matched)) if spec and asked.gate_objects else ()
+    wanted = dependencies(gates, key.namespace)
+    # Taken before anything is read: a change from now on is one this decision did not see.
+    fingerprint = cache.fingerprint(key, wanted, routes)
     answers, webhooks, (approvals, releases) = await asyncio.gather(
         gather(
             api, key, spec.analysis.prometheus if spec and spec.analysis else None, asked, clock(), outside
         ),
         call_webhooks(api, key.namespace, asked.webhook_calls, outside),
-        gate_observations(api, cache, key, spec, matched)
-        if spec and asked.gate_objects
-        else no_gate_objects(),
+        gate_observations(api, cache, key, gates, wanted) if gates else no_gate_objects(),
     )
     now = clock()
     observed = Observations(
@@ -169,7 +182,7 @@ async def reconcile(
         await hold(held, status)
         await post_events(api, key, release, (event,), now)
         wake_at = None
-    return Outcome(wake_at, tuple(releases), routes)
+    return Outcome(wake_at, tuple(releases), routes, fingerprint)
 
 
 async def post_events(
@@ -204,14 +217,12 @@ async def no_gate_objects() -> GateObjects:
 
 
 async def gate_observations(
-    api: KubeAPI, cache: Cache, key: ReleaseKey, spec: ReleaseSpec, policies: Sequence[Policy]
+    api: KubeAPI, cache: Cache, key: ReleaseKey, gates: Sequence[Gate], wanted: Sequence[tuple[str, str]]
 ) -> GateObjects:
     """What gates look at: the namespace's approvals (if a gate asks) and the Releases depended on."""
-    gates = (*spec.gates, *policy_gates(policies))
     approvals: tuple[Approval, ...] = ()
     if any(isinstance(g.kind, ApprovalGate) for g in gates):
         approvals = tuple(approval_of(item) for item in cache.namespace_approvals(key.namespace))
-    wanted = dependencies(gates, key.namespace)
     read = await asyncio.gather(*(depended_on(api, cache, ReleaseKey(*release)) for release in wanted))
     return approvals, dict(zip(wanted, read, strict=True))
 

@@ -6,6 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from watchserver import WatchServer, eventually
 
 from shepherd.cache import Cache, NotFilled, Wakes, approved_release, owning_release
@@ -161,3 +163,84 @@ def test_a_pass_waits_for_httproutes_no_longer_than_the_unready_limit() -> None:
                 await connection.close()
 
     asyncio.run(story())
+
+
+# --- the fingerprint: equal fingerprints mean equal observations ------------------------------------
+
+OTHER = ReleaseKey("prod", "backend")
+ROUTE = ("prod", "shop-route")
+
+
+def observations(cache: Cache) -> tuple[object, ...]:
+    """Everything a pass over SHOP reads from the cache, decoded, as reconcile gathers it."""
+    uid = "uid-shop"
+    return (
+        cache.release(SHOP),
+        cache.owned_deployments(SHOP, uid),
+        cache.recorded_revisions(SHOP, uid),
+        cache.owned_jobs(SHOP, uid),
+        cache.owned_config_maps(SHOP, uid),
+        cache.owned_services(SHOP, uid),
+        cache.namespace_approvals("prod"),
+        cache.all_policies(),
+        cache.namespace_labels("prod"),
+        cache.route(*ROUTE),
+        cache.release(OTHER),
+    )
+
+
+def named(name: str, version: int, namespace: str = "prod", **extra: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": namespace, "resourceVersion": str(version)}, **extra}
+
+
+STORES = ("deployments", "revisions", "jobs", "config_maps", "services")
+change = st.one_of(
+    st.tuples(st.sampled_from(STORES), st.sampled_from(["shop-a", "shop-b", "cart-a"]), st.booleans()),
+    st.tuples(st.just("approvals"), st.sampled_from(["a1", "a2"]), st.booleans()),
+    st.tuples(st.just("policies"), st.sampled_from(["p1", "p2"]), st.booleans()),
+    st.tuples(st.just("namespaces"), st.sampled_from(["prod", "dev"]), st.booleans()),
+    st.tuples(st.just("routes"), st.sampled_from(["shop-route", "other-route"]), st.booleans()),
+    st.tuples(st.just("releases"), st.sampled_from(["shop", "backend", "cart"]), st.booleans()),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(change, max_size=40))
+def test_equal_fingerprints_mean_equal_observations(changes: list[tuple[str, str, bool]]) -> None:
+    """For any sequence of watch events (objects created, changed, deleted), a pass that finds the
+    fingerprint it decided on has read exactly what that decision read: skipping it hides nothing."""
+    cache = Cache()
+    seen: dict[object, tuple[object, ...]] = {}
+    version = 0
+    for store_name, name, present in [("releases", "shop", True), *changes]:
+        version += 1
+        store = getattr(cache, store_name)
+        if store_name in STORES:
+            release = name.split("-")[0]
+            obj = child(name, version, uid=f"uid-{release}", release=release, revision=version, data={})
+        elif store_name == "namespaces":
+            obj = named(name, version, namespace="", labels={"tier": str(version)})
+            obj["metadata"]["labels"] = {"tier": str(version)}
+        elif store_name == "approvals":
+            obj = named(name, version, spec={"release": "shop", "revision": version})
+        else:
+            obj = named(
+                name, version, namespace="" if store_name == "policies" else "prod", spec={"v": version}
+            )
+        if present:
+            store.put(obj)
+        else:
+            store.remove(obj)
+        fingerprint = cache.fingerprint(SHOP, [("prod", "backend")], [ROUTE])
+        if fingerprint is None:
+            continue  # the Release itself is gone: nothing is skipped
+        observed = observations(cache)
+        assert seen.setdefault(fingerprint, observed) == observed
+
+
+def test_a_release_watched_elsewhere_has_no_fingerprint() -> None:
+    cache = Cache(watched=frozenset({"prod"}))
+    cache.releases.put(named("shop", 1))
+    assert cache.fingerprint(SHOP, [("prod", "backend")], []) is not None
+    assert cache.fingerprint(SHOP, [("ops", "backend")], []) is None, "read from the API server each pass"
+    assert cache.fingerprint(ReleaseKey("prod", "cart"), [], []) is None, "not in the cache"

@@ -1,5 +1,15 @@
 """The shell's status write: a merge patch of only what changed."""
 
+import copy
+import re
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from simulation import ABORT, PROMOTE, World, release_spec, succeeded
+
+from shepherd.core.gates import Approval
 from shepherd.reconcile import status_patch
 
 
@@ -12,3 +22,62 @@ def test_status_patch_sends_changes_and_nulls_for_removed_keys() -> None:
 def test_no_patch_when_nothing_changed() -> None:
     same = {"phase": "Succeeded", "stepSince": None}
     assert status_patch({"phase": "Succeeded"}, same) == {}
+
+
+# --- a pass that finds nothing changed decides nothing again -------------------------------------------
+
+COUNTDOWN = re.compile(r"\(in [0-9dhms ]+\)")
+
+
+def without_countdown(value: Any) -> Any:
+    """A planned revision's message counts down to its time: the one thing of a status that time alone
+    changes before the decision is due, and that a skipped pass leaves as it was last written."""
+    if isinstance(value, str):
+        return COUNTDOWN.sub("(in …)", value)
+    if isinstance(value, dict):
+        return {k: without_countdown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_countdown(v) for v in value]
+    return value
+
+
+def plan_in(world: World, minutes: int) -> dict[str, Any]:
+    return {"notBefore": (world.now + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")}
+
+
+STEPS = {
+    "new version": lambda w: w.set_spec({**w.spec, **release_spec(f"1.{len(w.decisions)}.0")}),
+    "planned version": lambda w: w.set_spec(
+        {**w.spec, **release_spec(f"2.{len(w.decisions)}.0"), "plan": plan_in(w, 90)}
+    ),
+    "approval gate": lambda w: w.set_spec({**w.spec, "gates": [{"name": "ok", "approval": {"count": 1}}]}),
+    "approve": lambda w: w.approvals.append(Approval("a", "shop", w.status.get("revision", 0), "al", w.now)),
+    "promote": lambda w: w.annotations.update({PROMOTE: "true"}),
+    "abort": lambda w: w.annotations.update({ABORT: "true"}),
+    "a minute": lambda w: setattr(w, "now", w.now + timedelta(minutes=1)),
+    "an hour": lambda w: setattr(w, "now", w.now + timedelta(hours=1)),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.sampled_from(sorted(STEPS)), min_size=1, max_size=8),
+    st.lists(st.floats(min_value=0, max_value=1, exclude_max=True), min_size=1, max_size=3),
+)
+def test_before_its_due_time_a_release_whose_observations_did_not_change_decides_the_same(
+    steps: list[str], probes: list[float]
+) -> None:
+    """The other half of skipping a pass (the cache's test shows equal fingerprints mean equal
+    observations): with the same observations, any moment before the decision's wake_at decides the same:
+    no action, no Event, the same status. So for any sequence of changes the skip hides no decision."""
+    world = succeeded()
+    for step in steps:
+        STEPS[step](world)
+        rested = world.settle()
+        horizon = rested.wake_at or world.now + timedelta(hours=6)
+        for probe in probes:
+            later = copy.deepcopy(world)
+            later.now = world.now + (horizon - world.now) * probe
+            decision = later.reconcile()
+            assert decision.actions == () and decision.events == (), (step, probe, decision)
+            assert without_countdown(decision.status) == without_countdown(world.status), (step, probe)
