@@ -161,12 +161,12 @@ $(FLOORS)/.tested: pyproject.toml | $(STAMP)
 
 # The package as the image installs it: its wheel alone, installed without extras into .venv-wheel, whose
 # `shepherd` tests/controlplane/test_the_shipped_package_runs_a_release.py runs. Again when a file that goes
-# into the wheel changes.
+# into the wheel changes. Without build/, where modules since removed from the source would stay and ship.
 WHEEL_ENV     := .venv-wheel
 WHEEL_SOURCES := pyproject.toml README.md $(shell find operator/shepherd crds examples -type f -not -name '*.pyc')
 
 $(WHEEL_ENV)/.installed: $(WHEEL_SOURCES)
-	rm -rf $(WHEEL_ENV) && $(PYTHON) -m venv $(WHEEL_ENV)
+	rm -rf $(WHEEL_ENV) build && $(PYTHON) -m venv $(WHEEL_ENV)
 	$(WHEEL_ENV)/bin/pip wheel --quiet --no-deps --wheel-dir $(WHEEL_ENV)/dist .
 	$(WHEEL_ENV)/bin/pip install --quiet $(WHEEL_ENV)/dist/release_shepherd-*.whl
 	touch $@
