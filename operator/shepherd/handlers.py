@@ -29,7 +29,7 @@ from shepherd.kube import GROUP, PLURAL, VERSION, Conflict, KubeAPI, ReleaseKey
 from shepherd.limits import Limits
 from shepherd.metrics import OperatorMetrics
 from shepherd.notifier import DeliveryPolicy, Notifier
-from shepherd.reconcile import Outcome, reconcile
+from shepherd.reconcile import Outcome, ParsedSpecs, reconcile
 from shepherd.scheduler import Scheduler
 from shepherd.sharding import Shard
 
@@ -67,6 +67,7 @@ class Runtime:
     own_writes: dict[ReleaseKey, tuple[str, ...]] = field(default_factory=dict)
     _seen: dict[ReleaseKey, tuple[object, ...]] = field(default_factory=dict)  # its generation, annotations
     _outcomes: dict[ReleaseKey, Outcome] = field(default_factory=dict)  # each Release's last pass
+    specs: ParsedSpecs = field(default_factory=ParsedSpecs)
     _dependents: dict[ReleaseKey, set[ReleaseKey]] = field(default_factory=dict)
     _routed: dict[tuple[str, str], set[ReleaseKey]] = field(default_factory=dict)  # HTTPRoute -> Releases
     # What each Release named on its last pass (the Releases it waits for, the HTTPRoutes it sets), where any.
@@ -203,6 +204,7 @@ class Runtime:
                     fresh=fresh,
                     outside=self.outside,
                     previous=previous,
+                    specs=self.specs,
                 )
             if outcome is not None and outcome is previous:
                 self.metrics.reconcile_skipped.inc()

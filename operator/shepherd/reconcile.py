@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ async def reconcile(
     fresh: bool = False,
     outside: Executor | None = None,
     previous: Outcome | None = None,
+    specs: ParsedSpecs | None = None,
 ) -> Outcome | None:
     """Returns None when the Release is gone or being deleted. `on_write` is told the resourceVersion of
     each write to the Release itself, as it happens, so that its echo on the watch wakes nothing. `fresh`
@@ -105,8 +107,11 @@ async def reconcile(
     policies = cache.all_policies()
     labels = cache.namespace_labels(key.namespace) if policies else {}
     config_maps = cache.owned_config_maps(key, uid)
-    # Parsed once for what the shell must fetch; an invalid spec fetches nothing (decide() holds it).
-    spec = valid_spec(release.get("spec") or {})
+    # Parsed once per generation, for what the shell must fetch and for the core; an invalid spec fetches
+    # nothing (decide() holds it).
+    generation = int(meta.get("generation") or 0)
+    parsed = (specs or ParsedSpecs()).of(uid, generation, release.get("spec") or {})
+    spec = parsed if isinstance(parsed, ReleaseSpec) else None
     routing = spec.routing if spec else None
     routes = tuple(route_key(ref, key.namespace) for ref in routing.routes) if routing else ()
     if routes:
@@ -115,10 +120,11 @@ async def reconcile(
         name=key.name,
         namespace=key.namespace,
         uid=uid,
-        generation=int(meta.get("generation") or 0),
+        generation=generation,
         annotations=meta.get("annotations") or {},
         spec=release.get("spec") or {},
         status=release.get("status") or {},
+        parsed=parsed,
     )
     matched = applicable(policies, labels)
     asked = needed(view, clock(), policy_gates(matched))
@@ -202,11 +208,30 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     return patch
 
 
-def valid_spec(raw: Mapping[str, Any]) -> ReleaseSpec | None:
-    try:
-        return parse_spec(raw)
-    except SpecError:
-        return None
+class ParsedSpecs:
+    """The Releases' specs parsed once per generation (the API server bumps a generation with every change
+    of the spec), the most recently used kept: at rest no pass parses at all, and the Releases moving are
+    few."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._held: OrderedDict[tuple[str, int], ReleaseSpec | SpecError] = OrderedDict()
+
+    def of(self, uid: str, generation: int, raw: Mapping[str, Any]) -> ReleaseSpec | SpecError:
+        key = (uid, generation)
+        held = self._held.get(key) if uid and generation else None
+        if held is None:
+            try:
+                held = parse_spec(raw)
+            except SpecError as error:
+                held = error
+            if uid and generation:
+                self._held[key] = held
+                if len(self._held) > self._size:
+                    self._held.popitem(last=False)
+        else:
+            self._held.move_to_end(key)
+        return held
 
 
 GateObjects = tuple[tuple[Approval, ...], dict[tuple[str, str], dict[str, Any] | None]]

@@ -5,12 +5,15 @@ import re
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from simulation import ABORT, PROMOTE, World, release_spec, succeeded
 
 from shepherd.core.gates import Approval
-from shepherd.reconcile import status_patch
+from shepherd.core.model import ReleaseObject
+from shepherd.core.spec import ReleaseSpec, SpecError
+from shepherd.reconcile import ParsedSpecs, status_patch
 
 
 def test_status_patch_sends_changes_and_nulls_for_removed_keys() -> None:
@@ -81,3 +84,17 @@ def test_before_its_due_time_a_release_whose_observations_did_not_change_decides
             decision = later.reconcile()
             assert decision.actions == () and decision.events == (), (step, probe, decision)
             assert without_countdown(decision.status) == without_countdown(world.status), (step, probe)
+
+
+def test_a_spec_is_parsed_once_per_generation_and_an_error_kept_as_raised() -> None:
+    specs = ParsedSpecs(size=2)
+    first = specs.of("uid-1", 3, release_spec("1.0.0"))
+    assert specs.of("uid-1", 3, release_spec("9.9.9")) is first, "one generation, one parse"
+    assert isinstance(specs.of("uid-1", 4, release_spec("1.1.0")), ReleaseSpec)
+    bad = specs.of("uid-2", 1, {**release_spec(), "version": ""})
+    assert isinstance(bad, SpecError) and bad.field == "spec.version"
+    view = ReleaseObject("shop", "prod", "uid-2", 1, {}, {}, {}, parsed=bad)
+    with pytest.raises(SpecError, match=r"spec\.version"):
+        view.release_spec()
+    assert specs.of("uid-1", 3, release_spec("9.9.9")) is not first, "the oldest of three let go (size 2)"
+    assert specs.of("", 0, release_spec("2.0.0")).version == "2.0.0", "no uid or generation: never kept"

@@ -30,7 +30,7 @@ from shepherd.core.gates import GateResult, metric_gate_queries, webhook_calls
 from shepherd.core.model import Needed, Observations, QueryCheck, ReleaseObject
 from shepherd.core.policy import Freeze, Policy
 from shepherd.core.promql import render_query
-from shepherd.core.spec import Gate, ReleaseSpec, SpecError, parse_spec
+from shepherd.core.spec import Gate, ReleaseSpec, SpecError
 from shepherd.core.status import Condition, Phase, Rollout
 
 RECHECK_PROMETHEUS = timedelta(seconds=5)
@@ -38,7 +38,7 @@ RECHECK_PROMETHEUS = timedelta(seconds=5)
 
 def needed(release: ReleaseObject, now: datetime, policy_gates: tuple[Gate, ...] = ()) -> Needed:
     try:
-        spec = parse_spec(release.spec)
+        spec = release.release_spec()
     except SpecError:
         return Needed()
     rollout = Rollout.from_status(release.status)

@@ -91,7 +91,6 @@ from shepherd.core.spec import (
     WindowGate,
     content_of,
     parse_release_name,
-    parse_spec,
     waves,
 )
 from shepherd.core.status import (
@@ -129,7 +128,7 @@ def decide(release: ReleaseObject, observed: Observations, now: datetime) -> Dec
     rollout = Rollout.from_status(release.status)
     try:
         parse_release_name(release.name)
-        spec = parse_spec(release.spec)
+        spec = release.release_spec()
     except SpecError as error:
         return _invalid_spec(release, rollout, error, now)
     events: list[Event] = []

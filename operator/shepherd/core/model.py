@@ -10,7 +10,7 @@ from typing import Any
 from shepherd.core.actions import Action, Event
 from shepherd.core.analysis import Measurement, MeasurementRequest, QueryOutcome
 from shepherd.core.gates import Approval, WebhookAnswer, WebhookCall
-from shepherd.core.spec import RevisionContent
+from shepherd.core.spec import ReleaseSpec, RevisionContent, SpecError, parse_spec
 from shepherd.core.workloads import ReleaseRef
 
 
@@ -23,10 +23,18 @@ class ReleaseObject:
     annotations: Mapping[str, str]
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
+    # `spec` parsed already (by the shell, once per generation), or the SpecError it raised; None: not yet.
+    parsed: ReleaseSpec | SpecError | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> ReleaseRef:
         return ReleaseRef(self.name, self.namespace, self.uid)
+
+    def release_spec(self) -> ReleaseSpec:
+        """The parsed spec; raises SpecError naming the first bad field."""
+        if isinstance(self.parsed, SpecError):
+            raise SpecError(self.parsed.field, self.parsed.message)
+        return self.parsed if self.parsed is not None else parse_spec(self.spec)
 
 
 @dataclass(frozen=True)
