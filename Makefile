@@ -118,6 +118,7 @@ test: install prometheus cluster-binaries gateway-binaries lint typecheck docs f
 
 bench: install prometheus cluster-binaries
 	$(BIN)/python bench/reconcile_cost.py
+	$(BIN)/python bench/resync_cost.py
 	$(BIN)/python bench/rollback_latency.py
 	$(BIN)/python bench/scale.py --releases 1000 5000
 	$(BIN)/python bench/gateway_latency.py
@@ -126,6 +127,7 @@ bench: install prometheus cluster-binaries
 # as tests/bench.
 bench-smoke: install prometheus cluster-binaries
 	$(BIN)/python bench/reconcile_cost.py --smoke
+	$(BIN)/python bench/resync_cost.py --smoke
 	$(BIN)/python bench/rollback_latency.py --smoke
 	$(BIN)/python bench/scale.py --smoke
 	$(BIN)/python bench/gateway_latency.py --smoke
