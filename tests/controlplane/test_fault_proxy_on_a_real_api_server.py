@@ -1,23 +1,27 @@
 """The fault-injecting proxy in front of the real API server: requests pass with the ServiceAccount's own
 token (RBAC still decides), faults are injected as asked and counted, a cut watch is seen by its client,
-and the kill point runs after the k-th write took effect (or before it is sent)."""
+the kill point runs after the k-th write took effect (or before it is sent), a hung request is never
+answered (sent or not), a silent watch stays open with nothing in it, and all that is held is let go when
+the proxy stops."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from helpers import wait_until
 from shepherd.lab.cluster import InstalledChart
 from shepherd.lab.controlplane import ControlPlane
-from shepherd.lab.faultproxy import FaultProxy, fault, proxied_kubeconfig, verb_of
+from shepherd.lab.faultproxy import FaultProxy, Hang, fault, proxied_kubeconfig, verb_of
 
 
 @pytest.fixture
@@ -207,3 +211,153 @@ def test_the_kill_point_runs_after_the_kth_write_took_effect_or_before_it_is_sen
     assert point.fired.is_set()
     names = {d.metadata.name for d in admin_apps.list_namespaced_deployment(namespace).items}
     assert "fourth" not in names, "before: the write never reached the server"
+
+
+def test_a_hung_write_is_never_answered_nor_sent_and_the_next_one_passes(
+    through_proxy: kubernetes.client.ApiClient, proxy: FaultProxy, namespace: str
+) -> None:
+    apps = kubernetes.client.AppsV1Api(through_proxy)
+    hung_patch(apps, proxy, namespace, "before", "hung")
+    assert labels(apps, namespace, "web").get("n") is None, "never sent to the server"
+    assert [(e.verb, e.path) for e in proxy.hung()] == [
+        ("PATCH", f"/apis/apps/v1/namespaces/{namespace}/deployments/web")
+    ]
+    apps.patch_namespaced_deployment("web", namespace, labelled("next"), _request_timeout=(5, 5))
+    assert labels(apps, namespace, "web")["n"] == "next", "times=1: the rule is spent"
+    assert proxy.release() == 1 and proxy.holding == 0
+
+
+def test_a_write_whose_answer_is_withheld_was_applied_by_the_server(
+    through_proxy: kubernetes.client.ApiClient, proxy: FaultProxy, namespace: str
+) -> None:
+    apps = kubernetes.client.AppsV1Api(through_proxy)
+    hung_patch(apps, proxy, namespace, "after", "applied")
+    assert labels(apps, namespace, "web")["n"] == "applied", "the server applied it; its answer never came"
+    assert len(proxy.hung()) == 1
+    assert [status for _, verb, _, status in proxy.written if verb == "PATCH"] == [200], proxy.written
+
+
+def hung_patch(
+    apps: kubernetes.client.AppsV1Api, proxy: FaultProxy, namespace: str, hang: Hang, value: str
+) -> None:
+    """Deployment web created, then its PATCH to label n=`value` hung (`hang` the server): its client
+    gives up after its 2s read timeout, seeing neither an answer nor the connection closed."""
+    apps.create_namespaced_deployment(namespace, deployment("web"))
+    rule = fault("PATCH", path="/deployments/web$", hang=hang, times=1)
+    proxy.inject(rule)
+    started = time.monotonic()
+    with pytest.raises(urllib3.exceptions.ReadTimeoutError):  # no answer, and the connection still open
+        apps.patch_namespaced_deployment("web", namespace, labelled(value), _request_timeout=(5, 2))
+    assert 2 <= time.monotonic() - started < 10
+    assert rule.applied == 1 and proxy.holding == 1, "held after its client gave up, until the proxy stops"
+
+
+def test_a_silent_watch_stays_open_and_forwards_nothing_until_it_is_cut(
+    through_proxy: kubernetes.client.ApiClient,
+    admin: kubernetes.client.ApiClient,
+    proxy: FaultProxy,
+    namespace: str,
+) -> None:
+    silent = fault("WATCH", path="/deployments$", silent=True, times=1)
+    proxy.inject(silent)
+    apps = kubernetes.client.AppsV1Api(through_proxy)
+    silenced, heard = Watcher(apps, namespace), Watcher(apps, namespace)
+    silenced.start()
+    wait_until(lambda: silent.applied == 1, message="the silent watch to open")
+    heard.start()  # the rule is spent: this one is forwarded
+    wait_until(lambda: proxy.count("WATCH", injected=False) == 1, message="the second watch to open")
+    admin_apps = kubernetes.client.AppsV1Api(admin)
+    admin_apps.create_namespaced_deployment(namespace, deployment("seen"))
+    wait_until(lambda: "seen" in heard.names, message="the forwarded watch to see the Deployment")
+    # The server ends each watch after its timeoutSeconds (1s): the forwarded one ends, the silent one not.
+    wait_until(lambda: not heard.thread.is_alive(), timeout=15, message="the forwarded watch to end")
+    assert silenced.thread.is_alive() and silenced.names == [] and not silenced.outcome
+    assert proxy.holding == 1
+    assert proxy.cut_watches(path="/deployments$") == 1
+    silenced.thread.join(timeout=10)
+    assert not silenced.thread.is_alive(), "the cut reaches the silent watch's client"
+    assert silenced.names == [] and silenced.outcome
+    assert proxy.count("WATCH", injected=True) == 1 and proxy.watches_cut == 1 and proxy.holding == 0
+
+
+def test_whatever_the_proxy_holds_is_let_go_when_it_stops(
+    control_plane: ControlPlane, chart: InstalledChart, namespace: str, tmp_path: Path
+) -> None:
+    token = control_plane.service_account_kubeconfig(
+        chart.namespace, chart.service_account, tmp_path / "operator.kubeconfig"
+    )
+    proxy = FaultProxy.for_control_plane(control_plane)
+    with proxy:
+        config = proxied_kubeconfig(token, tmp_path / "proxied.kubeconfig", proxy.url)
+        client = kubernetes.config.new_client_from_config(config_file=str(config))
+        apps = kubernetes.client.AppsV1Api(client)
+        proxy.inject(
+            fault("PATCH", hang="before"),
+            fault("POST", hang="after"),
+            fault("LIST", delay=60),
+            fault("WATCH", silent=True),
+        )
+        outcomes: dict[str, str] = {}
+
+        def call(what: str, request: Callable[[], object]) -> None:
+            try:
+                request()
+                outcomes[what] = "answered"
+            except Exception as error:  # the connection closed under it, as urllib3 reports it
+                outcomes[what] = type(error).__name__
+
+        calls = {
+            "hung": lambda: apps.patch_namespaced_deployment("web", namespace, labelled("x")),
+            "withheld": lambda: apps.create_namespaced_deployment(namespace, deployment("web")),
+            "delayed": lambda: apps.list_namespaced_deployment(namespace),
+            "silent": lambda: list(Watcher(apps, namespace).stream()),
+        }
+        threads = [threading.Thread(target=call, args=item, daemon=True) for item in calls.items()]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: proxy.holding == 4, message="all four requests held")
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 5, "stopped at once, not after the 60s delay"
+    assert proxy._thread is not None and not proxy._thread.is_alive(), "the proxy's thread ended"
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads), outcomes
+    assert set(outcomes) == set(calls) and "answered" not in outcomes.values(), outcomes
+    assert len(proxy.hung()) == 3, "the hung, the withheld and the delayed got no answer"
+    client.close()
+
+
+def labelled(value: str) -> dict[str, Any]:
+    return {"metadata": {"labels": {"n": value}}}
+
+
+def labels(apps: kubernetes.client.AppsV1Api, namespace: str, name: str) -> dict[str, str]:
+    return dict(apps.read_namespaced_deployment(name, namespace).metadata.labels or {})
+
+
+class Watcher:
+    """A watch of the namespace's Deployments in a thread of its own (the server ends it after 1s), and
+    the names it saw."""
+
+    def __init__(self, apps: kubernetes.client.AppsV1Api, namespace: str) -> None:
+        self.apps = apps
+        self.namespace = namespace
+        self.names: list[str] = []
+        self.outcome = ""
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def stream(self) -> Iterator[Any]:
+        return kubernetes.watch.Watch().stream(
+            self.apps.list_namespaced_deployment, self.namespace, timeout_seconds=1, _request_timeout=60
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self.stream():
+                self.names.append(event["object"].metadata.name)
+            self.outcome = "ended"
+        except Exception as error:  # the cut, as urllib3 reports it
+            self.outcome = type(error).__name__

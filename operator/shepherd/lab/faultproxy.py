@@ -8,9 +8,17 @@ streamed as they come.
 Rules inject faults by verb (GET, LIST, WATCH, POST, PUT, PATCH, DELETE; WATCH and LIST are told apart from
 GET by the path and the `watch` query), an optional path regex and a share of the matching requests (drawn
 from a seeded random generator): an answer of the proxy's own (500, 429 with Retry-After, 409, each with
-a Kubernetes Status body) instead of the server's, an added delay, or a watch stream cut some seconds after
-it began. Every request is counted by verb and path, and a hook can run right after the server answered
-the k-th write (or right before the k-th write is sent): a test kills the operator there.
+a Kubernetes Status body) instead of the server's, an added delay, a watch stream cut some seconds after
+it began, a hang (the request accepted and never answered nor closed: never sent to the server, or sent and
+its answer withheld, so the server applied a write its client never hears of), a silent watch (open,
+and nothing of it forwarded: no event, no bookmark, no end), or an expired one (answered 410 in its
+stream, as when the version it resumes from is compacted away). Every request is counted by verb and
+path, and a hook can run right after the server answered the k-th write (or right before the k-th write
+is sent): a test kills the operator there. What a delay, a hang or a silent watch holds is let go when
+the proxy stops: its connection is closed and the proxy's thread ends.
+
+Any plain HTTP server can stand behind it too (a slow Prometheus: `FaultProxy(url, None)` and
+`fault(delay=60)`): the verbs then mean little, and the path regex chooses.
 """
 
 from __future__ import annotations
@@ -21,12 +29,13 @@ import random
 import re
 import ssl
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -35,6 +44,10 @@ from aiohttp import web
 
 VERBS = ("GET", "LIST", "WATCH", "POST", "PUT", "PATCH", "DELETE")
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# A hang "before" the server: never forwarded; "after" it: forwarded, applied, its answer never given.
+Hang = Literal["before", "after"]
+UNANSWERED = 0  # the status an exchange records when its client got no answer at all
+STOP_GRACE_SECONDS = 5.0  # handlers still running when the proxy stops (none should be) get this long
 # Headers that belong to one connection, never forwarded (RFC 9110 section 7.6.1), and those aiohttp sets.
 HOP_BY_HOP = frozenset(
     {
@@ -56,6 +69,7 @@ REASONS = {
         "Operation cannot be fulfilled: the object has been modified; please apply your "
         "changes to the latest version and try again",
     ),
+    410: ("Expired", "too old resource version"),
     429: ("TooManyRequests", "the server has received too many requests and has asked us to try again later"),
     500: ("InternalError", "Internal error occurred: injected: etcdserver: leader changed"),
     503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
@@ -107,8 +121,12 @@ def status_body(code: int, message: str | None = None, retry_after: int | None =
 class Fault:
     """What to do to a share of the requests matching `verbs` (empty: any) and `path` (a regex searched in
     the path; None: any). `status` answers in the server's stead; `delay` holds the request that long
-    first; `cut_after` cuts a watch stream that many seconds after it began (a WATCH rule); `times`
-    limits how many requests the rule acts on."""
+    first; `cut_after` cuts a watch stream that many seconds after it began (a WATCH rule); `hang` holds
+    the request unanswered until the proxy stops ("before": never sent to the server; "after": the server
+    answered, the answer is withheld); `silent` keeps a watch open forwarding nothing (a WATCH rule);
+    `expired` answers a watch as the server does once the version it resumes from is compacted away: 200,
+    then one ERROR event with a 410 Status (a WATCH rule: its client must list again); `times` limits how
+    many requests the rule acts on."""
 
     verbs: frozenset[str] = frozenset()
     path: str | None = None
@@ -118,6 +136,9 @@ class Fault:
     cut_after: float | None = None
     retry_after: int = 1
     times: int | None = None  # at most this many requests, then the rule is spent
+    hang: Hang | None = None
+    silent: bool = False
+    expired: bool = False
     applied: int = 0
 
     def __post_init__(self) -> None:
@@ -126,6 +147,12 @@ class Fault:
             raise ValueError(f"unknown verbs {sorted(unknown)}; known: {', '.join(VERBS)}")
         if not 0.0 <= self.share <= 1.0:
             raise ValueError(f"share must be within 0..1, not {self.share}")
+        if self.hang not in (None, "before", "after"):
+            raise ValueError(f"hang must be before or after (the server), not {self.hang!r}")
+        if self.silent and self.verbs != {"WATCH"}:
+            raise ValueError("a silent fault keeps a watch open: its only verb is WATCH")
+        if self.expired and self.verbs != {"WATCH"}:
+            raise ValueError("an expired fault answers a watch: its only verb is WATCH")
 
     def matches(self, verb: str, path: str) -> bool:
         return (not self.verbs or verb in self.verbs) and (
@@ -141,18 +168,43 @@ def fault(
     delay: float = 0.0,
     cut_after: float | None = None,
     times: int | None = None,
+    hang: Hang | None = None,
+    silent: bool = False,
+    expired: bool = False,
 ) -> Fault:
-    return Fault(frozenset(verbs), path, share, status, delay, cut_after, times=times)
+    return Fault(
+        frozenset(verbs),
+        path,
+        share,
+        status,
+        delay,
+        cut_after,
+        times=times,
+        hang=hang,
+        silent=silent,
+        expired=expired,
+    )
 
 
 @dataclass(frozen=True)
 class Exchange:
-    """One request as the proxy saw it: its verb, path and the status the client got."""
+    """One request as the proxy saw it: its verb, path, the status the client got (UNANSWERED: none, it
+    hangs) and when (time.monotonic()) it was answered, or, for one never answered, when it came."""
 
     verb: str
     path: str
     status: int
     injected: bool
+    at: float = field(default_factory=time.monotonic, compare=False)
+
+
+@dataclass
+class _Watch:
+    """A watch stream the proxy is forwarding (or holding silent), and what closes it."""
+
+    transport: asyncio.BaseTransport | None
+    path: str
+    silence: asyncio.Future[None] | None = None  # a silent watch's wait, ended by a cut
 
 
 @dataclass
@@ -171,7 +223,9 @@ class FaultProxy:
     `writes` is a regex: only writes (POST/PUT/PATCH/DELETE) whose path it matches are numbered for the
     kill point (e.g. to leave out the leader's Lease renewals, which come on a timer)."""
 
-    def __init__(self, upstream: str, ca_file: Path, *, seed: int = 0, writes: str | None = None) -> None:
+    def __init__(
+        self, upstream: str, ca_file: Path | None, *, seed: int = 0, writes: str | None = None
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.ca_file = ca_file
         self.writes_pattern = writes
@@ -184,7 +238,8 @@ class FaultProxy:
         self.exchanges: list[Exchange] = []
         self.written: list[tuple[int, str, str, int]] = []  # counted writes: number, verb, path, status
         self.watches_cut = 0
-        self._open_watches: dict[web.StreamResponse, asyncio.BaseTransport | None] = {}
+        self._open_watches: dict[web.StreamResponse, _Watch] = {}
+        self._held: set[asyncio.Future[None]] = set()  # requests delayed or hung now
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -228,12 +283,20 @@ class FaultProxy:
             self._write_count = 0
             self.watches_cut = 0
 
-    def cut_watches(self) -> int:
-        """Cut every watch stream open now; returns how many."""
+    def cut_watches(self, path: str | None = None) -> int:
+        """Cut every watch stream open now (whose path the regex `path` matches); returns how many."""
         loop = self._loop
         if loop is None:
             return 0
-        return asyncio.run_coroutine_threadsafe(self._cut_all(), loop).result(timeout=10)
+        return asyncio.run_coroutine_threadsafe(self._cut_all(path), loop).result(timeout=10)
+
+    def release(self) -> int:
+        """Let go of every request delayed or hung now: its connection is closed unanswered. Returns how
+        many (the proxy does this when it stops)."""
+        loop = self._loop
+        if loop is None:
+            return 0
+        return asyncio.run_coroutine_threadsafe(self._release_all(), loop).result(timeout=10)
 
     # --- what happened
 
@@ -254,6 +317,34 @@ class FaultProxy:
     def injected(self) -> list[Exchange]:
         with self._lock:
             return [e for e in self.exchanges if e.injected]
+
+    def answered(
+        self, path: str, *, verbs: Iterable[str] = WRITE_VERBS, after: float = 0.0
+    ) -> list[Exchange]:
+        """Requests of `verbs` whose path the regex `path` matches that the server answered with success
+        after `after` (time.monotonic()): e.g. a Release moving again after one of its writes hung."""
+        chosen = frozenset(verbs)
+        with self._lock:
+            return [
+                e
+                for e in self.exchanges
+                if e.at > after
+                and e.verb in chosen
+                and 200 <= e.status < 300
+                and not e.injected
+                and re.search(path, e.path)
+            ]
+
+    def hung(self) -> list[Exchange]:
+        """The requests that got no answer: hung, or held when the proxy let them go."""
+        with self._lock:
+            return [e for e in self.exchanges if e.status == UNANSWERED]
+
+    @property
+    def holding(self) -> int:
+        """Requests delayed or hung right now, and silent watches open."""
+        with self._lock:
+            return len(self._held)
 
     @property
     def write_count(self) -> int:
@@ -282,6 +373,8 @@ class FaultProxy:
             loop.call_soon_threadsafe(stop.set)
         if self._thread is not None:
             self._thread.join(timeout=30)
+            if self._thread.is_alive():
+                raise RuntimeError("the fault proxy's thread did not end within 30s of its stop")
 
     def _serve(self) -> None:
         try:
@@ -293,7 +386,8 @@ class FaultProxy:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        tls = ssl.create_default_context(cafile=str(self.ca_file))
+        # Plain HTTP upstreams (a ca_file of None) never use it.
+        tls = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
         connector = aiohttp.TCPConnector(ssl=tls, limit=0)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         async with aiohttp.ClientSession(
@@ -302,7 +396,9 @@ class FaultProxy:
             self._session = session
             app = web.Application(client_max_size=64 * 1024 * 1024)
             app.router.add_route("*", "/{tail:.*}", self._handle)
-            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            runner = web.AppRunner(
+                app, handle_signals=False, access_log=None, shutdown_timeout=STOP_GRACE_SECONDS
+            )
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
@@ -311,11 +407,12 @@ class FaultProxy:
             try:
                 await self._stop.wait()
             finally:
+                await self._release_all()
                 await self._cut_all()
                 await runner.cleanup()
 
-    async def _cut_all(self) -> int:
-        streams = list(self._open_watches)
+    async def _cut_all(self, path: str | None = None) -> int:
+        streams = [s for s, w in self._open_watches.items() if path is None or re.search(path, w.path)]
         for stream in streams:
             self._cut(stream)
         return len(streams)
@@ -323,11 +420,48 @@ class FaultProxy:
     def _cut(self, stream: web.StreamResponse) -> None:
         """Close the connection under a watch mid-stream: the client sees it end without a last chunk."""
         if stream in self._open_watches:
-            transport = self._open_watches.pop(stream)
+            watch = self._open_watches.pop(stream)
             with self._lock:
                 self.watches_cut += 1
-            if transport is not None:
-                transport.close()
+            if watch.silence is not None and not watch.silence.done():
+                watch.silence.set_result(None)
+            if watch.transport is not None:
+                watch.transport.close()
+
+    async def _release_all(self) -> int:
+        with self._lock:
+            held, self._held = self._held, set()
+        for waiter in held:
+            if not waiter.done():
+                waiter.set_result(None)
+        return len(held)
+
+    async def _hold(self, seconds: float | None, waiter: asyncio.Future[None] | None = None) -> bool:
+        """Hold a request `seconds` (None: until let go); True when let go first: its connection is to be
+        closed. Nothing but a future: a thousand hung requests cost no thread."""
+        waiter = waiter or asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._held.add(waiter)
+        try:
+            done, _ = await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            with self._lock:
+                self._held.discard(waiter)
+        return bool(done)
+
+    def _drop(self, request: web.Request, verb: str, path: str, came: float | None) -> web.Response:
+        """Close a held request's connection with no answer (the response returned is never sent);
+        recorded unless already (`came` None)."""
+        if came is not None:
+            self._record(verb, path, UNANSWERED, True, came)
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=503)
+
+    async def _hang(self, request: web.Request, verb: str, path: str, came: float) -> web.Response:
+        self._record(verb, path, UNANSWERED, True, came)
+        await self._hold(None)
+        return self._drop(request, verb, path, None)
 
     def _choose(self, verb: str, path: str) -> list[Fault]:
         with self._lock:
@@ -342,9 +476,9 @@ class FaultProxy:
                 f.applied += 1
             return chosen
 
-    def _record(self, verb: str, path: str, status: int, injected: bool) -> None:
+    def _record(self, verb: str, path: str, status: int, injected: bool, at: float | None = None) -> None:
         with self._lock:
-            self.exchanges.append(Exchange(verb, path, status, injected))
+            self.exchanges.append(Exchange(verb, path, status, injected, at or time.monotonic()))
 
     def _number_write(self, verb: str, path: str) -> tuple[int, KillPoint | None]:
         """The write's number (0: not counted) and the kill point it reaches, if any."""
@@ -360,15 +494,21 @@ class FaultProxy:
             return self._write_count, None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        came = time.monotonic()
         path = request.path
         verb = verb_of(request.method, path, request.query_string)
         chosen = self._choose(verb, path)
         delay = max((f.delay for f in chosen), default=0.0)
-        if delay:
-            await asyncio.sleep(delay)
+        if delay and await self._hold(delay):
+            return self._drop(request, verb, path, came)
+        hang = next((f.hang for f in chosen if f.hang is not None), None)
+        if hang == "before":
+            return await self._hang(request, verb, path, came)
         failing = next((f for f in chosen if f.status is not None), None)
         if failing is not None and failing.status is not None:
             return self._injected(verb, path, failing)
+        if any(f.expired for f in chosen):
+            return await self._expired(request, verb, path)
         body = await request.read()
         number, point = self._number_write(verb, path)
         if point is not None and point.before:
@@ -393,22 +533,38 @@ class FaultProxy:
         async with upstream:
             response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
             if verb == "WATCH" and upstream.status == 200:
-                self._record(verb, path, upstream.status, False)
+                silent = any(f.silent for f in chosen)
+                self._record(verb, path, upstream.status, silent)
+                if silent:
+                    upstream.close()  # the server's watch is let go; its client's is kept, silent
+                    return await self._silent(request, path, response_headers)
                 cut_after = min((f.cut_after for f in chosen if f.cut_after is not None), default=None)
-                return await self._stream(request, upstream, response_headers, cut_after)
+                return await self._stream(request, path, upstream, response_headers, cut_after)
             payload = await upstream.read()
         if number:
             with self._lock:
                 self.written.append((number, verb, path, upstream.status))
-        self._record(verb, path, upstream.status, False)
         if point is not None:
             self._fire(point)
+        if hang == "after":  # the server applied it; its client never hears
+            return await self._hang(request, verb, path, came)
+        self._record(verb, path, upstream.status, False)
         return web.Response(status=upstream.status, headers=response_headers, body=payload)
 
     def _fire(self, point: KillPoint) -> None:
         # Synchronously, on the proxy's loop: nothing else passes the proxy until the hook returns.
         point.fired.set()
         point.hook()
+
+    async def _expired(self, request: web.Request, verb: str, path: str) -> web.StreamResponse:
+        """A watch from a version compacted away, as kube-apiserver answers it: 200, one ERROR event."""
+        self._record(verb, path, 410, True)
+        stream = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        await stream.prepare(request)
+        event = {"type": "ERROR", "object": status_body(410)}
+        await stream.write(json.dumps(event).encode() + b"\n")
+        await stream.write_eof()
+        return stream
 
     def _injected(self, verb: str, path: str, failing: Fault) -> web.Response:
         assert failing.status is not None
@@ -422,16 +578,34 @@ class FaultProxy:
             content_type="application/json",
         )
 
+    async def _silent(
+        self, request: web.Request, path: str, headers: Mapping[str, str]
+    ) -> web.StreamResponse:
+        """A watch whose client got the server's headers and nothing more, open until it is cut or the
+        proxy stops."""
+        stream = web.StreamResponse(status=200, headers=headers)
+        await stream.prepare(request)
+        silence = asyncio.get_running_loop().create_future()
+        self._open_watches[stream] = _Watch(request.transport, path, silence)
+        try:
+            await self._hold(None, silence)
+        finally:
+            self._open_watches.pop(stream, None)
+        if request.transport is not None:
+            request.transport.close()
+        return stream
+
     async def _stream(
         self,
         request: web.Request,
+        path: str,
         upstream: aiohttp.ClientResponse,
         headers: Mapping[str, str],
         cut_after: float | None,
     ) -> web.StreamResponse:
         stream = web.StreamResponse(status=upstream.status, headers=headers)
         await stream.prepare(request)
-        self._open_watches[stream] = request.transport
+        self._open_watches[stream] = _Watch(request.transport, path)
         timer = (
             asyncio.get_running_loop().call_later(cut_after, self._cut, stream)
             if cut_after is not None
