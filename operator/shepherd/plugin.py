@@ -6,13 +6,10 @@ are the same annotations `kubectl annotate` would set, so both ways are equal.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,11 +26,18 @@ from rich.markup import escape
 from rich.table import Table
 from urllib3.exceptions import HTTPError
 
+from shepherd import commands
+from shepherd.commands import (
+    Target,
+    annotate,
+    get_release,
+    set_paused,
+)
 from shepherd.core.calendar import calendar
 from shepherd.core.plan import Plan
 from shepherd.core.timefmt import format_seconds
 from shepherd.core.workloads import INSTANCE_LABEL
-from shepherd.kube import APPROVALS, GROUP, MERGE_PATCH, PLURAL, POLICIES, VERSION, load_configuration
+from shepherd.kube import GROUP, PLURAL, POLICIES, VERSION, load_configuration
 
 # Piped output (grep, a file) keeps every cell whole, as kubectl's does; a terminal gets tables that fit it.
 PIPED_WIDTH = 240
@@ -42,18 +46,6 @@ SETTLED = frozenset({"Succeeded", "RolledBack", "Failed"})
 WATCH_INTERVAL_SECONDS = 1.0
 POLL_SECONDS = 0.2
 MEASUREMENTS_SHOWN = 5
-# Phases in which an approval of the current revision can still let it through: before and while gating,
-# and after a failure (a retry gates the revision again).
-APPROVAL_MATTERS = frozenset({"", "Pending", "Gating", "RolledBack", "Failed"})
-NAME_LIMIT = 63  # A DNS-1123 label: the name also fits a label value.
-HASH_LENGTH = 8
-
-
-@dataclass
-class Target:
-    client: kubernetes.client.ApiClient
-    custom: Any
-    namespace: str
 
 
 def _namespace_of_context(kubeconfig: str | None, context: str | None) -> str:
@@ -115,31 +107,6 @@ def main(ctx: click.Context, namespace: str | None, context: str | None, kubecon
     ctx.obj = Target(client, custom, namespace or _namespace_of_context(kubeconfig, context))
 
 
-def _get(target: Target, name: str) -> dict[str, Any]:
-    try:
-        release: dict[str, Any] = target.custom.get_namespaced_custom_object(
-            GROUP, VERSION, target.namespace, PLURAL, name
-        )
-    except ApiException as error:
-        if error.status == 404:
-            raise click.ClickException(
-                f'release "{name}" not found in namespace "{target.namespace}"'
-            ) from None
-        raise click.ClickException(f"the API server answered {error.status}: {error.reason}") from None
-    except HTTPError as error:
-        raise click.ClickException(f"cannot reach the cluster: {error}") from None
-    return release
-
-
-def _annotate(target: Target, name: str, key: str, value: str) -> None:
-    _get(target, name)
-    patch = {"metadata": {"annotations": {f"{GROUP}/{key}": value}}}
-    target.custom.patch_namespaced_custom_object(
-        GROUP, VERSION, target.namespace, PLURAL, name, patch, _content_type=MERGE_PATCH
-    )
-    click.echo(f"release.{GROUP}/{name} {key} requested")
-
-
 def wait_options(command: Any) -> Any:
     command = click.option(
         "--timeout",
@@ -165,9 +132,10 @@ def _command(target: Target, name: str, key: str, value: str, wait: bool, timeou
             f"{timeout!r} is not a duration such as 30s or 5m", param_hint="--timeout"
         ) from None
     before = max(
-        (c.get("seq", 0) for c in _get(target, name).get("status", {}).get("commands") or []), default=0
+        (c.get("seq", 0) for c in get_release(target, name).get("status", {}).get("commands") or []),
+        default=0,
     )
-    _annotate(target, name, key, value)
+    click.echo(annotate(target, name, key, value))
     if not wait:
         return
     deadline = time.monotonic() + seconds
@@ -208,7 +176,7 @@ def _poll(
     what: str,
 ) -> tuple[dict[str, Any], Any]:
     while True:
-        status = _get(target, name).get("status") or {}
+        status = get_release(target, name).get("status") or {}
         result = found(status)
         if result is not None:
             return status, result
@@ -270,7 +238,7 @@ def list_releases(target: Target, all_namespaces: bool) -> None:
 @click.pass_obj
 def status(target: Target, name: str, output: str, watch: bool) -> None:
     """A readable view: phase, weight, steps, latest measurements, history."""
-    release = _get(target, name)
+    release = get_release(target, name)
     if output != "text":
         state = release.get("status") or {}
         click.echo(
@@ -283,7 +251,7 @@ def status(target: Target, name: str, output: str, watch: bool) -> None:
     with Live(_view(name, release), console=console, auto_refresh=False) as live:
         while (release.get("status") or {}).get("phase") not in SETTLED:
             time.sleep(WATCH_INTERVAL_SECONDS)  # a refresh rate for a person, not synchronisation
-            release = _get(target, name)
+            release = get_release(target, name)
             live.update(_view(name, release), refresh=True)
 
 
@@ -370,7 +338,7 @@ def route_weights(state: Mapping[str, Any]) -> list[str]:
 @click.pass_obj
 def history(target: Target, name: str) -> None:
     """Every revision this Release rolled out, and what became of it."""
-    _print_history(_get(target, name).get("status") or {})
+    _print_history(get_release(target, name).get("status") or {})
 
 
 @main.command()
@@ -380,7 +348,7 @@ def history(target: Target, name: str) -> None:
 @click.pass_obj
 def notes(target: Target, name: str, revision: int | None, output: str) -> None:
     """What a revision contained: its plan (summary, owner, risk, time, changes, notes), as recorded."""
-    release = _get(target, name)
+    release = get_release(target, name)
     number = revision or int((release.get("status") or {}).get("revision") or 0)
     if not number:
         raise click.ClickException(f"release {name} has no revision yet")
@@ -514,7 +482,7 @@ def _history_table(state: Mapping[str, Any]) -> Table:
 def checklist(target: Target, name: str, output: str) -> None:
     """The readiness checklist of the current revision: every gate and sign-off, its state, its owner,
     who signed and when, and when it passed."""
-    release = _get(target, name)
+    release = get_release(target, name)
     state = release.get("status") or {}
     if output == "json":
         click.echo(json.dumps(checklist_document(name, release), indent=2))
@@ -586,7 +554,7 @@ def promote(target: Target, name: str, full: bool, wait: bool, timeout: str) -> 
 @click.pass_obj
 def pause(target: Target, name: str) -> None:
     """Set spec.paused: the rollout holds where it is (under GitOps, commit it instead)."""
-    _set_paused(target, name, True)
+    click.echo(set_paused(target, name, True))
 
 
 @main.command()
@@ -594,16 +562,7 @@ def pause(target: Target, name: str) -> None:
 @click.pass_obj
 def resume(target: Target, name: str) -> None:
     """Clear spec.paused: the rollout goes on."""
-    _set_paused(target, name, False)
-
-
-def _set_paused(target: Target, name: str, paused: bool) -> None:
-    _get(target, name)
-    patch = {"spec": {"paused": paused}}
-    target.custom.patch_namespaced_custom_object(
-        GROUP, VERSION, target.namespace, PLURAL, name, patch, _content_type=MERGE_PATCH
-    )
-    click.echo(f"release.{GROUP}/{name} {'paused' if paused else 'resumed'}")
+    click.echo(set_paused(target, name, False))
 
 
 @main.command()
@@ -641,173 +600,10 @@ def retry(target: Target, name: str, wait: bool, timeout: str) -> None:
 def approve(target: Target, name: str, comment: str, revision: int | None, group: str) -> None:
     """Approve the Release's current revision as yourself (a ReleaseApproval naming you), for a role with
     --group."""
-    release = _get(target, name)
-    state = release.get("status") or {}
-    try:
-        approved = revision_to_approve(name, state.get("revision"), revision)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
-    user = _whoami(target)
-    uid = str(release["metadata"].get("uid") or "")
-    approval = approval_manifest(target.namespace, name, approved, user, comment, uid, group)
-    phase = str(state.get("phase") or "")
-    if phase not in APPROVAL_MATTERS:
-        click.echo(
-            f"warning: revision {approved} of release {name} is past its gates ({phase}): "
-            "the approval changes nothing",
-            err=True,
-        )
-    problem = role_mismatch(name, state.get("checklist") or [], group)
-    if problem:
-        click.echo(f"warning: {problem}", err=True)
-    _create_approval(target, approval)
-
-
-def role_mismatch(release: str, checklist: Sequence[Mapping[str, Any]], group: str) -> str | None:
-    """Why an approval for `group` (none: "") may count for none of the sign-offs the checklist lists."""
-    roles = sorted({str(i["group"]) for i in checklist if i.get("kind") == "approval" and i.get("group")})
-    if not roles:
-        return None
-    plain = any(i.get("kind") == "approval" and not i.get("group") for i in checklist)
-    if not group and not plain:
-        return (
-            f"release {release} needs sign-off by role ({', '.join(roles)}): an approval without --group "
-            "counts for none of them"
-        )
-    if group and group not in roles:
-        asked = ", ".join(roles)
-        return f"no approval gate of release {release} asks for group {group} (they ask for {asked})"
-    return None
-
-
-def approval_manifest(
-    namespace: str,
-    release: str,
-    revision: int,
-    user: str,
-    comment: str,
-    release_uid: str = "",
-    group: str = "",
-) -> dict[str, Any]:
-    """The ReleaseApproval of `user` for one revision (for one role, with `group`), with its deterministic
-    name. Owned by the Release (when its uid is known): deleted with it, and never counted for a new
-    Release of the same name."""
-    metadata: dict[str, Any] = {"name": approval_name(release, revision, user, group), "namespace": namespace}
-    if release_uid:
-        owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Release", "name": release, "uid": release_uid}
-        metadata["ownerReferences"] = [owner]
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ReleaseApproval",
-        "metadata": metadata,
-        "spec": {"release": release, "revision": revision, "approver": user}
-        | ({"group": group} if group else {})
-        | ({"comment": comment} if comment else {}),
-    }
-
-
-def revision_to_approve(release: str, current: object, requested: int | None) -> int:
-    """The revision an approval names: the Release's current one, which `requested` must equal if given.
-
-    An approval counts only for the revision it names: an older one never gates again, and a newer one does
-    not exist yet (its content unknown), so approving either would approve nothing anyone reviewed.
-    """
-    if not isinstance(current, int) or isinstance(current, bool):
-        raise ValueError(
-            f"release {release} has no revision yet: the operator has not handled it (see kubectl release "
-            f"status {release})"
-        )
-    if requested is not None and requested != current:
-        raise ValueError(
-            f"release {release} is at revision {current}, not {requested}: an approval counts only for the "
-            f"revision it names; review revision {current} (kubectl release status {release}) and approve it"
-        )
-    return current
-
-
-def approval_name(release: str, revision: int, user: str, group: str = "") -> str:
-    """`<release>-r<revision>-<user>` as a DNS-1123 label, one per release, revision, user and role.
-
-    A user name that is not a label already (`alice@example.com`, `system:serviceaccount:ci:deploy`,
-    `Alice`), or a sign-off for a role (`shop-r2-alice-qa-<hash>`), gets a hash of the whole identity
-    appended, so two users or roles never share a name; a name over 63 characters is cut, keeping that hash.
-    """
-    identity = f"{user} for {group}" if group else user
-    slug = re.sub(r"[^a-z0-9]+", "-", identity.lower()).strip("-")
-    name = f"{release}-r{revision}-{slug}".rstrip("-")
-    if slug == identity and len(name) <= NAME_LIMIT:
-        return name
-    digest = hashlib.sha256(f"{release}/{revision}/{identity}".encode()).hexdigest()[:HASH_LENGTH]
-    return f"{name[: NAME_LIMIT - HASH_LENGTH - 1].rstrip('-')}-{digest}"
-
-
-def _whoami(target: Target) -> str:
-    """The requesting user as the API server authenticates it, asked the way `kubectl auth whoami` does."""
-    review = kubernetes.client.V1SelfSubjectReview(
-        api_version="authentication.k8s.io/v1", kind="SelfSubjectReview"
-    )
-    try:
-        answer = kubernetes.client.AuthenticationV1Api(target.client).create_self_subject_review(review)
-    except ApiException as error:
-        if error.status == 404:
-            raise click.ClickException(
-                "the cluster does not serve SelfSubjectReview (authentication.k8s.io/v1, Kubernetes 1.28 or "
-                "later), so it cannot say who you are; approvals need it"
-            ) from None
-        raise click.ClickException(f"cannot tell who you are: {_api_message(error)}") from None
-    except HTTPError as error:
-        raise click.ClickException(f"cannot reach the cluster: {error}") from None
-    user = answer.status.user_info if answer.status else None
-    if user is None or not user.username:
-        raise click.ClickException("the cluster did not say who you are (no user name in SelfSubjectReview)")
-    return str(user.username)
-
-
-def _create_approval(target: Target, approval: dict[str, Any]) -> None:
-    name, spec = approval["metadata"]["name"], approval["spec"]
-    shown = f"releaseapproval.{GROUP}/{name}"
-    what = f"revision {spec['revision']} of release {spec['release']}"
-    if spec.get("group"):
-        what += f" for {spec['group']}"
-    try:
-        target.custom.create_namespaced_custom_object(GROUP, VERSION, target.namespace, APPROVALS, approval)
-    except ApiException as error:
-        if error.status != 409:
-            raise click.ClickException(f"cannot create {shown}: {_api_message(error)}") from None
-        existing = _existing_approval(target, name)
-        keys = ("release", "revision", "approver", "group")
-        given = {key: existing.get("spec", {}).get(key) for key in keys}
-        if given != {key: spec.get(key) for key in keys}:
-            raise click.ClickException(
-                f"{shown} already exists and approves something else: {json.dumps(given)}"
-            ) from None
-        created = existing.get("metadata", {}).get("creationTimestamp", "earlier")
-        click.echo(f"{shown} unchanged: {spec['approver']} already approved {what} at {created}")
-        return
-    except HTTPError as error:
-        raise click.ClickException(f"cannot reach the cluster: {error}") from None
-    click.echo(f"{shown} created: {spec['approver']} approves {what}")
-
-
-def _existing_approval(target: Target, name: str) -> dict[str, Any]:
-    try:
-        existing: dict[str, Any] = target.custom.get_namespaced_custom_object(
-            GROUP, VERSION, target.namespace, APPROVALS, name
-        )
-    except ApiException as error:
-        raise click.ClickException(
-            f"releaseapproval.{GROUP}/{name} already exists, but cannot be read: {_api_message(error)}"
-        ) from None
-    return existing
-
-
-def _api_message(error: ApiException) -> str:
-    """The API server's own message (an admission denial, a schema violation), else its status line."""
-    try:
-        message = json.loads(error.body or "{}").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return str(message) if message else f"the API server answered {error.status}: {error.reason}"
+    done = commands.approve(target, name, comment, revision, group)
+    for warning in done.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(done.message)
 
 
 @main.command()

@@ -18,7 +18,7 @@ from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.evaluation import CELEvalError
 
-from shepherd.plugin import approval_manifest
+from shepherd.commands import approval_manifest
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "shepherd"
 ALICE = "alice@example.com"

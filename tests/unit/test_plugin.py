@@ -10,16 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
+from shepherd.commands import approval_manifest, approval_name, revision_to_approve, role_mismatch
 from shepherd.plugin import (
     _view,
-    approval_manifest,
-    approval_name,
     checklist_document,
     checklist_view,
     hoist_connection_options,
     replica_shares,
-    revision_to_approve,
-    role_mismatch,
     route_weights,
 )
 
