@@ -1,4 +1,4 @@
-"""`shepherd run | demo | lint`."""
+"""`shepherd run | demo | dashboard | lint`."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from pathlib import Path
 import click
 import durationpy
 import kubernetes.client
+import kubernetes.config
 import yaml
 
 from shepherd.core.leadership import LeaseTiming
+from shepherd.dashboard import server as dashboard_server
 from shepherd.health import Endpoint
 from shepherd.kube import load_configuration
 from shepherd.leader import LeaderElection, LeadershipLost, default_identity
 from shepherd.limits import Limits
+from shepherd.plugin import namespace_of_context
 from shepherd.runner import OperatorOptions, run_operator
 from shepherd.sharding import SHARD_INDEX_FLAG, Shard, ShardError
 
@@ -31,6 +34,7 @@ LIMIT_FLAGS = {
 }
 
 
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 MODE_REQUIRED = (
     "give --leader-elect (replicas: only the holder of the Lease acts) or --standalone (declared the only "
     "operator)"
@@ -283,6 +287,41 @@ def demo(keep: bool, port: int) -> None:
             f"the demo needs the demo extra (no module {missing.name}): pip install 'release-shepherd[demo]'"
         ) from None
     sys.exit(code)
+
+
+@main.command()
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubeconfig file (default: $KUBECONFIG).")
+@click.option("--context", help="Kubeconfig context.")
+@click.option(
+    "-n",
+    "--namespace",
+    help="Shown when you may not list Releases in every namespace (default: the context's).",
+)
+@click.option("--in-cluster", is_flag=True, help="Use the pod's ServiceAccount (the chart's dashboard.web).")
+@dashboard_server.options
+def dashboard(
+    kubeconfig: str | None,
+    context: str | None,
+    namespace: str | None,
+    in_cluster: bool,
+    port: int,
+    address: str,
+    allow_actions: bool,
+) -> None:
+    """A release board in the browser, as you (your RBAC applies); read-only unless --allow-actions."""
+    configuration = kubernetes.client.Configuration()
+    if in_cluster:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        namespace = namespace or Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
+    else:
+        try:
+            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
+        except (kubernetes.config.ConfigException, FileNotFoundError) as error:
+            raise click.ClickException(f"no cluster configured: {error}") from None
+        namespace = namespace or namespace_of_context(kubeconfig, context)
+    dashboard_server.serve(dashboard_server.Settings(configuration, namespace, address, port, allow_actions))
 
 
 @main.command()

@@ -37,6 +37,7 @@ from shepherd.core.calendar import calendar
 from shepherd.core.plan import Plan
 from shepherd.core.timefmt import format_seconds
 from shepherd.core.workloads import INSTANCE_LABEL
+from shepherd.dashboard import server as dashboard_server
 from shepherd.kube import GROUP, PLURAL, POLICIES, VERSION, load_configuration
 
 # Piped output (grep, a file) keeps every cell whole, as kubectl's does; a terminal gets tables that fit it.
@@ -48,7 +49,7 @@ POLL_SECONDS = 0.2
 MEASUREMENTS_SHOWN = 5
 
 
-def _namespace_of_context(kubeconfig: str | None, context: str | None) -> str:
+def namespace_of_context(kubeconfig: str | None, context: str | None) -> str:
     try:
         contexts, current = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
             config_file=kubeconfig
@@ -104,7 +105,7 @@ def main(ctx: click.Context, namespace: str | None, context: str | None, kubecon
         raise click.ClickException(f"no cluster configured: {error}") from None
     client = kubernetes.client.ApiClient(configuration)
     custom = kubernetes.client.CustomObjectsApi(client)
-    ctx.obj = Target(client, custom, namespace or _namespace_of_context(kubeconfig, context))
+    ctx.obj = Target(client, custom, namespace or namespace_of_context(kubeconfig, context))
 
 
 def wait_options(command: Any) -> Any:
@@ -604,6 +605,17 @@ def approve(target: Target, name: str, comment: str, revision: int | None, group
     for warning in done.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(done.message)
+
+
+@main.command()
+@dashboard_server.options
+@click.pass_obj
+def dashboard(target: Target, port: int, address: str, allow_actions: bool) -> None:
+    """A release board in the browser, as you (your RBAC applies); read-only unless --allow-actions."""
+    settings = dashboard_server.Settings(
+        target.client.configuration, target.namespace, address, port, allow_actions
+    )
+    dashboard_server.serve(settings)
 
 
 @main.command()
