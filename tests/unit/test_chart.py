@@ -423,3 +423,40 @@ def test_the_values_schema_rejects_a_bad_shard_count(
 def test_the_values_schema_rejects_an_unknown_sharding_value(chart: helm.Chart) -> None:
     with pytest.raises(helm.HelmValuesError, match="'count' not allowed"):
         chart.render({"sharding": {"count": 2}}, name="shepherd", namespace="shepherd-system")
+
+
+def test_the_dashboard_web_is_off_by_default(chart: helm.Chart) -> None:
+    assert not [o for o in render(chart) if o["metadata"]["name"] == "shepherd-dashboard"]
+
+
+def test_the_dashboard_web_is_read_only_with_its_own_service_account(chart: helm.Chart) -> None:
+    objects = render(chart, {"dashboard": {"web": {"enabled": True}}})
+    deployment = only(objects, "Deployment", "shepherd-dashboard")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["serviceAccountName"] == "shepherd-dashboard"
+    assert container["args"] == ["dashboard", "--in-cluster", "--address=0.0.0.0", "--port=3100"]
+    assert "--allow-actions" not in container["args"]
+    role = only(objects, "ClusterRole", "shepherd-dashboard")
+    assert {verb for rule in role["rules"] for verb in rule["verbs"]} == {"get", "list", "watch"}
+    binding = only(objects, "ClusterRoleBinding", "shepherd-dashboard")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "shepherd-dashboard", "namespace": "shepherd-system"}
+    ]
+    bound = [o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert [b["metadata"]["name"] for b in bound if "shepherd-dashboard" in str(b["subjects"])] == [
+        "shepherd-dashboard"
+    ], "no other role is bound to the dashboard's ServiceAccount"
+    service = only(objects, "Service", "shepherd-dashboard")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    operator = only(objects, "Deployment", "shepherd")["spec"]["selector"]["matchLabels"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert not operator.items() <= labels.items(), (
+        "the operator's selector does not take the dashboard's pods"
+    )
+
+
+def test_the_dashboard_web_values_are_checked(chart: helm.Chart) -> None:
+    with pytest.raises(Exception, match="port"):
+        render(chart, {"dashboard": {"web": {"enabled": True, "port": "http"}}})
