@@ -349,3 +349,7 @@ def lint(files: tuple[Path, ...]) -> None:
     if problems:
         raise click.ClickException(f"{problems} problem(s) found")
     click.echo(f"{len(files)} file(s) OK" + (f", {warnings} warning(s)" if warnings else ""))
+
+
+if __name__ == "__main__":
+    main()

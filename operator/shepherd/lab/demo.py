@@ -13,6 +13,7 @@ import copy
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -265,13 +266,52 @@ def local_cluster(port: int) -> Iterator[tuple[Path, KubeAPI, OperatorThread]]:
                 api.close()
 
 
+DASHBOARD_PORT = 3100
+DASHBOARD_START_SECONDS = 30.0
+
+
+@contextlib.contextmanager
+def dashboard(kubeconfig: Path) -> Iterator[str]:
+    """`shepherd dashboard` on the demo's API, read-only, on port 3100 (another if that one is taken)."""
+    with contextlib.closing(socket.socket()) as probe:
+        taken = probe.connect_ex(("127.0.0.1", DASHBOARD_PORT)) == 0
+    port = DASHBOARD_PORT
+    if taken:
+        with contextlib.closing(socket.socket()) as free:
+            free.bind(("127.0.0.1", 0))
+            port = int(free.getsockname()[1])
+    command = [sys.executable, "-m", "shepherd.cli", "dashboard", "--kubeconfig", str(kubeconfig)]
+    process = subprocess.Popen(
+        [*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + DASHBOARD_START_SECONDS
+        while True:
+            with contextlib.closing(socket.socket()) as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise DemoError(f"the dashboard did not start on {url}")
+            time.sleep(0.1)  # polling the port until the server binds it
+        console.print(f"[bold]Dashboard[/] {url} (read-only): watch the release there in a browser")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def run_demo(*, keep: bool = False, port: int = 0) -> int:
     # Imported here: it builds on this module's console, kubectl and progress lines.
     from shepherd.lab.gateway_demo import gateway_demo_problem, run_gateway_demo
 
     started = time.monotonic()
     try:
-        with metrics_bench() as (exporter, prometheus), local_cluster(port) as (kubeconfig, api, _operator):
+        with (
+            metrics_bench() as (exporter, prometheus),
+            local_cluster(port) as (kubeconfig, api, _operator),
+            dashboard(kubeconfig),
+        ):
             traffic = Traffic(exporter, prometheus)
             kubectl = Kubectl(kubeconfig)
             watcher = ProgressWatcher(api)
