@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from shepherd.lab.controlplane import ControlPlane, ControlPlaneError, free_port
+from shepherd.lab.controlplane import ControlPlane, ControlPlaneError, RequestError, free_port
 from shepherd.lab.podsim import PodSimulator
 from shepherd.lab.processes import Stopped, die_with_parent, signals_raise, spawn, stop_process
 from shepherd.lab.watching import Lifecycle
@@ -79,6 +80,7 @@ def install_chart(
         "-",
         input=yaml.safe_dump(values),
     )
+    _wait_until_releases_are_served(control_plane, namespace)
     manifests = tuple(
         d for d in yaml.safe_load_all(helm(control_plane, "get", "manifest", name, "-n", namespace)) if d
     )
@@ -92,6 +94,37 @@ def install_chart(
         args=tuple(container.get("args") or ()),
         manifests=manifests,
     )
+
+
+def _wait_until_releases_are_served(
+    control_plane: ControlPlane, namespace: str, timeout: float = 60.0
+) -> None:
+    """helm returns once the CRDs exist; for some seconds more the API server may refuse a Release checked
+    field by field, as kubectl's are (503 "Resource kind ... not found": its schema is not loaded yet): a
+    dry-run create so checked, until the schema judges it (a 422 for this empty spec) instead."""
+    probe = {
+        "apiVersion": "shepherd.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": "probe"},
+        "spec": {},
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            control_plane.request(
+                "POST",
+                f"/apis/shepherd.dev/v1alpha1/namespaces/{namespace}/releases?dryRun=All&fieldValidation=Strict",
+                probe,
+            )
+            return
+        except RequestError as error:
+            if error.status not in (404, 503):
+                return
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    f"Releases were not served {timeout:g}s after helm installed the chart: {error}"
+                ) from error
+        time.sleep(0.1)
 
 
 def local_args(args: Sequence[str]) -> list[str]:
