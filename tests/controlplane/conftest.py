@@ -27,6 +27,7 @@ from shepherd.lab.controlplane import (
     gateway_api_crds_problem,
     install_gateway_api_crds,
 )
+from shepherd.lab.faultproxy import FaultProxy, route_through
 from shepherd.lab.gateway import ServiceProxy, Traefik, traefik_problem
 from shepherd.lab.podsim import PodSimulator
 from story import Kubectl, Story, kubectl_runner
@@ -122,6 +123,35 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     """`shepherd run` with the chart's arguments and its ServiceAccount's token."""
     with OperatorProcess(control_plane, chart, tmp_path) as process:
+        yield process
+
+
+@pytest.fixture
+def operator_args() -> tuple[str, ...]:
+    """Arguments the operator behind the fault proxy gets beyond the chart's (a module may override this)."""
+    return ()
+
+
+@pytest.fixture
+def fault_proxy(control_plane: ControlPlane) -> Iterator[FaultProxy]:
+    """The fault proxy in front of the real API server, for one test."""
+    with FaultProxy.for_control_plane(control_plane) as running:
+        yield running
+
+
+@pytest.fixture
+def proxied_operator(
+    control_plane: ControlPlane,
+    chart: InstalledChart,
+    pods: PodSimulator,
+    fault_proxy: FaultProxy,
+    operator_args: tuple[str, ...],
+    tmp_path: Path,
+) -> Iterator[OperatorProcess]:
+    """`shepherd run` as the `operator` fixture runs it, with `operator_args`, through the fault proxy."""
+    process = OperatorProcess(control_plane, chart, tmp_path, extra_args=operator_args)
+    route_through(process, fault_proxy)
+    with process:
         yield process
 
 

@@ -13,17 +13,13 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
 
 from shepherd.lab.cluster import InstalledChart, OperatorProcess
-from shepherd.lab.controlplane import ControlPlane
-from shepherd.lab.faultproxy import FaultProxy, route_through
-from shepherd.lab.podsim import PodSimulator
+from shepherd.lab.faultproxy import FaultProxy
 from story import Kubectl, Story, quickstart_release
 
 UNREADY_AFTER, UNHEALTHY_AFTER = 3, 8
@@ -33,20 +29,8 @@ WATCHING = {"ready": True, "message": "watching Releases"}
 
 
 @pytest.fixture
-def proxy(control_plane: ControlPlane) -> Iterator[FaultProxy]:
-    with FaultProxy.for_control_plane(control_plane) as running:
-        yield running
-
-
-@pytest.fixture
-def shepherd(
-    control_plane: ControlPlane, chart: InstalledChart, pods: PodSimulator, proxy: FaultProxy, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    limits = (f"--unready-after={UNREADY_AFTER}s", f"--unhealthy-after={UNHEALTHY_AFTER}s")
-    process = OperatorProcess(control_plane, chart, tmp_path, extra_args=limits)
-    route_through(process, proxy)
-    with process:
-        yield process
+def operator_args() -> tuple[str, ...]:
+    return (f"--unready-after={UNREADY_AFTER}s", f"--unhealthy-after={UNHEALTHY_AFTER}s")
 
 
 def endpoint(process: OperatorProcess, flag: str) -> str:
@@ -78,11 +62,11 @@ def test_an_informer_forbidden_turns_readyz_to_503_with_the_reason_then_recovers
     admin: kubernetes.client.ApiClient,
     namespace: str,
     kubectl: Kubectl,
-    proxy: FaultProxy,
-    shepherd: OperatorProcess,
+    fault_proxy: FaultProxy,
+    proxied_operator: OperatorProcess,
 ) -> None:
-    story = Story(admin, namespace, kubectl, shepherd)
-    ready, live = endpoint(shepherd, "--readiness"), endpoint(shepherd, "--liveness")
+    story = Story(admin, namespace, kubectl, proxied_operator)
+    ready, live = endpoint(proxied_operator, "--readiness"), endpoint(proxied_operator, "--liveness")
     story.wait_until("the operator leading and watching", lambda: probe(ready) == (200, WATCHING))
     rbac = kubernetes.client.RbacAuthorizationV1Api(admin)
     name = jobs_role(chart)
@@ -93,7 +77,7 @@ def test_an_informer_forbidden_turns_readyz_to_503_with_the_reason_then_recovers
             rule["verbs"] = [verb for verb in rule["verbs"] if verb not in ("list", "watch")]
     try:
         rbac.replace_cluster_role(name, revoked)
-        proxy.cut_watches()  # an open watch outlives its permission; a new one is refused
+        fault_proxy.cut_watches()  # an open watch outlives its permission; a new one is refused
 
         story.wait_until("/readyz to answer 503", lambda: probe(ready)[0] == 503, timeout=30)
         status, body = probe(ready)
@@ -113,4 +97,4 @@ def test_an_informer_forbidden_turns_readyz_to_503_with_the_reason_then_recovers
     assert probe(live) == (200, {"alive": True, "message": "alive"})
     story.apply(quickstart_release("1.0.0"))
     story.wait_phase("Succeeded", revision=1)
-    assert shepherd.popen is not None and shepherd.popen.poll() is None, "never restarted"
+    assert proxied_operator.popen is not None and proxied_operator.popen.poll() is None, "never restarted"
