@@ -3,7 +3,9 @@
 For each N (one-component Releases, 1 replica each, spread over namespaces of 100):
 1. rollout: apply all N, time until every one is Succeeded;
 2. idle: a window of two resyncs with nothing changing: the operator's API requests per second by
-   verb (from the API server's audit log, so nothing the operator counts itself), its RSS and CPU;
+   verb (from the API server's audit log, so nothing the operator counts itself), its RSS and CPU, and
+   the CPU of one resync of an unchanged Release (its idle CPU over the passes that found nothing
+   changed, by its own shepherd_reconcile_skipped_total);
 3. change latency: 20 times (--samples), a new version applied to one Release until its canary
    Deployment exists;
 4. due-step latency: 20 times, how late the step after a 1s pause starts (the status' stepSince of the
@@ -11,7 +13,8 @@ For each N (one-component Releases, 1 replica each, spread over namespaces of 10
 5. writes per canary step on one Release (POST/PUT/PATCH/DELETE in the audit log, per step taken).
 
 The operator runs as `shepherd run` with the chart's arguments and ServiceAccount token; the pod simulator
-marks pods ready. Needs `make cluster-binaries`. With --smoke: 6 Releases, resync 2s, 3 samples.
+marks pods ready. The resync is the chart's default unless --resync says otherwise. Needs `make
+cluster-binaries`. With --smoke: 6 Releases, resync 2s, 3 samples.
 Run: make bench   (or .venv/bin/python bench/scale.py --releases 1000 5000)
 """
 
@@ -21,18 +24,22 @@ import collections
 import functools
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import durationpy
 import kubernetes
 import urllib3
+import yaml
 
 from benchlib import (
     REPO,
@@ -61,7 +68,9 @@ class Size:
     samples: int  # changes, and due steps, measured
 
 
-FULL = Size(releases=[1000], resync="10s", samples=20)
+# What users run: the chart's default resync, unless told otherwise.
+CHART_RESYNC = str(yaml.safe_load((REPO / "charts" / "shepherd" / "values.yaml").read_text())["resync"])
+FULL = Size(releases=[1000], resync=CHART_RESYNC, samples=20)
 SMOKE = Size(releases=[6], resync="2s", samples=3)
 
 
@@ -161,6 +170,16 @@ def picked(names: Sequence[tuple[str, str]], samples: int) -> tuple[list[tuple[s
     return tuple([names[int((2 * i + first) * spacing)] for i in range(samples)] for first in (0, 1))
 
 
+def skipped_passes(operator: OperatorProcess) -> float:
+    """The operator's own count of passes that found nothing changed (shepherd_reconcile_skipped_total)."""
+    port = next(a.split("=", 1)[1] for a in operator.args if a.startswith("--metrics-port="))
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    found = re.search(r"^shepherd_reconcile_skipped_total ([0-9.e+]+)$", text, re.MULTILINE)
+    if found is None:
+        fail("the operator's /metrics has no shepherd_reconcile_skipped_total")
+    return float(found.group(1))
+
+
 def bench(count: int, resync: str, samples: int, workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"releases": count}
     with (
@@ -215,10 +234,12 @@ def bench(count: int, resync: str, samples: int, workdir: Path) -> dict[str, Any
             wait_for(f"{count} Releases to succeed", succeeded, timeout=60 + count * 0.5, poll=1.0)
             results["all_succeeded_seconds"] = time.monotonic() - started
 
-            window = 2 * float(resync.removesuffix("s")) + 1
+            window = 2 * durationpy.from_str(resync).total_seconds() + 1
+            skipped_before = skipped_passes(operator)
             cpu_before, window_start = process.cpu_seconds(), time.time()
             time.sleep(window)  # the idle window itself is what is measured, not a synchronisation
             cpu_used, window_end = process.cpu_seconds() - cpu_before, time.time()
+            resyncs = skipped_passes(operator) - skipped_before
             idle = [
                 e
                 for e in plane.audited_requests(operator_user, window_start)
@@ -239,6 +260,12 @@ def bench(count: int, resync: str, samples: int, workdir: Path) -> dict[str, Any
             results["idle_lease_requests_per_second"] = len(lease) / span
             results["idle_watch_requests"] = sum(1 for e in idle if e["verb"] == "watch")
             results["idle_cpu_share"] = cpu_used / (window_end - window_start)
+            # Every resync of a Release at rest is a pass that finds nothing changed: what one costs, the
+            # operator's whole idle CPU (its watches and its Lease included) shared among them.
+            if resyncs < count:
+                fail(f"{resyncs} unchanged passes of {count} Releases in two resyncs: the skip is not taken")
+            results["idle_resyncs"] = resyncs
+            results["idle_cpu_per_resync_us"] = cpu_used / resyncs * 1e6
             results["rss_mib"] = process.rss_mib()
 
             latencies = []

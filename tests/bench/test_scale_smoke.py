@@ -18,6 +18,8 @@ def test_scale_bench_measures_at_smoke_size() -> None:
     assert 0 < figures["apply_seconds"] <= figures["all_succeeded_seconds"]
     assert figures["idle_window_seconds"] > 0 and figures["idle_cpu_share"] >= 0
     assert figures["idle_requests_per_second_per_release"] >= 0
+    assert figures["idle_resyncs"] >= 6, "two resyncs of six unchanged Releases, each skipped"
+    assert figures["idle_cpu_per_resync_us"] > 0
     assert figures["change_to_canary_seconds"]["samples"] == 3
     assert 0 < figures["change_to_canary_seconds"]["p50"] <= figures["change_to_canary_seconds"]["p99"]
     assert 1 <= figures["due_step_lateness_seconds"]["samples"] <= 3
