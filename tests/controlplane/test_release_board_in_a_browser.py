@@ -24,7 +24,12 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from helpers import free_port
+from prometheus_fixtures import wait_for_value
+from shepherd.core.promql import render_query
 from shepherd.lab.controlplane import ControlPlane
+from shepherd.lab.exporter import SeriesKey, TrafficExporter
+from shepherd.lab.promserver import PrometheusServer
+from shepherd.prometheus import Connection, Prometheus
 from story import Story, grant, kubectl_binary, quickstart_release
 
 REPO = Path(__file__).resolve().parents[2]
@@ -290,3 +295,65 @@ def test_with_actions_a_qa_member_signs_off_as_herself_and_a_refusal_is_shown(
         expect(page.locator("#phase")).to_have_text("Succeeded", timeout=LIVE_SECONDS * 1000)
         shot(page, "approved")
         assert re.search(r"alice for qa", page.locator("section", has_text="Checklist").inner_text())
+
+
+ERROR_RATE = (
+    'sum(rate(http_requests_total{namespace="{{namespace}}",release="{{release}}",version="{{version}}",'
+    'code=~"5.."}[5s])) / sum(rate(http_requests_total{namespace="{{namespace}}",release="{{release}}",'
+    'version="{{version}}"}[5s]))'
+)
+
+
+def test_the_analysis_chart_shows_what_prometheus_measured(
+    story: Story,
+    people: Path,
+    prometheus: PrometheusServer,
+    exporter: TrafficExporter,
+    page: Page,
+    tmp_path: Path,
+) -> None:
+    def serve(version: str, role: str) -> None:
+        for component in ("api", "web"):
+            exporter.set_traffic(
+                SeriesKey(story.namespace, "shop", component, version, role), rps=50, error_ratio=0.02
+            )
+        query = render_query(
+            ERROR_RATE, {"namespace": story.namespace, "release": "shop", "version": version}
+        )
+        wait_for_value(Prometheus(Connection(prometheus.url)), query)
+
+    def analysed(version: str) -> dict[str, Any]:
+        metric = {"name": "error-rate", "query": ERROR_RATE, "max": 0.05, "count": 3}
+        return quickstart_release(
+            version,
+            strategy={"canary": {"steps": [{"setWeight": 50}, {"analysis": {}}, {"setWeight": 75}]}},
+            analysis={
+                "prometheus": {"address": prometheus.url, "timeout": "2s"},
+                "interval": "1s",
+                "metrics": [metric],
+            },
+        )
+
+    serve("1.0.0", "stable")
+    story.apply(analysed("1.0.0"))
+    story.wait_phase("Succeeded", revision=1)
+    serve("1.1.0", "canary")
+    story.apply(analysed("1.1.0"))
+    measured = [
+        m for m in story.wait_phase("Succeeded", revision=2)["analysis"] if m["metric"] == "error-rate"
+    ]
+    assert len(measured) >= 3 and all(0.0 < m["value"] < 0.05 for m in measured), measured
+
+    port = free_port()
+    with dashboard(
+        shepherd_dashboard(people, "carol", story.namespace, port), port, tmp_path / "carol.log"
+    ) as url:
+        page.goto(f"{url}/releases/{story.namespace}/shop")
+        plot = page.locator("figure.chart .uplot")
+        expect(plot).to_have_attribute("data-points", str(len(measured)))
+        expect(page.locator("figure.chart")).to_contain_text("max")
+        shown = page.locator(
+            'table.measurements[data-metric="error-rate"] tbody tr td:nth-child(3)'
+        ).all_inner_texts()
+        assert shown == [str(m["value"]) for m in measured]
+        shot(page, "analysis")

@@ -223,6 +223,7 @@ def analysis(release: Mapping[str, Any]) -> list[dict[str, Any]]:
             "min": (metrics.get(name) or {}).get("min"),
             "max": (metrics.get(name) or {}).get("max"),
             "measurements": measured.get(str(name), []),
+            "chart": chart_data(measured.get(str(name), []), metrics.get(name) or {}),
             "error": next(
                 (
                     str(m.get("error") or m.get("message"))
@@ -240,3 +241,21 @@ def approval_roles(checklist: Sequence[Mapping[str, Any]]) -> list[str]:
     """The roles a sign-off may be given for: "" (no role) when a gate takes anyone's approval."""
     roles = sorted({str(i.get("group") or "") for i in checklist if i.get("kind") == "approval"})
     return roles or [""]
+
+
+def chart_data(measurements: Sequence[Mapping[str, Any]], metric: Mapping[str, Any]) -> dict[str, Any]:
+    """One metric's measurements as the chart draws them: times (Unix seconds), the canary's values, the
+    baseline's where compared, and the bounds the values are held to."""
+    kept = [
+        (at, m)
+        for m in measurements
+        if (at := parse_time(m.get("at"))) is not None and isinstance(m.get("value"), int | float)
+    ]
+    baselines = [m.get("baseline") for _, m in kept]
+    return {
+        "at": [at.timestamp() for at, _ in kept],
+        "value": [m["value"] for _, m in kept],
+        "baseline": [b if isinstance(b, int | float) else None for b in baselines],
+        "min": metric.get("min"),
+        "max": metric.get("max"),
+    }

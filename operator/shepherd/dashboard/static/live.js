@@ -25,6 +25,7 @@
       .then(function (html) {
         if (html !== null) {
           live.innerHTML = html;
+          window.shepherdCharts.draw(live);
           live.setAttribute("data-updated", String(Date.now()));
         }
       })
