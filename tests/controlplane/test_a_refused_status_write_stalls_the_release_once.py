@@ -8,16 +8,13 @@ from __future__ import annotations
 import re
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from shepherd.lab.cluster import InstalledChart, OperatorProcess
-from shepherd.lab.controlplane import ControlPlane
-from shepherd.lab.faultproxy import FaultProxy, route_through
-from shepherd.lab.podsim import PodSimulator
+from shepherd.lab.cluster import OperatorProcess
+from shepherd.lab.faultproxy import FaultProxy
 from story import Kubectl, Story, quickstart_release
 
 REFUSAL = "no Release may be paused in this namespace"
@@ -70,25 +67,15 @@ def refusing_policy(admin: kubernetes.client.ApiClient, namespace: str) -> Itera
 
 
 @pytest.fixture
-def proxy(control_plane: ControlPlane, pods: PodSimulator) -> Iterator[FaultProxy]:
-    with FaultProxy.for_control_plane(control_plane) as running:
-        yield running
+def operator_args() -> tuple[str, ...]:
+    return ("--resync=1s",)
 
 
 @pytest.fixture
 def story(
-    control_plane: ControlPlane,
-    chart: InstalledChart,
-    admin: kubernetes.client.ApiClient,
-    namespace: str,
-    kubectl: Kubectl,
-    proxy: FaultProxy,
-    tmp_path: Path,
-) -> Iterator[Story]:
-    operator = OperatorProcess(control_plane, chart, tmp_path, extra_args=["--resync=1s"])
-    route_through(operator, proxy)
-    with operator:
-        yield Story(admin, namespace, kubectl, operator)
+    admin: kubernetes.client.ApiClient, namespace: str, kubectl: Kubectl, proxied_operator: OperatorProcess
+) -> Story:
+    return Story(admin, namespace, kubectl, proxied_operator)
 
 
 def reconciles(operator: OperatorProcess) -> float:
@@ -116,7 +103,7 @@ def policy_refuses(story: Story) -> bool:
 
 
 def test_a_status_write_the_api_server_refuses_stalls_the_release_once(
-    story: Story, proxy: FaultProxy, refusing_policy: None
+    story: Story, fault_proxy: FaultProxy, refusing_policy: None
 ) -> None:
     story.apply(quickstart_release("1.0.0"))
     story.wait_phase("Succeeded", revision=1)
@@ -136,11 +123,13 @@ def test_a_status_write_the_api_server_refuses_stalls_the_release_once(
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False"
 
-    refused = proxy.count("PATCH", STATUS_WRITES)
+    refused = fault_proxy.count("PATCH", STATUS_WRITES)
     counted = reconciles(story.operator)
     story.wait_until("three more passes (resync 1s)", lambda: reconciles(story.operator) >= counted + 3)
-    assert proxy.count("PATCH", STATUS_WRITES) == refused, "a held Release sent its status again"
-    answered = [e.status for e in proxy.exchanges if re.search(STATUS_WRITES, e.path) and e.status == 422]
+    assert fault_proxy.count("PATCH", STATUS_WRITES) == refused, "a held Release sent its status again"
+    answered = [
+        e.status for e in fault_proxy.exchanges if re.search(STATUS_WRITES, e.path) and e.status == 422
+    ]
     assert answered == [422], "the refused write was sent once"
 
     fixed = quickstart_release("1.2.0")
