@@ -460,13 +460,21 @@ EXAMPLES = "examples"
 
 
 def summary(text: str) -> str:
-    """An example's opening comment up to its first blank comment line: what it shows."""
-    lines = []
+    """An example's opening comment up to its first blank comment line, as Markdown: its prose, and the
+    lines it indents (`#   kubectl ...`) as code blocks, in their order."""
+    runs: list[tuple[bool, list[str]]] = []  # (indented, lines)
     for line in text.splitlines():
         if not line.startswith("#") or not line.strip("# "):
             break
-        lines.append(line.lstrip("#").strip())
-    return " ".join(lines)
+        body = line[1:]
+        indented = body.startswith("   ")
+        if not runs or runs[-1][0] != indented:
+            runs.append((indented, []))
+        runs[-1][1].append(body[3:].rstrip() if indented else body.strip())
+    return "\n\n".join(
+        "```\n" + "\n".join(lines) + "\n```" if indented else commented(" ".join(lines))
+        for indented, lines in runs
+    )
 
 
 def commented(text: str) -> str:
@@ -484,7 +492,7 @@ def examples_page(root: Path) -> str:
     ]
     for path in sorted((root / EXAMPLES).rglob("*.yaml"), key=lambda p: (len(p.parts), p)):
         name = path.relative_to(root / EXAMPLES).as_posix()
-        out.append(f"## {name}\n\n{commented(summary(path.read_text()))}\n")
+        out.append(f"## {name}\n\n{summary(path.read_text())}\n")
         out.append(f'```yaml\n--8<-- "{EXAMPLES}/{name}"\n```\n')
     return "\n".join(out)
 
