@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,10 @@ def listening_addresses(port: int) -> set[str]:
         if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
             found.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
     return found
+
+
+def stamp(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def shot(page: Page, name: str) -> None:
@@ -339,9 +344,11 @@ def test_the_analysis_chart_shows_what_prometheus_measured(
     story.wait_phase("Succeeded", revision=1)
     serve("1.1.0", "canary")
     story.apply(analysed("1.1.0"))
-    measured = [
-        m for m in story.wait_phase("Succeeded", revision=2)["analysis"] if m["metric"] == "error-rate"
-    ]
+    status = story.wait_phase("Succeeded", revision=2)
+    started = stamp(next(h["startedAt"] for h in status["history"] if h["revision"] == 2))
+    # This revision's measurements: its canary's, then its bake's (the stable pods run it by then).
+    measured = [m for m in status["analysis"] if m["metric"] == "error-rate" and stamp(m["at"]) >= started]
+    assert {m["role"] for m in measured} == {"canary", "stable"}, measured
     assert len(measured) >= 3 and all(0.0 < m["value"] < 0.05 for m in measured), measured
 
     port = free_port()
@@ -351,7 +358,9 @@ def test_the_analysis_chart_shows_what_prometheus_measured(
         page.goto(f"{url}/releases/{story.namespace}/shop")
         plot = page.locator("figure.chart .uplot")
         expect(plot).to_have_attribute("data-points", str(len(measured)))
-        expect(page.locator("figure.chart")).to_contain_text("max")
+        legend = page.locator("figure.chart .u-legend")
+        for label in ("canary", "stable", "max"):
+            expect(legend).to_contain_text(label)
         shown = page.locator(
             'table.measurements[data-metric="error-rate"] tbody tr td:nth-child(3)'
         ).all_inner_texts()

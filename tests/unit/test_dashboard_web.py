@@ -226,3 +226,28 @@ def test_the_release_page_renders_every_part_and_escapes_what_the_api_gave() -> 
     )
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
     assert "rate(x[1m])" in page and "0.5" in page and "sign-off" in page
+
+
+def test_the_chart_has_a_series_per_role_of_the_current_revision_only() -> None:
+    measurements = [
+        {"metric": "errors", "role": "stable", "value": 0.9, "at": at(-timedelta(minutes=10))},
+        {
+            "metric": "errors",
+            "role": "canary",
+            "value": 0.1,
+            "baseline": 0.2,
+            "at": at(-timedelta(minutes=4)),
+        },
+        {"metric": "errors", "role": "stable", "value": 0.3, "at": at(-timedelta(minutes=2))},
+    ]
+    history = [{"revision": 2, "startedAt": at(-timedelta(minutes=5))}]
+    shown = release(revision=2, history=history, analysis=measurements)
+    shown["spec"]["analysis"] = {"metrics": [{"name": "errors", "query": "q", "max": 0.5}]}
+    (metric,) = views.analysis(shown)
+    assert [m["value"] for m in metric["measurements"]] == [0.1, 0.3], "the revision before is left out"
+    assert metric["chart"]["series"] == {
+        "canary": [0.1, None],
+        "baseline": [0.2, None],
+        "stable": [None, 0.3],
+    }
+    assert metric["chart"]["max"] == 0.5 and len(metric["chart"]["at"]) == 2

@@ -208,33 +208,40 @@ def timeline(release: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def revision_started(state: Mapping[str, Any]) -> datetime | None:
+    """When the current revision's latest attempt started (its history entry), if recorded."""
+    entries = [h for h in state.get("history") or [] if h.get("revision") == state.get("revision")]
+    return parse_time(entries[-1].get("startedAt")) if entries else None
+
+
 def analysis(release: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per metric: its query and bounds from the spec, and the measurements of the current revision."""
+    """Per metric: its query and bounds from the spec, and the measurements of the current revision's
+    attempt (those before it started measured the revision before)."""
     spec, state = release.get("spec") or {}, release.get("status") or {}
     metrics = {m.get("name"): m for m in (spec.get("analysis") or {}).get("metrics") or []}
+    since = revision_started(state)
     measured: dict[str, list[Mapping[str, Any]]] = {}
     for measurement in state.get("analysis") or []:
-        measured.setdefault(str(measurement.get("metric", "")), []).append(measurement)
+        at = parse_time(measurement.get("at"))
+        if since is None or at is None or at >= since:
+            measured.setdefault(str(measurement.get("metric", "")), []).append(measurement)
     names = list(metrics) + [n for n in measured if n not in metrics]
-    return [
-        {
-            "name": name,
-            "query": (metrics.get(name) or {}).get("query", ""),
-            "min": (metrics.get(name) or {}).get("min"),
-            "max": (metrics.get(name) or {}).get("max"),
-            "measurements": measured.get(str(name), []),
-            "chart": chart_data(measured.get(str(name), []), metrics.get(name) or {}),
-            "error": next(
-                (
-                    str(m.get("error") or m.get("message"))
-                    for m in reversed(measured.get(str(name), []))
-                    if m.get("result") == "Error"
-                ),
-                "",
-            ),
-        }
-        for name in names
-    ]
+    shown = []
+    for name in names:
+        own = measured.get(str(name), [])
+        errors = [m for m in own if m.get("result") == "Error"]
+        shown.append(
+            {
+                "name": name,
+                "query": (metrics.get(name) or {}).get("query", ""),
+                "min": (metrics.get(name) or {}).get("min"),
+                "max": (metrics.get(name) or {}).get("max"),
+                "measurements": own,
+                "chart": chart_data(own, metrics.get(name) or {}),
+                "error": str(errors[-1].get("message") or "") if errors else "",
+            }
+        )
+    return shown
 
 
 def approval_roles(checklist: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -244,18 +251,23 @@ def approval_roles(checklist: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def chart_data(measurements: Sequence[Mapping[str, Any]], metric: Mapping[str, Any]) -> dict[str, Any]:
-    """One metric's measurements as the chart draws them: times (Unix seconds), the canary's values, the
-    baseline's where compared, and the bounds the values are held to."""
+    """One metric's measurements as the chart draws them: times (Unix seconds), and per role a series with
+    a value where that role was measured (canary; stable, which after promotion is the new version baking;
+    the baseline it was compared with), and the bounds the values are held to."""
     kept = [
         (at, m)
         for m in measurements
         if (at := parse_time(m.get("at"))) is not None and isinstance(m.get("value"), int | float)
     ]
-    baselines = [m.get("baseline") for _, m in kept]
+    series: dict[str, list[float | None]] = {}
+    for index, (_, m) in enumerate(kept):
+        role = str(m.get("role") or "canary")
+        series.setdefault(role, [None] * len(kept))[index] = m["value"]
+        if isinstance(m.get("baseline"), int | float):
+            series.setdefault("baseline", [None] * len(kept))[index] = m["baseline"]
     return {
         "at": [at.timestamp() for at, _ in kept],
-        "value": [m["value"] for _, m in kept],
-        "baseline": [b if isinstance(b, int | float) else None for b in baselines],
+        "series": series,
         "min": metric.get("min"),
         "max": metric.get("max"),
     }

@@ -2,6 +2,11 @@
 // the JSON the page carries beside the table that lists the same values.
 (function () {
   "use strict";
+  var STYLES = {
+    canary: { stroke: "#0645ad", dash: [] },
+    stable: { stroke: "#0a5c0a", dash: [] },
+    baseline: { stroke: "#555", dash: [4, 4] },
+  };
   function line(value, length) {
     var out = [];
     for (var i = 0; i < length; i++) {
@@ -15,11 +20,13 @@
       var figure = blocks[i];
       var data = JSON.parse(figure.querySelector("script.chart-data").textContent);
       var n = data.at.length;
-      var series = [{}, { label: "canary", stroke: "#0645ad", width: 2 }];
-      var columns = [data.at, data.value];
-      if (data.baseline.some(function (v) { return v !== null; })) {
-        series.push({ label: "baseline", stroke: "#555", width: 2, dash: [4, 4] });
-        columns.push(data.baseline);
+      var series = [{}];
+      var columns = [data.at];
+      var roles = Object.keys(data.series);
+      for (var r = 0; r < roles.length; r++) {
+        var style = STYLES[roles[r]] || STYLES.canary;
+        series.push({ label: roles[r], stroke: style.stroke, width: 2, dash: style.dash, spanGaps: false });
+        columns.push(data.series[roles[r]]);
       }
       if (data.max !== null && data.max !== undefined) {
         series.push({ label: "max", stroke: "#a00000", width: 1, dash: [8, 4] });
