@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import functools
 import json
-import os
 import re
 import shutil
 import sys
@@ -43,6 +42,7 @@ import yaml
 
 from benchlib import (
     REPO,
+    Process,
     admin_client,
     fail,
     need_control_plane,
@@ -141,24 +141,6 @@ def writes_by_step(
         step = max((i for i, since in started.items() if 0 <= i < steps and since <= received), default=0)
         counted[step][write_kind(event)] += 1
     return counted
-
-
-class Process:
-    """CPU seconds and RSS of one process, from /proc."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.ticks = os.sysconf("SC_CLK_TCK")
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self.ticks
-
-    def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
 
 
 def picked(names: Sequence[tuple[str, str]], samples: int) -> tuple[list[tuple[str, str]], ...]:
