@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from helpers import free_port
 from shepherd.dashboard import views
-from shepherd.dashboard.server import CSRF_COOKIE, Dashboard, Settings, is_loopback
+from shepherd.dashboard.server import CSRF_COOKIE, Dashboard, Settings, is_loopback, serve
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -251,3 +251,14 @@ def test_the_chart_has_a_series_per_role_of_the_current_revision_only() -> None:
         "stable": [None, 0.3],
     }
     assert metric["chart"]["max"] == 0.5 and len(metric["chart"]["at"]) == 2
+
+
+@pytest.mark.parametrize(("address", "warned"), [("127.0.0.1", False), ("0.0.0.0", True)])
+def test_an_address_beyond_loopback_is_served_with_a_warning(
+    address: str, warned: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    bound: dict[str, Any] = {}
+    monkeypatch.setattr(web, "run_app", lambda app, **options: bound.update(options))
+    serve(Settings(kubernetes.client.Configuration(), "a", address=address, port=3100))
+    assert (bound["host"], bound["port"]) == (address, 3100)
+    assert any("reachable beyond this machine" in r.message for r in caplog.records) is warned
