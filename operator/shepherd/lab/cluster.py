@@ -99,23 +99,24 @@ def install_chart(
 def _wait_until_releases_are_served(
     control_plane: ControlPlane, namespace: str, timeout: float = 60.0
 ) -> None:
-    """helm returns once the CRDs exist; for some seconds more the API server may refuse a Release checked
-    field by field, as kubectl's are (503 "Resource kind ... not found": its schema is not loaded yet): a
-    dry-run create so checked, until the schema judges it (a 422 for this empty spec) instead."""
+    """helm returns once the CRDs exist; for some seconds more the API server may refuse to create a
+    Release (503 "Resource kind ... not found": its schema is not loaded yet): a dry-run create of a valid
+    one, until it is answered otherwise."""
+    container = {"name": "probe", "image": "probe"}
     probe = {
         "apiVersion": "shepherd.dev/v1alpha1",
         "kind": "Release",
         "metadata": {"name": "probe"},
-        "spec": {},
+        "spec": {
+            "version": "0",
+            "components": [{"name": "probe", "template": {"spec": {"containers": [container]}}}],
+        },
     }
+    path = f"/apis/shepherd.dev/v1alpha1/namespaces/{namespace}/releases?dryRun=All&fieldValidation=Strict"
     deadline = time.monotonic() + timeout
     while True:
         try:
-            control_plane.request(
-                "POST",
-                f"/apis/shepherd.dev/v1alpha1/namespaces/{namespace}/releases?dryRun=All&fieldValidation=Strict",
-                probe,
-            )
+            control_plane.request("POST", path, probe)
             return
         except RequestError as error:
             if error.status not in (404, 503):
