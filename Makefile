@@ -122,7 +122,9 @@ bench: install prometheus cluster-binaries
 	$(BIN)/python bench/rollback_latency.py
 	$(BIN)/python bench/scale.py --releases 1000 5000
 	$(BIN)/python bench/gateway_latency.py
+	$(BIN)/python bench/churn_soak.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python bench/hang_recovery.py
 
 # Every bench at its smoke size (seconds each), failing when one no longer measures; `make test` runs them
 # as tests/bench.
@@ -132,7 +134,9 @@ bench-smoke: install prometheus cluster-binaries
 	$(BIN)/python bench/rollback_latency.py --smoke
 	$(BIN)/python bench/scale.py --smoke
 	$(BIN)/python bench/gateway_latency.py --smoke
+	$(BIN)/python bench/churn_soak.py --smoke
 	$(BIN)/python bench/dashboard.py --smoke
+	$(BIN)/python bench/hang_recovery.py --smoke
 
 # The documentation site (mkdocs.yml) into site/; --strict turns every warning (a broken link, a missing page
 # or snippet) into a failure. NO_MKDOCS_2_WARNING quiets a notice Material prints on every build.
