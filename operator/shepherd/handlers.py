@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from shepherd.kube import GROUP, PLURAL, VERSION, Conflict, KubeAPI, ReleaseKey
 from shepherd.limits import Limits
 from shepherd.metrics import OperatorMetrics
 from shepherd.notifier import DeliveryPolicy, Notifier
-from shepherd.reconcile import Outcome, ParsedSpecs, reconcile
+from shepherd.reconcile import Outcome, ParsedSpecs, reconcile, still_decided
 from shepherd.scheduler import Scheduler
 from shepherd.sharding import Shard
 
@@ -90,6 +91,7 @@ class Runtime:
             max_backoff_seconds=self.max_backoff_seconds,
             pass_seconds=self.limits.pass_seconds,
             clock=self.clock,
+            unchanged=self.unchanged,
         )
 
     def wake(self, key: ReleaseKey) -> None:
@@ -186,6 +188,19 @@ class Runtime:
         self._unlink(key)
         self._dependents.pop(key, None)
         self.metrics.forget(key.namespace, key.name)
+
+    def unchanged(self, key: ReleaseKey) -> Outcome | None:
+        """The Release's last outcome if it still stands (a pass would decide nothing new); counted as a
+        pass that was skipped."""
+        started = time.perf_counter()
+        previous = self._outcomes.get(key)
+        if previous is None or not still_decided(self.cache, key, previous, self.clock()):
+            return None
+        self.started += 1
+        self.reconciles += 1
+        self.metrics.reconcile_skipped.inc()
+        self.metrics.reconcile_duration.observe(time.perf_counter() - started)
+        return previous
 
     async def reconcile_once(self, key: ReleaseKey, fresh: bool) -> Outcome | None:
         """One pass; `fresh` (after a conflict) reads the Release from the API server, not the cache."""

@@ -73,10 +73,8 @@ async def reconcile(
     `previous`, this Release's last outcome, makes a pass that can change nothing free: when nothing it
     decided on has a new version and its next due time has not come, the decision would be the same, so
     it is not made again (a resync of a Release at rest costs a few dictionary lookups)."""
-    if not fresh and previous is not None and previous.fingerprint is not None:
-        due = previous.wake_at is not None and clock() >= previous.wake_at
-        if not due and cache.fingerprint(key, previous.dependencies, previous.routes) == previous.fingerprint:
-            return previous
+    if not fresh and previous is not None and still_decided(cache, key, previous, clock()):
+        return previous
 
     def written(writes: list[Written]) -> None:
         cache.remember(writes)
@@ -206,6 +204,14 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     patch: dict[str, Any] = {k: v for k, v in new.items() if v is not None and old.get(k) != v}
     patch.update({k: None for k in old if new.get(k) is None})
     return patch
+
+
+def still_decided(cache: Cache, key: ReleaseKey, previous: Outcome, now: datetime) -> bool:
+    """Whether `previous` is the decision a pass would make now: nothing it decided on has a new version,
+    and its next due time has not come."""
+    if previous.fingerprint is None or (previous.wake_at is not None and now >= previous.wake_at):
+        return False
+    return cache.fingerprint(key, previous.dependencies, previous.routes) == previous.fingerprint
 
 
 class ParsedSpecs:

@@ -12,6 +12,9 @@ Release itself cuts short. The watch events of its Deployments and Jobs, or the 
 writes, do not. A pass has a deadline: one that outlasts it (a request never answered) is abandoned, its
 worker freed for the others, and the Release backed off and tried again.
 
+A timer that comes due first asks `unchanged`: a Release whose last decision still stands (nothing it
+decided on has a new version, nothing is due) is only timed again, without a pass, a worker or a deadline.
+
 The workers are few and fixed: thousands of Releases created at once hold only as many passes in memory
 as there are workers, and a Release waiting for its time costs a timer, not a task.
 """
@@ -87,8 +90,10 @@ class Scheduler:
         max_backoff_seconds: float,
         pass_seconds: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        unchanged: Callable[[ReleaseKey], Decided | None] = lambda _key: None,
     ) -> None:
         self._run = run
+        self._unchanged = unchanged
         self._workers = workers
         self.resync_seconds = resync_seconds
         self._pass_seconds = pass_seconds
@@ -164,8 +169,19 @@ class Scheduler:
 
     def _due(self, key: ReleaseKey, entry: _Entry) -> None:
         entry.timer = None
-        if self._entries.get(key) is entry and not entry.queued and not entry.running:
-            self._enqueue(key, entry)
+        if self._entries.get(key) is not entry or entry.queued or entry.running:
+            return
+        if not entry.fresh and not entry.failures:
+            try:
+                decided = self._unchanged(key)
+            except Exception:  # never a lost timer: the pass finds out
+                logger.exception("%s/%s: the check for changes failed", key.namespace, key.name)
+                decided = None
+            if decided is not None:
+                # Nothing it decides on changed and nothing is due (a resync at rest): no pass at all.
+                self._later(key, entry, seconds_until(decided.wake_at, self._clock(), self.resync_seconds))
+                return
+        self._enqueue(key, entry)
 
     def _backoff(self, entry: _Entry, error: Exception) -> float:
         if isinstance(error, Conflict) and entry.failures <= CONFLICT_RETRIES:

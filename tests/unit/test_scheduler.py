@@ -78,6 +78,7 @@ def scheduler_for(
     resync: float = 300.0,
     backoff: float = 0.2,
     pass_seconds: float = 60.0,
+    unchanged: Callable[[ReleaseKey], Decision | None] = lambda _key: None,
 ) -> Scheduler:
     return Scheduler(
         passes,
@@ -86,6 +87,7 @@ def scheduler_for(
         first_backoff_seconds=backoff,
         max_backoff_seconds=backoff * 4,
         pass_seconds=pass_seconds,
+        unchanged=unchanged,
     )
 
 
@@ -297,3 +299,25 @@ async def test_a_429_is_retried_when_its_retry_after_says_within_the_longest_bac
     first, second, third = (at for _, at in passes.of(SHOP))
     assert 0.25 <= second - first < 0.35, "Retry-After: 0.25 is more than the first backoff (0.1)"
     assert 0.4 <= third - second < 0.6, "an hour asked is bounded by the longest backoff"
+
+
+@pytest.mark.asyncio
+async def test_a_resync_of_a_release_whose_decision_still_stands_runs_no_pass(passes: Passes) -> None:
+    asked: list[ReleaseKey] = []
+    standing: dict[ReleaseKey, Decision] = {}
+
+    def unchanged(key: ReleaseKey) -> Decision | None:
+        asked.append(key)
+        if key == CART:
+            raise RuntimeError("a bug in the check")
+        return standing.get(key)
+
+    standing[SHOP] = Decision()
+    async with scheduling(passes, resync=0.1, unchanged=unchanged) as scheduler:  # type: ignore[arg-type]
+        scheduler.add(SHOP)  # a Release added has its first pass at once, without asking
+        scheduler.add(CART)
+        await until(lambda: asked.count(SHOP) >= 3, "three resyncs of SHOP", timeout=10)
+        assert len(passes.of(SHOP)) == 1, "a resync whose decision stands runs no pass"
+        await until(lambda: len(passes.of(CART)) >= 3, "a failing check lets the pass run", timeout=10)
+        scheduler.wake(SHOP)
+        await until(lambda: len(passes.of(SHOP)) >= 2, "a wake (a change) always runs a pass")
