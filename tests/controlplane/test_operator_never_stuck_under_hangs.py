@@ -28,9 +28,9 @@ import kubernetes
 import pytest
 
 from canary_runs import Timeline
-from shepherd.lab.cluster import InstalledChart, OperatorProcess
+from shepherd.lab.cluster import OperatorProcess
 from shepherd.lab.controlplane import ControlPlane
-from shepherd.lab.faultproxy import FaultProxy, Hang, fault, route_through
+from shepherd.lab.faultproxy import FaultProxy, Hang, fault
 from shepherd.lab.podsim import PodSimulator
 from shepherd.lab.promserver import PrometheusServer
 from story import GROUP, VERSION, Story, kubectl_runner, quickstart_release
@@ -87,26 +87,15 @@ def monotonic_of(wall: float) -> float:
 
 
 @pytest.fixture
-def api_proxy(control_plane: ControlPlane, pods: PodSimulator) -> Iterator[FaultProxy]:
-    with FaultProxy.for_control_plane(control_plane, seed=19) as running:
-        yield running
+def operator_args(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """Small limits, and the test's own flags (a parameter)."""
+    return (*LIMITS, *getattr(request, "param", ()))
 
 
 @pytest.fixture
-def operator(
-    control_plane: ControlPlane,
-    chart: InstalledChart,
-    api_proxy: FaultProxy,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-) -> Iterator[OperatorProcess]:
-    """`shepherd run` with the chart's arguments, small limits and the test's own flags (a parameter),
-    through the fault proxy."""
-    flags: tuple[str, ...] = getattr(request, "param", ())
-    process = OperatorProcess(control_plane, chart, tmp_path, extra_args=(*LIMITS, *flags))
-    route_through(process, api_proxy)
-    with process:
-        yield process
+def operator(proxied_operator: OperatorProcess) -> OperatorProcess:
+    """The stories' operator is the one behind the fault proxy."""
+    return proxied_operator
 
 
 @pytest.fixture
@@ -162,7 +151,7 @@ def writes_of(namespace: str, name: str) -> str:
 def test_one_write_hung_mid_canary_holds_neither_its_release_nor_another(
     story: Story,
     other: Story,
-    api_proxy: FaultProxy,
+    fault_proxy: FaultProxy,
     admin: kubernetes.client.ApiClient,
     hang: Hang,
 ) -> None:
@@ -176,8 +165,8 @@ def test_one_write_hung_mid_canary_holds_neither_its_release_nor_another(
 
     # The first write to shop or its Deployments after the canary's creation hangs.
     hung_write = fault(*WRITES, path=writes_of(namespace, "shop"), hang=hang, times=1)
-    api_proxy.writes_pattern = rf"/namespaces/{namespace}/deployments$"  # numbers the creations
-    created = api_proxy.kill_at(1, lambda: api_proxy.inject(hung_write))
+    fault_proxy.writes_pattern = rf"/namespaces/{namespace}/deployments$"  # numbers the creations
+    created = fault_proxy.kill_at(1, lambda: fault_proxy.inject(hung_write))
     pause_ends = cart.start()
     time.sleep(max(0.0, pause_ends - HANG_LEAD - time.time()))  # the scene: shop hangs as cart's pause ends
     updated = time.monotonic()
@@ -188,9 +177,9 @@ def test_one_write_hung_mid_canary_holds_neither_its_release_nor_another(
     decided, seen = cart.lateness()
     story.wait("shop's indefinite pause", at_step(1, phase="Paused"), timeout=60)
     assert created.fired.is_set() and hung_write.applied == 1, "the write after the canary's creation hung"
-    [hung] = api_proxy.hung()
-    answered = api_proxy.answered(writes_of(namespace, "shop"), after=hung.at)
-    assert answered, f"no write of shop answered after {hung}: {api_proxy.exchanges[-40:]}"
+    [hung] = fault_proxy.hung()
+    answered = fault_proxy.answered(writes_of(namespace, "shop"), after=hung.at)
+    assert answered, f"no write of shop answered after {hung}: {fault_proxy.exchanges[-40:]}"
     moved = answered[0]
     scene = (
         f"{hang}: {hung.verb} {hung.path} sent {hung.at - updated:.1f}s after the update and hung; shop "
@@ -283,10 +272,10 @@ def errors(status: Mapping[str, Any]) -> int:
 
 
 @pytest.mark.parametrize(
-    "operator", [(f"--watch-idle-timeout={IDLE_TIMEOUT:g}s",)], indirect=True, ids=["idle-3s"]
+    "operator_args", [(f"--watch-idle-timeout={IDLE_TIMEOUT:g}s",)], indirect=True, ids=["idle-3s"]
 )
 def test_a_canary_ready_while_the_deployment_watch_is_silent_is_noticed_within_the_bound(
-    story: Story, api_proxy: FaultProxy, pods: PodSimulator
+    story: Story, fault_proxy: FaultProxy, pods: PodSimulator
 ) -> None:
     steps = [{"setWeight": 50}, {"pause": {}}]
     story.apply(release("shop", "1.0.0", steps))
@@ -299,8 +288,8 @@ def test_a_canary_ready_while_the_deployment_watch_is_silent_is_noticed_within_t
             lambda: story.replicas().get("shop-api-canary", 0) > 0,
         )
         silent = fault("WATCH", path=r"/deployments$", silent=True, times=1)
-        api_proxy.inject(silent)
-        api_proxy.cut_watches(path=r"/deployments$")
+        fault_proxy.inject(silent)
+        fault_proxy.cut_watches(path=r"/deployments$")
         story.wait_until("the operator's Deployment watch back, silent", lambda: silent.applied == 1)
         went_silent = time.monotonic()
         assert story.status()["currentStep"] == 0, "still waiting for the canary"
@@ -316,8 +305,8 @@ def test_a_canary_ready_while_the_deployment_watch_is_silent_is_noticed_within_t
     )
     assert noticed - went_silent >= IDLE_TIMEOUT, "not before the silent watch was dropped"
     assert noticed - ready <= IDLE_TIMEOUT + RECONNECT_AND_PASS
-    assert api_proxy.count("WATCH", r"/deployments$", injected=True) == 1
-    assert api_proxy.count("WATCH", r"/deployments$", injected=False) >= 2, "watched again"
+    assert fault_proxy.count("WATCH", r"/deployments$", injected=True) == 1
+    assert fault_proxy.count("WATCH", r"/deployments$", injected=False) >= 2, "watched again"
 
 
 def canary_ready(story: Story) -> bool:
