@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from helpers import free_port
 from shepherd.dashboard import views
-from shepherd.dashboard.server import CSRF_COOKIE, Dashboard, Settings, is_loopback, serve
+from shepherd.dashboard.server import BURST, CSRF_COOKIE, Dashboard, Listener, Settings, is_loopback, serve
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -186,6 +186,46 @@ async def test_a_loopback_server_answers_only_its_own_host_names(
     read_only: TestClient[web.Request, web.Application],
 ) -> None:
     assert (await read_only.get("/", headers={"Host": "rebound.example:80"})).status == 403
+
+
+@pytest.mark.asyncio
+async def test_a_row_of_the_board_is_served_alone_escaped_as_the_filters_show_it(port: int) -> None:
+    dashboard = Dashboard(Settings(kubernetes.client.Configuration(), "a", port=port))
+    shown = release(phase="Paused", currentStep=1, canaryWeight=25)
+    shown["metadata"]["resourceVersion"] = "1"
+    shown["spec"]["version"] = "<b>1.1.0</b>"
+    dashboard.releases.put(shown)
+    app = web.Application(middlewares=[dashboard.guard])
+    app.router.add_get("/rows/{namespace}/{name}", dashboard.board_row)
+    async with TestClient(TestServer(app, host="127.0.0.1", port=port)) as client:
+        answer = await client.get("/rows/a/shop")
+        assert answer.status == 200
+        assert answer.headers["Content-Security-Policy"].startswith("default-src 'self'")
+        row = await answer.text()
+        assert row.count("<tr ") == 1 and 'data-release="a/shop"' in row
+        assert 'data-attention="paused with no end"' in row and "25%" in row and "1/4" in row
+        assert "&lt;b&gt;1.1.0&lt;/b&gt;" in row and "<b>" not in row
+        assert (await client.get("/rows/a/shop?phase=Paused&q=shop")).status == 200
+        assert (await client.get("/rows/a/shop?phase=Succeeded")).status == 204, "hidden by the filters"
+        assert (await client.get("/rows/b/shop")).status == 404
+        assert (await client.get("/rows/a/shop", headers={"Host": "rebound.example:80"})).status == 403
+
+
+def test_a_page_is_told_which_releases_changed_and_to_read_everything_after_a_burst() -> None:
+    listener = Listener()
+    listener.tell("a/shop")
+    listener.tell("b/cart")
+    listener.tell("a/shop")
+    assert listener.wake.is_set()
+    assert listener.take() == (
+        b'event: changed\ndata: {"release": "a/shop"}\n\nevent: changed\ndata: {"release": "b/cart"}\n\n'
+    )
+    assert not listener.wake.is_set()
+    for index in range(BURST + 1):
+        listener.tell(f"a/app-{index}")
+    assert listener.take() == b"event: changed\ndata: {}\n\n"
+    listener.tell(None)
+    assert listener.take() == b"event: changed\ndata: {}\n\n"
 
 
 def test_the_release_page_renders_every_part_and_escapes_what_the_api_gave() -> None:

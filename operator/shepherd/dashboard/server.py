@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,6 +42,7 @@ CSRF_COOKIE = "shepherd_csrf"
 CSRF = web.RequestKey("csrf", str)
 KEEPALIVE_SECONDS = 15.0
 SYNC_SECONDS = 10.0  # the first page waits this long at most for the first list
+BURST = 50  # more Releases changed than this before a page reads them: it re-reads the whole board
 CALENDAR_DAYS = 14
 EVENTS_SHOWN = 20
 # Each verb with the annotation value the plugin gives it by default (pause and resume set spec.paused).
@@ -80,13 +82,47 @@ def act(target: Target, name: str, action: str, form: Mapping[str, str]) -> str:
     return commands.annotate(target, name, action, ANNOTATED[action])
 
 
+def release_key(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> str:
+    meta = (new or old or {}).get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def filters_of(query: Mapping[str, str]) -> views.Filters:
+    return views.Filters(query.get("namespace", ""), query.get("phase", ""), query.get("q", ""))
+
+
+@dataclass(eq=False)
+class Listener:
+    """What one open page has yet to be told: which Releases changed, or that anything may have."""
+
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    releases: set[str] = field(default_factory=set)
+    everything: bool = False
+
+    def tell(self, release: str | None) -> None:
+        if release is None or len(self.releases) >= BURST:
+            self.everything = True
+        else:
+            self.releases.add(release)
+        self.wake.set()
+
+    def take(self) -> bytes:
+        """The server-sent events for what is pending, one per Release (all of it: an empty one)."""
+        notices: list[dict[str, str]] = [{"release": r} for r in sorted(self.releases)]
+        if self.everything:
+            notices = [{}]
+        self.everything, self.releases = False, set()
+        self.wake.clear()
+        return b"".join(f"event: changed\ndata: {json.dumps(n)}\n\n".encode() for n in notices)
+
+
 @dataclass
 class Dashboard:
     settings: Settings
     releases: Store = field(default_factory=Store)
     approvals: Store = field(default_factory=Store)
     scope: str | None = None  # the namespace watched; None: every namespace
-    listeners: set[asyncio.Queue[str]] = field(default_factory=set)
+    listeners: set[Listener] = field(default_factory=set)
     informers: list[Informer] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _connection: Connection | None = None
@@ -112,7 +148,10 @@ class Dashboard:
                 Resource(GROUP, VERSION, plural),
                 store,
                 namespace=self.scope,
-                changed=lambda old, new: self.notify(),
+                # A Release's change names it, so a board re-reads only its row; an approval's may touch any.
+                changed=(lambda old, new: self.notify(release_key(old, new)))
+                if plural == PLURAL
+                else (lambda old, new: self.notify()),
                 relisted=self.notify,
             )
             self.informers.append(informer)
@@ -136,10 +175,9 @@ class Dashboard:
             return self.settings.namespace
         return None
 
-    def notify(self) -> None:
-        for queue in self.listeners:
-            if queue.empty():  # one pending notice is enough: the page reads the newest state
-                queue.put_nowait("changed")
+    def notify(self, release: str | None = None) -> None:
+        for listener in self.listeners:
+            listener.tell(release)
 
     async def synced(self) -> None:
         waits = [asyncio.wait_for(i.synced.wait(), SYNC_SECONDS) for i in self.informers[:1]]
@@ -167,10 +205,24 @@ class Dashboard:
 
     async def board_page(self, request: web.Request) -> web.Response:
         await self.synced()
-        query = request.query
-        filters = views.Filters(query.get("namespace", ""), query.get("phase", ""), query.get("q", ""))
+        filters = filters_of(request.query)
         shown = views.board(self.release_list(), filters, datetime.now(UTC))
         return self.render(request, "board", board=shown, filters=filters)
+
+    async def board_row(self, request: web.Request) -> web.Response:
+        """One Release's row of the board, as the board's filters (the query) show it: 204 if they hide it,
+        404 if it is gone, so the page knows to re-read the whole board."""
+        await self.synced()
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        release = self.releases.get(namespace, name)
+        if release is None:
+            raise web.HTTPNotFound(text=f"release {namespace}/{name} is not among those you may list")
+        filters = filters_of(request.query)
+        shown = views.row(release, datetime.now(UTC))
+        if not filters.admits(shown):
+            return web.Response(status=204)
+        html = self.templates.get_template("board_row.html").render(row=shown)
+        return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
 
     async def release_page(
         self, request: web.Request, flash: Mapping[str, str] | None = None, status: int = 200
@@ -269,20 +321,20 @@ class Dashboard:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
         await response.prepare(request)
-        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
-        self.listeners.add(queue)
+        listener = Listener()
+        self.listeners.add(listener)
         try:
             await response.write(b"retry: 1000\n: connected\n\n")
             while True:
                 try:
-                    await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
-                    await response.write(b"event: changed\ndata: {}\n\n")
+                    await asyncio.wait_for(listener.wake.wait(), KEEPALIVE_SECONDS)
+                    await response.write(listener.take())
                 except TimeoutError:
                     await response.write(b": keep-alive\n\n")
         except ConnectionResetError:
             pass
         finally:
-            self.listeners.discard(queue)
+            self.listeners.discard(listener)
         return response
 
     # Protection
@@ -335,6 +387,7 @@ def application(dashboard: Dashboard) -> web.Application:
             web.get("/", dashboard.board_page),
             web.get("/calendar", dashboard.calendar_page),
             web.get("/events", dashboard.events),
+            web.get("/rows/{namespace}/{name}", dashboard.board_row),
             web.get("/releases/{namespace}/{name}", dashboard.release_page),
             web.post("/releases/{namespace}/{name}", dashboard.act_on_release),
             web.static("/static", str(STATIC)),
