@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from shepherd.core.gates import SPEC_AUTHOR
 from shepherd.lab.controlplane import ControlPlane, ControlPlaneError, RequestError, free_port
 from shepherd.lab.podsim import PodSimulator
 from shepherd.lab.processes import Stopped, die_with_parent, signals_raise, spawn, stop_process
@@ -80,10 +81,11 @@ def install_chart(
         "-",
         input=yaml.safe_dump(values),
     )
-    _wait_until_releases_are_served(control_plane, namespace)
     manifests = tuple(
         d for d in yaml.safe_load_all(helm(control_plane, "get", "manifest", name, "-n", namespace)) if d
     )
+    mutated = any(d["kind"] == "MutatingAdmissionPolicy" for d in manifests)
+    _wait_until_releases_are_admitted(control_plane, namespace, mutated)
     deployment = next(d for d in manifests if d["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     container = next(c for c in pod["containers"] if c["name"] == "operator")
@@ -96,12 +98,13 @@ def install_chart(
     )
 
 
-def _wait_until_releases_are_served(
-    control_plane: ControlPlane, namespace: str, timeout: float = 60.0
+def _wait_until_releases_are_admitted(
+    control_plane: ControlPlane, namespace: str, mutated: bool, timeout: float = 60.0
 ) -> None:
-    """helm returns once the CRDs exist; for some seconds more the API server may refuse to create a
-    Release (503 "Resource kind ... not found": its schema is not loaded yet): a dry-run create of a valid
-    one, until it is answered otherwise."""
+    """helm returns once the CRDs and the admission policies exist; the API server takes some seconds more
+    to load them: meanwhile a Release is created without the chart's mutating policy, then refused for a
+    while (503 "Resource kind ... not found") while the policy is loaded without the Release's schema.
+    A dry-run create of a valid Release, until it is admitted (and, with the `mutated` policy, mutated)."""
     container = {"name": "probe", "image": "probe"}
     probe = {
         "apiVersion": "shepherd.dev/v1alpha1",
@@ -114,18 +117,20 @@ def _wait_until_releases_are_served(
     }
     path = f"/apis/shepherd.dev/v1alpha1/namespaces/{namespace}/releases?dryRun=All&fieldValidation=Strict"
     deadline = time.monotonic() + timeout
-    while True:
+    last = "no answer yet"
+    while time.monotonic() < deadline:
         try:
-            control_plane.request("POST", path, probe)
-            return
+            admitted = control_plane.request("POST", path, probe)
         except RequestError as error:
             if error.status not in (404, 503):
                 return
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"Releases were not served {timeout:g}s after helm installed the chart: {error}"
-                ) from error
+            last = str(error)
+        else:
+            if not mutated or SPEC_AUTHOR in (admitted["metadata"].get("annotations") or {}):
+                return
+            last = f"admitted without the {SPEC_AUTHOR} annotation its policy sets"
         time.sleep(0.1)
+    raise ControlPlaneError(f"Releases were not admitted {timeout:g}s after helm installed the chart: {last}")
 
 
 def local_args(args: Sequence[str]) -> list[str]:
