@@ -295,7 +295,7 @@ def test_whatever_the_proxy_holds_is_let_go_when_it_stops(
             fault("PATCH", hang="before"),
             fault("POST", hang="after"),
             fault("LIST", delay=60),
-            fault("WATCH", silent=True),
+            fault("WATCH", silent=True, times=1),
         )
         outcomes: dict[str, str] = {}
 
@@ -311,18 +311,26 @@ def test_whatever_the_proxy_holds_is_let_go_when_it_stops(
             "withheld": lambda: apps.create_namespaced_deployment(namespace, deployment("web")),
             "delayed": lambda: apps.list_namespaced_deployment(namespace),
             "silent": lambda: list(Watcher(apps, namespace).stream()),
+            "forwarded": lambda: list(Watcher(apps, namespace, seconds=60).stream()),
         }
-        threads = [threading.Thread(target=call, args=item, daemon=True) for item in calls.items()]
-        for thread in threads:
+        threads = {
+            what: threading.Thread(target=call, args=(what, request), daemon=True)
+            for what, request in calls.items()
+        }
+        for what, thread in threads.items():
             thread.start()
-        wait_until(lambda: proxy.holding == 4, message="all four requests held")
+            if what == "silent":
+                wait_until(lambda: proxy.count("WATCH", injected=True) == 1, message="the silent watch")
+        wait_until(lambda: proxy.holding == 4, message="four requests held")
+        wait_until(lambda: proxy.count("WATCH", injected=False) == 1, message="the forwarded watch")
         stopping = time.monotonic()
-    assert time.monotonic() - stopping < 5, "stopped at once, not after the 60s delay"
+    assert time.monotonic() - stopping < 2, "stopped at once: not after the 60s delay, nor the 60s watch"
     assert proxy._thread is not None and not proxy._thread.is_alive(), "the proxy's thread ended"
-    for thread in threads:
+    for thread in threads.values():
         thread.join(timeout=10)
-    assert not any(thread.is_alive() for thread in threads), outcomes
-    assert set(outcomes) == set(calls) and "answered" not in outcomes.values(), outcomes
+    assert not any(thread.is_alive() for thread in threads.values()), outcomes
+    assert set(outcomes) == set(calls), outcomes
+    assert "answered" not in [outcomes[what] for what in ("hung", "withheld", "delayed", "silent")], outcomes
     assert len(proxy.hung()) == 3, "the hung, the withheld and the delayed got no answer"
     client.close()
 
@@ -336,19 +344,23 @@ def labels(apps: kubernetes.client.AppsV1Api, namespace: str, name: str) -> dict
 
 
 class Watcher:
-    """A watch of the namespace's Deployments in a thread of its own (the server ends it after 1s), and
-    the names it saw."""
+    """A watch of the namespace's Deployments in a thread of its own (the server ends it after `seconds`),
+    and the names it saw."""
 
-    def __init__(self, apps: kubernetes.client.AppsV1Api, namespace: str) -> None:
+    def __init__(self, apps: kubernetes.client.AppsV1Api, namespace: str, seconds: int = 1) -> None:
         self.apps = apps
         self.namespace = namespace
+        self.seconds = seconds
         self.names: list[str] = []
         self.outcome = ""
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def stream(self) -> Iterator[Any]:
         return kubernetes.watch.Watch().stream(
-            self.apps.list_namespaced_deployment, self.namespace, timeout_seconds=1, _request_timeout=60
+            self.apps.list_namespaced_deployment,
+            self.namespace,
+            timeout_seconds=self.seconds,
+            _request_timeout=90,
         )
 
     def start(self) -> None:

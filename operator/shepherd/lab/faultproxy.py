@@ -205,6 +205,7 @@ class _Watch:
     transport: asyncio.BaseTransport | None
     path: str
     silence: asyncio.Future[None] | None = None  # a silent watch's wait, ended by a cut
+    upstream: aiohttp.ClientResponse | None = None  # the server's watch it forwards, closed by a cut
 
 
 @dataclass
@@ -425,6 +426,10 @@ class FaultProxy:
                 self.watches_cut += 1
             if watch.silence is not None and not watch.silence.done():
                 watch.silence.set_result(None)
+                with self._lock:
+                    self._held.discard(watch.silence)  # at once: its handler lets go of it a turn later
+            if watch.upstream is not None:  # its handler waits on the server's next event no more
+                watch.upstream.close()
             if watch.transport is not None:
                 watch.transport.close()
 
@@ -605,7 +610,7 @@ class FaultProxy:
     ) -> web.StreamResponse:
         stream = web.StreamResponse(status=upstream.status, headers=headers)
         await stream.prepare(request)
-        self._open_watches[stream] = _Watch(request.transport, path)
+        self._open_watches[stream] = _Watch(request.transport, path, upstream=upstream)
         timer = (
             asyncio.get_running_loop().call_later(cut_after, self._cut, stream)
             if cut_after is not None
