@@ -120,6 +120,7 @@ bench: install prometheus cluster-binaries
 	$(BIN)/python bench/reconcile_cost.py
 	$(BIN)/python bench/resync_cost.py
 	$(BIN)/python bench/rollback_latency.py
+	$(BIN)/python bench/slow_prometheus.py
 	$(BIN)/python bench/scale.py --releases 1000 5000
 	$(BIN)/python bench/gateway_latency.py
 	$(BIN)/python bench/churn_soak.py
@@ -132,6 +133,7 @@ bench-smoke: install prometheus cluster-binaries
 	$(BIN)/python bench/reconcile_cost.py --smoke
 	$(BIN)/python bench/resync_cost.py --smoke
 	$(BIN)/python bench/rollback_latency.py --smoke
+	$(BIN)/python bench/slow_prometheus.py --smoke
 	$(BIN)/python bench/scale.py --smoke
 	$(BIN)/python bench/gateway_latency.py --smoke
 	$(BIN)/python bench/churn_soak.py --smoke
