@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit integration controlplane e2e bench bench-smoke install prometheus \
+.PHONY: demo test lint typecheck unit integration controlplane e2e bench bench-smoke install prometheus chromium \
 	cluster cluster-binaries gateway-api-crds gateway-binaries clean docs docs-serve docs-reference
 
 # The real control plane of the tests, built from the pinned Go module in controlplane/: kube-apiserver and
@@ -39,6 +39,13 @@ prometheus:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  echo "installing the Debian package prometheus"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+# Chromium from Debian's packages, for the stories that look at the release board in a real browser
+# (Playwright drives it by its path: Playwright's own browser download is not used).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing the Debian package chromium"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 $(CLUSTER_BIN)/.built: $(CLUSTER_MODULE)/go.mod $(CLUSTER_MODULE)/go.sum $(wildcard $(CLUSTER_MODULE)/cmd/*/*.go)
 	@command -v go >/dev/null 2>&1 || { echo "error: Go 1.26 is needed to build the control plane ($(CLUSTER_MODULE))" >&2; exit 1; }
@@ -106,14 +113,14 @@ unit: install
 integration: install prometheus
 	$(BIN)/pytest -q tests/integration
 
-controlplane: install prometheus cluster-binaries
+controlplane: install prometheus chromium cluster-binaries
 	$(BIN)/pytest -q tests/controlplane
 
 e2e: install
 	$(BIN)/pytest -q tests/e2e
 
 # Not tests/e2e: it needs a real cluster; .github/workflows/e2e.yaml runs it on kind (here: `make e2e`).
-test: install prometheus cluster-binaries gateway-binaries lint typecheck docs floors wheel-env
+test: install prometheus chromium cluster-binaries gateway-binaries lint typecheck docs floors wheel-env
 	$(BIN)/pytest -q -rs -p no:cacheprovider --ignore=tests/e2e tests
 
 bench: install prometheus cluster-binaries
