@@ -93,5 +93,7 @@ def test_get_shows_what_the_gates_wait_for(cluster: Cluster) -> None:
     cluster.wait_status("the gate's verdict", lambda s: s.get("phase") == "Gating" and bool(s.get("gates")))
 
     shown = cluster.kubectl("release", "get", "shop").stdout
-    gate_line = next(line for line in shown.splitlines() if "sign-off" in line)
-    assert "Pending" in gate_line and "0/1 approvals of revision 2" in gate_line
+    message, *rows = (line for line in shown.splitlines() if "sign-off" in line)
+    assert "is waiting for its gates: sign-off: 0/1 approvals of revision 2" in message, shown
+    gate_row = next(row for row in rows if "Pending" in row)
+    assert "0/1 approvals of revision 2" in gate_row, shown
