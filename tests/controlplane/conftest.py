@@ -156,6 +156,14 @@ def proxied_operator(
 
 
 @pytest.fixture
+def proxied_story(
+    admin: kubernetes.client.ApiClient, namespace: str, kubectl: Kubectl, proxied_operator: OperatorProcess
+) -> Story:
+    """A story whose operator talks to the API server through the fault proxy."""
+    return Story(admin, namespace, kubectl, proxied_operator)
+
+
+@pytest.fixture
 def story(
     control_plane: ControlPlane,
     admin: kubernetes.client.ApiClient,

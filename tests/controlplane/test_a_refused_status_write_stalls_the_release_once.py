@@ -15,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from shepherd.lab.cluster import OperatorProcess
 from shepherd.lab.faultproxy import FaultProxy
-from story import Kubectl, Story, quickstart_release
+from story import Story, quickstart_release
 
 REFUSAL = "no Release may be paused in this namespace"
 STATUS_WRITES = r"/releases/shop/status$"
@@ -72,10 +72,8 @@ def operator_args() -> tuple[str, ...]:
 
 
 @pytest.fixture
-def story(
-    admin: kubernetes.client.ApiClient, namespace: str, kubectl: Kubectl, proxied_operator: OperatorProcess
-) -> Story:
-    return Story(admin, namespace, kubectl, proxied_operator)
+def story(proxied_story: Story) -> Story:
+    return proxied_story
 
 
 def reconciles(operator: OperatorProcess) -> float:

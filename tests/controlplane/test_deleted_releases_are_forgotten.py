@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import urllib.request
 
-import kubernetes
-
 from shepherd.lab.cluster import OperatorProcess
 from shepherd.lab.faultproxy import FaultProxy, fault
-from story import Kubectl, Story, quickstart_release
+from story import Story, quickstart_release
 
 RELEASES = r"^/apis/shepherd\.dev/v1alpha1/releases$"  # the operator watches them in all namespaces
 # Watches refused back off up to 30s; the relist that follows one finds the deletion.
@@ -31,16 +29,12 @@ def scrape(process: OperatorProcess) -> str:
 
 
 def test_a_release_deleted_while_the_watch_is_cut_is_forgotten_after_a_relist(
-    admin: kubernetes.client.ApiClient,
-    namespace: str,
-    kubectl: Kubectl,
-    fault_proxy: FaultProxy,
-    proxied_operator: OperatorProcess,
+    fault_proxy: FaultProxy, proxied_operator: OperatorProcess, proxied_story: Story
 ) -> None:
-    story = Story(admin, namespace, kubectl, proxied_operator)
+    story = proxied_story
 
     def named(release: str) -> bool:
-        return f'namespace="{namespace}",release="{release}"' in scrape(proxied_operator)
+        return f'namespace="{story.namespace}",release="{release}"' in scrape(proxied_operator)
 
     held = quickstart_release("1.0.0", gates=[{"name": "sign-off", "approval": {"count": 1}}])
     held["metadata"]["name"] = "held"
@@ -58,7 +52,7 @@ def test_a_release_deleted_while_the_watch_is_cut_is_forgotten_after_a_relist(
         "the watches of Releases open again, silent",
         lambda: fault_proxy.count("WATCH", RELEASES, injected=True) >= silent_before + 2,
     )
-    kubectl("delete", "release", "held")  # waits until it is gone: no finalizer holds it
+    story.kubectl("delete", "release", "held")  # waits until it is gone: no finalizer holds it
     assert named("held"), "the watch is cut: the operator has not heard of the deletion"
 
     lists_before = fault_proxy.count("LIST", RELEASES)

@@ -20,7 +20,7 @@ import pytest
 
 from shepherd.lab.cluster import InstalledChart, OperatorProcess
 from shepherd.lab.faultproxy import FaultProxy
-from story import Kubectl, Story, quickstart_release
+from story import Story, quickstart_release
 
 UNREADY_AFTER, UNHEALTHY_AFTER = 3, 8
 # Retries back off up to 30s: the first one after the role is back comes within that, and lists.
@@ -60,12 +60,11 @@ def jobs_role(chart: InstalledChart) -> str:
 def test_an_informer_forbidden_turns_readyz_to_503_with_the_reason_then_recovers_by_itself(
     chart: InstalledChart,
     admin: kubernetes.client.ApiClient,
-    namespace: str,
-    kubectl: Kubectl,
     fault_proxy: FaultProxy,
     proxied_operator: OperatorProcess,
+    proxied_story: Story,
 ) -> None:
-    story = Story(admin, namespace, kubectl, proxied_operator)
+    story = proxied_story
     ready, live = endpoint(proxied_operator, "--readiness"), endpoint(proxied_operator, "--liveness")
     story.wait_until("the operator leading and watching", lambda: probe(ready) == (200, WATCHING))
     rbac = kubernetes.client.RbacAuthorizationV1Api(admin)
