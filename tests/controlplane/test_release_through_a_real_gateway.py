@@ -41,12 +41,14 @@ from story import DEFAULT_TIMEOUT, Story
 GROUP, VERSION, ROUTES = "gateway.networking.k8s.io", "v1", "httproutes"
 REQUESTS = 1000
 # The 5xx share of the requests Traefik sent to the component's Service of the measured role (the canary
-# during the canary's analysis) over the last 5 s. No 5xx series at all is a ratio of 0; no request at all
-# is no sample, which the analysis counts as inconclusive, never as healthy.
+# during the canary's analysis) over the last 10 s: ten scrapes, so that a scrape or two lost on a busy
+# machine, or a series Traefik deleted on a reload and counts again from zero, still leaves a rate. No 5xx
+# series at all is a ratio of 0; no request at all is no sample, which the analysis counts as
+# inconclusive, never as healthy.
 SERVICE = 'service=~"{{namespace}}-{{release}}-{{component}}-{{role}}-.*"'
 ERROR_RATIO = (
-    f'(sum(rate(traefik_service_requests_total{{{SERVICE},code=~"5.."}}[5s])) or vector(0))'
-    f" / sum(rate(traefik_service_requests_total{{{SERVICE}}}[5s]))"
+    f'(sum(rate(traefik_service_requests_total{{{SERVICE},code=~"5.."}}[10s])) or vector(0))'
+    f" / sum(rate(traefik_service_requests_total{{{SERVICE}}}[10s]))"
 )
 MAX_ERROR_RATIO = 0.05
 

@@ -93,6 +93,7 @@ TRAEFIK_RULES = [
 
 # Traefik's count of one service's requests, by code.
 SERVICE_REQUESTS = "traefik_service_requests_total"
+CONFIG_RELOADS = "traefik_config_reloads_total"
 
 logger = logging.getLogger(__name__)
 
@@ -228,19 +229,23 @@ class Traefik(Lifecycle):
         with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
             return str(response.read().decode())
 
-    def served_requests(self, namespace: str) -> Counter[tuple[str, str]]:
-        """Traefik's own count of the requests it sent to each Service of `namespace`, by (service, code)."""
+    def served_requests(self, namespace: str) -> tuple[Counter[tuple[str, str]], float]:
+        """Traefik's own count of the requests it sent to each Service of `namespace`, by (service, code),
+        and how many times its configuration was reloaded so far, read from one scrape of its metrics."""
         counts: Counter[tuple[str, str]] = Counter()
+        reloads = 0.0
         prefix, suffix = f"{namespace}-", "@kubernetesgateway"
         for family in text_string_to_metric_families(self.metrics()):
             for sample in family.samples:
+                if sample.name == CONFIG_RELOADS:
+                    reloads = sample.value
                 name = sample.labels.get("service", "")
                 if sample.name != SERVICE_REQUESTS or not (name.startswith(prefix) and name.endswith(suffix)):
                     continue
                 # Traefik names it <namespace>-<service>-<scheme>-<port>.
                 short = re.sub(r"-(http|https|h2c)-\d+$", "", name.removeprefix(prefix).removesuffix(suffix))
                 counts[(short, sample.labels["code"])] += int(sample.value)
-        return counts
+        return counts, reloads
 
     def send(self, host: str, count: int) -> Counter[tuple[int, str]]:
         """`count` GETs of / through the Gateway for `host`, one after another: their (code, version)."""
@@ -250,11 +255,19 @@ class Traefik(Lifecycle):
             answers[(code, str(answer.get("version", "")))] += 1
         return answers
 
-    def split(self, host: str, namespace: str, count: int) -> Split:
-        """Send `count` requests for `host` and read how Traefik counted them for the namespace's Services."""
-        before = self.served_requests(namespace)
-        answers = self.send(host, count)
-        return Split(answers, self.served_requests(namespace) - before)
+    def split(self, host: str, namespace: str, count: int, attempts: int = 5) -> Split:
+        """Send `count` requests for `host` and read how Traefik counted them for the namespace's Services.
+
+        A configuration reload that leaves a Service out, however briefly (any namespace's change reloads
+        it), deletes that Service's series, which then count again from zero: a split during which Traefik
+        reloaded is sent again, up to `attempts` times, as its count may not be the requests'."""
+        for _ in range(attempts):
+            before, reloads = self.served_requests(namespace)
+            answers = self.send(host, count)
+            after, reloads_after = self.served_requests(namespace)
+            if reloads_after == reloads:
+                return Split(answers, after - before)
+        raise RuntimeError(f"Traefik reloaded its configuration during each of {attempts} splits of {count}")
 
     def api(self, path: str) -> Any:
         """Traefik's read-only API of its live configuration, e.g. `/api/http/services`."""
