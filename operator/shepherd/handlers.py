@@ -14,9 +14,10 @@ so Kopf puts no finalizer on a Release: deleting a Release needs nothing from th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -276,8 +277,21 @@ def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
     )
 
 
+async def end_in_order(tasks: Iterable[asyncio.Task[None]]) -> None:
+    """Cancel each task and wait for it to end before the next: the scheduler lets its passes end while
+    the informers still feed the cache they read."""
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 @kopf.on.cleanup(registry=REGISTRY)
-async def send_last_notifications(memo: Any, **_: Any) -> None:
+async def stop_passes_then_notify(memo: Any, **_: Any) -> None:
+    """End the scheduler and the informers as Kopf stops, on every way it stops (a signal, the stop flag, a
+    lost lease): started beside Kopf, they would be its "hung tasks", waited for 5 s. Then send what the
+    last passes had to tell."""
+    await end_in_order(memo.background)
     await memo.runtime.notifier.drain()
 
 

@@ -15,7 +15,7 @@ import kopf
 import kubernetes.client
 
 from shepherd.cache import Cache
-from shepherd.handlers import REGISTRY, Runtime, operator_settings
+from shepherd.handlers import REGISTRY, Runtime, end_in_order, operator_settings
 from shepherd.health import Endpoint, HealthServer, Verdict
 from shepherd.kube import KubeAPI
 from shepherd.leader import LeaderElection, LeaderElector, LeadershipLost
@@ -184,17 +184,12 @@ async def _kopf(
             clusterwide=not options.namespaces,
             namespaces=list(options.namespaces),
             standalone=True,  # one operator acts: the declared one, or the Lease's holder
-            memo=kopf.Memo(runtime=runtime),
+            memo=kopf.Memo(runtime=runtime, background=(scheduling, informing)),
             stop_flag=stop,
             ready_flag=started,
         )
     finally:
-        scheduling.cancel()
-        informing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await scheduling
-        with contextlib.suppress(asyncio.CancelledError):
-            await informing
+        await end_in_order((scheduling, informing))
         await connection.close()
 
 
