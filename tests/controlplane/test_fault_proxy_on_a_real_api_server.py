@@ -129,6 +129,17 @@ def test_faults_are_injected_by_verb_path_and_share_with_kubernetes_status_bodie
     assert proxy.count("LIST", injected=True) == outcomes.count(500)
     assert proxy.count("LIST", injected=False) >= outcomes.count(200)
 
+    proxy.clear()
+    proxy.inject(fault("LIST", status=500, every=3))
+    failed_at = []
+    for index in range(1, 10):
+        try:
+            apps.list_namespaced_deployment(namespace)
+        except ApiException as error:
+            assert error.status == 500
+            failed_at.append(index)
+    assert failed_at == [3, 6, 9], "every third, counted among the matching requests only"
+
 
 def test_a_delay_holds_the_request(
     through_proxy: kubernetes.client.ApiClient, proxy: FaultProxy, namespace: str

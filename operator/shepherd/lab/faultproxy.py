@@ -7,15 +7,15 @@ streamed as they come.
 
 Rules inject faults by verb (GET, LIST, WATCH, POST, PUT, PATCH, DELETE; WATCH and LIST are told apart from
 GET by the path and the `watch` query), an optional path regex and a share of the matching requests (drawn
-from a seeded random generator): an answer of the proxy's own (500, 429 with Retry-After, 409, each with
-a Kubernetes Status body) instead of the server's, an added delay, a watch stream cut some seconds after
-it began, a hang (the request accepted and never answered nor closed: never sent to the server, or sent and
-its answer withheld, so the server applied a write its client never hears of), a silent watch (open,
-and nothing of it forwarded: no event, no bookmark, no end), or an expired one (answered 410 in its
-stream, as when the version it resumes from is compacted away). Every request is counted by verb and
-path, and a hook can run right after the server answered the k-th write (or right before the k-th write
-is sent): a test kills the operator there. What a delay, a hang or a silent watch holds is let go when
-the proxy stops: its connection is closed and the proxy's thread ends.
+from a seeded random generator, or every n-th of them): an answer of the proxy's own (500, 429 with
+Retry-After, 409, each with a Kubernetes Status body) instead of the server's, an added delay, a watch
+stream cut some seconds after it began, a hang (the request accepted and never answered nor closed: never
+sent to the server, or sent and its answer withheld, so the server applied a write its client never hears
+of), a silent watch (open, and nothing of it forwarded: no event, no bookmark, no end), or an expired one
+(answered 410 in its stream, as when the version it resumes from is compacted away). Every request is
+counted by verb and path, and a hook can run right after the server answered the k-th write (or right before
+the k-th write is sent): a test kills the operator there. What a delay, a hang or a silent watch holds is
+let go when the proxy stops: its connection is closed and the proxy's thread ends.
 
 Any plain HTTP server can stand behind it too (a slow Prometheus: `FaultProxy(url, None)` and
 `fault(delay=60)`): the verbs then mean little, and the path regex chooses.
@@ -125,8 +125,10 @@ class Fault:
     the request unanswered until the proxy stops ("before": never sent to the server; "after": the server
     answered, the answer is withheld); `silent` keeps a watch open forwarding nothing (a WATCH rule);
     `expired` answers a watch as the server does once the version it resumes from is compacted away: 200,
-    then one ERROR event with a 410 Status (a WATCH rule: its client must list again); `times` limits how
-    many requests the rule acts on."""
+    then one ERROR event with a 410 Status (a WATCH rule: its client must list again); `every` acts on
+    every n-th matching request (the n-th, the 2n-th, ...) rather than on a random `share` of them, so that
+    a run of a given number of requests meets a known number of faults; `times` limits how many requests
+    the rule acts on."""
 
     verbs: frozenset[str] = frozenset()
     path: str | None = None
@@ -139,7 +141,9 @@ class Fault:
     hang: Hang | None = None
     silent: bool = False
     expired: bool = False
+    every: int | None = None
     applied: int = 0
+    matched: int = 0
 
     def __post_init__(self) -> None:
         unknown = set(self.verbs) - set(VERBS)
@@ -147,6 +151,8 @@ class Fault:
             raise ValueError(f"unknown verbs {sorted(unknown)}; known: {', '.join(VERBS)}")
         if not 0.0 <= self.share <= 1.0:
             raise ValueError(f"share must be within 0..1, not {self.share}")
+        if self.every is not None and (self.every < 1 or self.share != 1.0):
+            raise ValueError(f"every must be 1 or more, and comes instead of a share, not {self.every}")
         if self.hang not in (None, "before", "after"):
             raise ValueError(f"hang must be before or after (the server), not {self.hang!r}")
         if self.silent and self.verbs != {"WATCH"}:
@@ -171,6 +177,7 @@ def fault(
     hang: Hang | None = None,
     silent: bool = False,
     expired: bool = False,
+    every: int | None = None,
 ) -> Fault:
     return Fault(
         frozenset(verbs),
@@ -183,6 +190,7 @@ def fault(
         hang=hang,
         silent=silent,
         expired=expired,
+        every=every,
     )
 
 
@@ -470,15 +478,14 @@ class FaultProxy:
 
     def _choose(self, verb: str, path: str) -> list[Fault]:
         with self._lock:
-            chosen = [
-                f
-                for f in self._faults
-                if f.matches(verb, path)
-                and (f.times is None or f.applied < f.times)
-                and self._random.random() < f.share
-            ]
-            for f in chosen:
-                f.applied += 1
+            chosen = []
+            for f in self._faults:
+                if not f.matches(verb, path) or (f.times is not None and f.applied >= f.times):
+                    continue
+                f.matched += 1
+                if f.matched % f.every == 0 if f.every is not None else self._random.random() < f.share:
+                    f.applied += 1
+                    chosen.append(f)
             return chosen
 
     def _record(self, verb: str, path: str, status: int, injected: bool, at: float | None = None) -> None:
