@@ -5,13 +5,15 @@ rollback on bad metrics from the real Prometheus."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import kubernetes
+import pytest
 
 from prometheus_fixtures import wait_for_value
 from shepherd.core.promql import render_query
-from shepherd.lab.cluster import OperatorProcess, install_chart
+from shepherd.lab.cluster import InstalledChart, OperatorProcess, helm, install_chart
 from shepherd.lab.controlplane import ControlPlane
 from shepherd.lab.exporter import SeriesKey, TrafficExporter
 from shepherd.lab.podsim import PodSimulator
@@ -89,16 +91,24 @@ def test_two_replicas_share_the_lease_and_the_standby_takes_over(story: Story, t
         story.wait_phase("Succeeded", revision=2)
 
 
-def test_the_namespace_scoped_chart_runs_a_release_in_its_namespace(
-    control_plane: ControlPlane, pods: PodSimulator, namespace: str, tmp_path: Path
-) -> None:
-    scoped = install_chart(
+@pytest.fixture
+def scoped(control_plane: ControlPlane, namespace: str) -> Iterator[InstalledChart]:
+    """The chart installed a second time, watching only the story's namespace; uninstalled after it, as its
+    admission policies (cluster-wide, named after it) would otherwise also answer in later stories."""
+    chart = install_chart(
         control_plane,
         CHART,
         name="shepherd-scoped",
         namespace="shepherd-scoped",
         values={"watchNamespace": [namespace]},
     )
+    yield chart
+    helm(control_plane, "uninstall", chart.name, "--namespace", chart.namespace, "--wait")
+
+
+def test_the_namespace_scoped_chart_runs_a_release_in_its_namespace(
+    control_plane: ControlPlane, pods: PodSimulator, namespace: str, scoped: InstalledChart, tmp_path: Path
+) -> None:
     assert f"--namespace={namespace}" in scoped.args
     kubectl: Kubectl = kubectl_runner(control_plane.kubeconfig, namespace, tmp_path / "kube-cache")
     admin = kubernetes.config.new_client_from_config(config_file=str(control_plane.kubeconfig))
