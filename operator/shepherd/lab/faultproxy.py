@@ -292,6 +292,10 @@ class FaultProxy:
             self._write_count = 0
             self.watches_cut = 0
 
+    def open_watches(self) -> int:
+        """How many watch streams are open through the proxy now."""
+        return len(self._open_watches)
+
     def cut_watches(self, path: str | None = None) -> int:
         """Cut every watch stream open now (whose path the regex `path` matches); returns how many."""
         loop = self._loop
